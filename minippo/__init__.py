@@ -1,0 +1,1 @@
+"""minippo: a minimal, from-scratch PPO for language models. Start reading at train.py."""

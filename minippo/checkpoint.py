@@ -1,0 +1,93 @@
+"""Saving and loading runs safely: atomic writes, weights-only loads, full RNG state.
+
+A checkpoint holds only state_dicts and plain Python values (numbers, strings, lists, dicts,
+tensors), so `torch.load(weights_only=True)` can read it without running pickled code, and a file
+holding anything else is refused. Every write goes to a temporary file first and is then renamed
+over the old one: a crash or Ctrl-C mid-write never leaves a half-written checkpoint behind.
+"""
+import json
+import os
+import random
+
+import numpy as np
+import torch
+
+from minippo.config import UsageError
+
+
+def atomic_write(path: str, write) -> None:
+    """write(tmp_path) then rename: readers see the old file or the new one, never a partial one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save(obj: dict, path: str) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_json(obj, path: str) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+    atomic_write(path, write)
+
+
+def load(path: str, kind: str) -> dict:
+    """Load a minippo checkpoint of the given kind, or raise UsageError with one clear line."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holds pickled code
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{path}: not a readable minippo checkpoint ({first}); delete it or "
+                         f"point to another file") from None
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        raise UsageError(f"{path}: not a minippo {kind} checkpoint")
+    return obj
+
+
+def check_compatible(state: dict, expected: dict, path: str) -> None:
+    """Refuse a checkpoint whose model shape or vocabulary differs, before any shape error."""
+    for key, want in expected.items():
+        have = state.get(key)
+        if have != want:
+            raise UsageError(f"{path}: made with {key}={have!r}, this run has {key}={want!r}; "
+                             f"use a matching configuration or another --out folder")
+
+
+def rng_state() -> dict:
+    """The state of every random generator the run uses (python, numpy, torch, cuda)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_tuples(state["python"]))
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    """random.setstate needs tuples where a round trip through torch.save may give lists."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

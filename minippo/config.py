@@ -1,0 +1,155 @@
+"""Every setting of a run in one dataclass; `python train.py --help` lists them with their meaning.
+
+Each field carries a one-line help with a typical range. `parse_config` builds the command line
+from the dataclass and checks every value before any work starts: a bad value prints one line
+naming the setting, the value and what is allowed, and exits with code 2.
+"""
+import argparse
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields
+
+
+def _f(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # --- the run
+    out: str = _f("out", "output folder (reference.pt, checkpoint.pt, metrics.jsonl, samples.txt, summary.json)")
+    seed: int = _f(0, "random seed; on CPU the same seed gives the same run, bit for bit")
+    device: str = _f("auto", "auto | cpu | cuda (auto picks cuda when present)")
+    data: str = _f("", "UTF-8 text file, one sentence per line, to pretrain on instead of the built-in corpus")
+    resume: str = _f("", "continue the run saved in this folder (same settings as when it started)")
+    force: bool = _f(False, "start afresh in --out even if it holds another run (the cached reference is kept)")
+    # --- the policy (a tiny GPT); changing these retrains the reference
+    n_layer: int = _f(2, "transformer blocks (1-4)")
+    n_head: int = _f(4, "attention heads; must divide d_model")
+    d_model: int = _f(64, "width of the residual stream (32-256); 64 gives ~110k parameters")
+    block_size: int = _f(80, "longest prompt + response, in characters")
+    # --- pretraining, whose result is the frozen reference pi_ref
+    corpus_lines: int = _f(20000, "sentences the built-in grammar generates")
+    pretrain_steps: int = _f(600, "AdamW steps of next-character prediction (300-2000)")
+    pretrain_batch: int = _f(32, "windows of block_size characters per pretraining step")
+    pretrain_lr: float = _f(3e-3, "peak pretraining learning rate, cosine-decayed (1e-3 - 1e-2)")
+    # --- RL: maximise J = E[r(x,y)] - beta KL(pi_theta || pi_ref)
+    algo: str = _f("ppo", "ppo (clipped surrogate, value head, GAE) | reinforce (log-derivative trick)")
+    reward: str = _f("positive", "reward function r(x, y), by name (see minippo/rewards.py)")
+    iters: int = _f(100, "RL iterations (sample, score, update)")
+    batch: int = _f(64, "responses y sampled per iteration (16-512)")
+    max_new_tokens: int = _f(64, "response length limit; a response without EOS gets the penalty reward")
+    temperature: float = _f(1.0, "sampling temperature T; the policy optimised is pi_theta at T (0.5-2)")
+    beta: float = _f(0.1, "KL penalty coefficient (initial value when --target-kl is set) (0.01-1)")
+    target_kl: float = _f(0.0, "adaptive beta: target KL in nats per response; 0 keeps beta fixed")
+    kl_horizon: int = _f(10000, "adaptive beta horizon, in responses (Ziegler et al. 2019)")
+    lr: float = _f(3e-4, "RL learning rate (1e-5 - 1e-3)")
+    epochs: int = _f(4, "PPO epochs over each batch (1-8); reinforce always does one step")
+    minibatch: int = _f(16, "PPO minibatch size, in responses; must divide batch")
+    clip: float = _f(0.2, "PPO clip epsilon for the ratio and the value (0.1-0.3)")
+    vf_coef: float = _f(0.1, "weight of the value loss (0.05-1)")
+    gamma: float = _f(1.0, "discount; 1 makes the return the whole response's reward")
+    lam: float = _f(0.95, "GAE lambda: 1 = Monte Carlo returns (unbiased), 0 = one-step TD (0.9-1)")
+    ent_coef: float = _f(0.0, "entropy bonus; it biases the optimum, so 0 by default (0-0.01)")
+    max_grad_norm: float = _f(1.0, "clip the gradient's global norm to this")
+    whiten: bool = _f(True, "normalise advantages to mean 0, std 1 over the batch")
+    # --- logging and evaluation
+    sample_every: int = _f(25, "print a few prompt -> response samples every N iterations")
+    ckpt_every: int = _f(25, "save checkpoint.pt every N iterations (and on Ctrl-C)")
+    eval_samples: int = _f(256, "samples per evaluation prompt for J(theta), J(pi_ref) and J*")
+
+    def to_dict(self):
+        return asdict(self)
+
+
+ALGOS = ("ppo", "reinforce")
+DEVICES = ("auto", "cpu", "cuda")
+# settings that may differ when resuming (where the run is saved, how long it goes on)
+RESUMABLE = {"out", "resume", "force", "iters"}
+# settings the cached reference depends on
+PRETRAIN_KEYS = ("seed", "data", "n_layer", "n_head", "d_model", "block_size", "corpus_lines",
+                 "pretrain_steps", "pretrain_batch", "pretrain_lr")
+
+
+class UsageError(Exception):
+    """A bad setting or input file: the message is one line, the exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Pretrain a tiny character-level GPT, then tune it with "
+                                "KL-penalised PPO or REINFORCE.", allow_abbrev=False)
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        help = f"{f.metadata['help']} [default: {f.default}]"
+        if f.type is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
+        else:
+            p.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=help)
+    return p
+
+
+def _convert(name, text, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UsageError(f"--{name.replace('_', '-')}={text}: expected {kind.__name__}") from None
+    return value
+
+
+def check(cfg: Config, rewards=()):
+    """Raise UsageError naming the first setting that is out of range."""
+    def bad(name, allowed):
+        raise UsageError(f"--{name.replace('_', '-')}={getattr(cfg, name)!r}: {allowed}")
+
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            bad(f.name, "must be a finite number")
+    for name in ("n_layer", "n_head", "d_model", "block_size", "corpus_lines", "pretrain_steps",
+                 "pretrain_batch", "iters", "batch", "max_new_tokens", "epochs", "minibatch",
+                 "kl_horizon", "sample_every", "ckpt_every", "eval_samples"):
+        if getattr(cfg, name) <= 0:
+            bad(name, "must be a positive integer")
+    for name in ("pretrain_lr", "lr", "temperature", "max_grad_norm"):
+        if getattr(cfg, name) <= 0:
+            bad(name, "must be > 0")
+    for name in ("beta", "target_kl", "vf_coef", "ent_coef"):
+        if getattr(cfg, name) < 0:
+            bad(name, "must be >= 0")
+    for name in ("gamma", "lam"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            bad(name, "must be in [0, 1]")
+    if not 0 < cfg.clip < 1:
+        bad("clip", "must be in (0, 1)")
+    if cfg.d_model % cfg.n_head:
+        bad("n_head", f"must divide --d-model={cfg.d_model}")
+    if cfg.batch % cfg.minibatch:
+        bad("minibatch", f"must divide --batch={cfg.batch}")
+    if cfg.max_new_tokens >= cfg.block_size:
+        bad("max_new_tokens", f"must be < --block-size={cfg.block_size} (the prompt needs room)")
+    if cfg.algo not in ALGOS:
+        bad("algo", f"must be one of {', '.join(ALGOS)}")
+    if rewards and cfg.reward not in rewards:
+        bad("reward", f"must be one of {', '.join(rewards)} (add yours in minippo/rewards.py)")
+    if cfg.device not in DEVICES:
+        bad("device", f"must be one of {', '.join(DEVICES)}")
+
+
+def parse_config(argv=None, rewards=()) -> Config:
+    """Command line -> checked Config. Bad values exit with code 2 and one line on stderr."""
+    args = build_parser().parse_args(argv)
+    values = {}
+    try:
+        for f in fields(Config):
+            v = getattr(args, f.name)
+            if v is None:
+                continue
+            values[f.name] = v if f.type is bool else _convert(f.name, v, f.type)
+        cfg = Config(**values)
+        if cfg.resume:
+            cfg.out = cfg.resume
+        check(cfg, rewards)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return cfg

@@ -1,0 +1,149 @@
+"""The policy pi_theta: a tiny decoder-only transformer over characters, with a value head.
+
+GPT-2 shape (token + position embeddings, pre-LayerNorm blocks of causal self-attention and an MLP,
+no dropout) at about 110k parameters. It knows nothing of RL: it maps tokens to next-token logits
+and, for PPO later, a scalar value V(s_t) per position from the same hidden states.
+
+Padding: batches of prompts are *left*-padded with PAD so every prompt ends at the same column and
+responses start together. PAD tokens are never attended to, and positions count only real tokens,
+so a sequence gives the same numbers alone or padded inside a batch (tests check this).
+
+Signpost: production LLMs are ~10^5-10^7 times larger and add rotary positions, grouped-query
+attention and fused kernels; none of that changes what PPO does with the log-probs.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    pad_id: int
+    block_size: int = 80    # longest sequence (prompt + response) the position table covers
+    n_layer: int = 2
+    n_head: int = 4
+    d_model: int = 64
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
+                                 nn.Linear(4 * cfg.d_model, cfg.d_model))
+
+    def forward(self, x, mask, kv=None, start=0):
+        B, T, C = x.shape                                                    # (B, T, C)
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if kv is not None:                  # KV cache: write this chunk's keys/values, read all so far
+            kv[0][:, :, start:start + T] = k
+            kv[1][:, :, start:start + T] = v
+            k, v = kv[0][:, :, :start + T], kv[1][:, :, :start + T]         # (B, nh, S, hs)
+        # softmax(q k^T / sqrt(hs), over allowed keys only) v, in one fused torch kernel
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)          # (B, nh, T, hs)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.mlp(self.ln2(x))
+
+
+class Policy(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.value_head = nn.Linear(cfg.d_model, 1)     # V(s_t), used by PPO only
+        self.apply(self._init)
+        for block in self.blocks:       # GPT-2: scale residual projections by 1/sqrt(2 n_layer)
+            nn.init.normal_(block.proj.weight, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        nn.init.zeros_(self.value_head.weight)          # V = 0 exactly at initialisation
+        nn.init.zeros_(self.value_head.bias)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, tokens, cache=None):
+        """tokens (B, T) -> logits (B, T, V), values (B, T). With `cache`, tokens continue it."""
+        B, T = tokens.shape
+        real = tokens != self.cfg.pad_id                                    # (B, T) True = not PAD
+        start = 0
+        if cache is not None:
+            start = cache["len"]
+            cache["real"][:, start:start + T] = real
+            cache["len"] += T
+            real = cache["real"][:, :start + T]                             # (B, S) every key so far
+        S = real.shape[1]
+        positions = (real.cumsum(1) - 1).clamp(min=0)[:, start:]            # count real tokens only
+        # query i sees key j when j <= i (causal) and j is not PAD; every query sees itself, so a
+        # PAD query (whose output nobody reads) never has an empty row, which would give NaN.
+        q_col = torch.arange(T, device=tokens.device)[:, None] + start       # (T, 1) query column
+        k_col = torch.arange(S, device=tokens.device)[None, :]               # (1, S) key column
+        mask = ((k_col <= q_col) & real[:, None, None, :]) | (k_col == q_col)  # (B, 1, T, S)
+        x = self.tok_emb(tokens) + self.pos_emb(positions)                  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, None if cache is None else cache["kv"][i], start)
+        x = self.ln_f(x)
+        return self.lm_head(x), self.value_head(x).squeeze(-1)
+
+    def new_cache(self, batch_size: int, max_len: int):
+        """A preallocated KV cache: keys and values for every layer, plus which columns are real."""
+        c = self.cfg
+        shape = (batch_size, c.n_head, max_len, c.d_model // c.n_head)
+        p = self.lm_head.weight
+        return {"len": 0, "real": torch.zeros(batch_size, max_len, dtype=torch.bool, device=p.device),
+                "kv": [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(c.n_layer)]}
+
+
+def token_logprobs(logits, targets, temperature: float):
+    """log pi(y_t | y_<t) of the chosen tokens, from logits divided by the sampling temperature.
+    logits (..., V), targets (...) -> (...)"""
+    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def logprobs(model, tokens, temperature: float):
+    """Teacher-forced log-probs of tokens[:, 1:] given their prefixes: (B, T) -> (B, T-1)."""
+    logits, _ = model(tokens)
+    return token_logprobs(logits[:, :-1], tokens[:, 1:], temperature)
+
+
+@torch.no_grad()
+def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int):
+    """y ~ pi_theta(. | x) with a KV cache, each row stopping at its first EOS.
+
+    prompts (B, P) left-padded -> tokens (B, L), logprobs (B, L) with L <= max_new_tokens.
+    After a row's EOS its tokens are PAD and its log-probs 0. Each step feeds one new token per row
+    and reads the keys/values of all earlier ones from the cache instead of recomputing them.
+    """
+    pad_id = model.cfg.pad_id
+    B = prompts.shape[0]
+    cache = model.new_cache(B, prompts.shape[1] + max_new_tokens)
+    logits = model(prompts, cache)[0][:, -1]                                # (B, V) prefill
+    done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
+    tokens, lps = [], []
+    for _ in range(max_new_tokens):
+        logp = torch.log_softmax(logits / temperature, dim=-1)              # log pi at temperature T
+        nxt = torch.multinomial(logp.exp(), 1).squeeze(1)                   # (B,)
+        lp = logp.gather(1, nxt[:, None]).squeeze(1)
+        nxt = nxt.masked_fill(done, pad_id)
+        tokens.append(nxt)
+        lps.append(lp.masked_fill(done, 0.0))
+        done = done | (nxt == eos_id)
+        if bool(done.all()):
+            break
+        logits = model(nxt[:, None], cache)[0][:, -1]
+    return torch.stack(tokens, 1), torch.stack(lps, 1)

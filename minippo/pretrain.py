@@ -1,0 +1,92 @@
+"""Pretraining: next-character prediction on the corpus. Its result, frozen, is pi_ref.
+
+The lecture starts from a model that already speaks (an instruction-tuned GPT). Here that model is
+made in seconds: AdamW on cross-entropy over random windows of the corpus text, a short warm-up
+and a cosine decay of the learning rate.
+
+Signpost: real pretraining runs for weeks on thousands of GPUs, then supervised fine-tuning
+teaches the model to answer. RL starts from that checkpoint exactly as it starts from this one.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from minippo.data import is_grammatical
+from minippo.model import sample
+
+
+def get_batch(ids, batch_size: int, block_size: int):
+    """Random windows of the token stream: inputs (B, T) and the next characters (B, T)."""
+    starts = torch.randint(len(ids) - block_size - 1, (batch_size,))
+    x = torch.stack([ids[s:s + block_size] for s in starts])
+    y = torch.stack([ids[s + 1:s + block_size + 1] for s in starts])
+    return x, y
+
+
+def lm_loss(model, x, y):
+    logits, _ = model(x)                                        # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten())   # -mean log p(next char)
+
+
+@torch.no_grad()
+def val_loss(model, ids, block_size: int, max_windows: int = 64) -> float:
+    """Mean next-character loss over fixed, non-overlapping windows of the held-out text."""
+    n = min(max_windows, (len(ids) - 1) // block_size)
+    x = ids[:n * block_size].view(n, block_size)
+    y = ids[1:n * block_size + 1].view(n, block_size)
+    return lm_loss(model, x, y).item()
+
+
+def learning_rate(step: int, total: int, peak: float) -> float:
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to peak/10
+
+
+def pretrain(model, optimizer, train_ids, val_ids, cfg, step: int = 0, should_stop=lambda: False):
+    """Train from `step` to cfg.pretrain_steps; returns the step reached (less if stopped early)."""
+    model.train()
+    bar = tqdm(range(step, cfg.pretrain_steps), desc="pretrain", initial=step,
+               total=cfg.pretrain_steps, dynamic_ncols=True)
+    for step in bar:
+        if should_stop():
+            bar.close()
+            return step
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg.pretrain_steps, cfg.pretrain_lr)
+        x, y = get_batch(train_ids, cfg.pretrain_batch, cfg.block_size)
+        loss = lm_loss(model, x.to(model.lm_head.weight.device), y.to(model.lm_head.weight.device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step}; "
+                                     f"lower --pretrain-lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    return cfg.pretrain_steps
+
+
+@torch.no_grad()
+def sample_lines(model, vocab, n: int, prompt: str = "", temperature: float = 1.0,
+                 max_new_tokens: int = 64) -> list[str]:
+    """n lines written by the model after `prompt` (each line begins after an EOS)."""
+    device = model.lm_head.weight.device
+    start = torch.tensor([[vocab.eos_id] + vocab.encode(prompt)] * n, device=device)
+    tokens, _ = sample(model, start, max_new_tokens, temperature, vocab.eos_id)
+    lines = []
+    for row in tokens.tolist():
+        text = vocab.decode(row)
+        lines.append(prompt + text[:-1] if text.endswith("\n") else prompt + text + " <no EOS>")
+    return lines
+
+
+def grammatical_fraction(lines) -> float:
+    return sum(map(is_grammatical, lines)) / max(1, len(lines))

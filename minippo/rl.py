@@ -1,0 +1,107 @@
+"""The KL-penalised policy gradient, as small pure functions of tensors (no model inside).
+
+The objective (the lecture's):  J(theta) = E_x E_{y ~ pi_theta(.|x)}[ r(x, y) ] - beta KL(pi_theta || pi_ref)
+
+Design choices, all of Ziegler et al. 2019 / InstructGPT style PPO:
+- KL in the reward, per token: r_t = -beta (log pi_old - log pi_ref)_t at every response token, and
+  the score r(x, y) added at the last token (the EOS). Summed over t this is exactly the sampled
+  J(theta) integrand r(x, y) - beta log(pi(y|x) / pi_ref(y|x)).
+- Advantages by GAE with gamma = 1 (a response is a finite episode) and lambda (0.95); lambda = 1
+  is unbiased Monte Carlo "reward-to-go minus V". Whitened over the batch's response tokens.
+- Losses are summed over a response's tokens and averaged over responses, because J is an
+  expectation over responses: that sum is the unbiased gradient of J, whatever the lengths.
+Shapes: B responses, L response tokens; `mask` (B, L) is 1 where the token is part of the response
+(up to and including EOS) and counts in the loss, 0 for padding after it.
+"""
+import torch
+
+
+def seq_mean(x, mask):
+    """Sum over each response's tokens, mean over responses: (B, L) -> scalar."""
+    return (x * mask).sum() / mask.shape[0]
+
+
+def masked_mean(x, mask):
+    """Mean over response tokens only: (B, L) -> scalar."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x, mask, eps: float = 1e-8):
+    """(x - mean) / std over the masked entries; stays finite on constant input."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def per_token_rewards(scores, logprobs, ref_logprobs, mask, beta: float):
+    """r_t = -beta (log pi - log pi_ref)_t, plus r(x, y) at the last response token.
+    scores (B,), logprobs/ref_logprobs/mask (B, L) -> rewards (B, L), kl (B, L)"""
+    kl = (logprobs - ref_logprobs) * mask                    # k1 estimate of KL, per token
+    rewards = -beta * kl
+    last = mask.sum(1).long() - 1                             # index of EOS (or of the last token)
+    rewards[torch.arange(len(scores)), last] += scores        # r(x, y) arrives at the end
+    return rewards, kl
+
+
+def gae(rewards, values, mask, gamma: float, lam: float):
+    """Generalised advantage estimation, computed backwards over the response.
+    delta_t = r_t + gamma V(s_{t+1}) - V(s_t)     (V = 0 after the last token)
+    A_t     = delta_t + gamma lam A_{t+1}          returns_t = A_t + V(s_t)      (B, L) each"""
+    values = values * mask
+    advantages = torch.zeros_like(rewards)
+    next_adv = torch.zeros_like(rewards[:, 0])
+    next_value = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_adv = delta + gamma * lam * next_adv
+        advantages[:, t] = next_adv
+        next_value = values[:, t]
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, mask, clip: float):
+    """PPO's clipped surrogate and clipped value loss for one minibatch; (B, L) tensors in."""
+    log_ratio = (logprobs - old_logprobs) * mask
+    ratio = torch.exp(log_ratio)                              # pi_theta / pi_old, 1 at the start
+    pg_losses = torch.maximum(-advantages * ratio,            # pessimistic of the two surrogates
+                              -advantages * ratio.clamp(1 - clip, 1 + clip))
+    pg_loss = seq_mean(pg_losses, mask)
+    values_clipped = old_values + (values - old_values).clamp(-clip, clip)
+    vf_loss = 0.5 * seq_mean(torch.maximum((values - returns) ** 2, (values_clipped - returns) ** 2), mask)
+    stats = {"approx_kl": masked_mean(-log_ratio, mask),                      # k1
+             "approx_kl_k3": masked_mean(ratio - 1 - log_ratio, mask),        # k3 >= 0
+             "clipfrac": masked_mean(((ratio - 1).abs() > clip).float(), mask)}
+    return pg_loss, vf_loss, stats
+
+
+def reinforce_loss(logprobs, scores, kl, mask, beta: float):
+    """The log-derivative trick at sequence level, with a leave-one-out mean baseline:
+    grad J ~ 1/B sum_i (R_i - b_i) grad log pi_theta(y_i|x_i),  R_i = r(x_i, y_i) - beta KL_i.
+    b_i is the mean R of the *other* samples, so it does not depend on y_i and the estimate stays
+    unbiased (a plain batch mean would shrink the gradient by (B-1)/B). (B, L) tensors, scores (B,)."""
+    R = scores - beta * kl.sum(1)                             # (B,) R(x, y) with the KL penalty
+    b = (R.sum() - R) / (len(R) - 1)                          # leave-one-out baseline
+    seq_logprob = (logprobs * mask).sum(1)                    # log pi_theta(y|x) = sum_t log pi(y_t|.)
+    return -((R - b).detach() * seq_logprob).mean()
+
+
+def entropy(logits, mask, temperature: float):
+    """Mean per-token entropy of pi_theta at temperature T over response tokens."""
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+
+
+def explained_variance(values, returns, mask) -> float:
+    """1 - Var(returns - V) / Var(returns): 1 = V predicts the return, <= 0 = no better than a constant."""
+    var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    err = returns - values
+    var_err = masked_mean((err - masked_mean(err, mask)) ** 2, mask)
+    return float(1 - var_err / var) if var > 0 else float("nan")
+
+
+def update_beta(beta: float, kl: float, target: float, n: int, horizon: int) -> float:
+    """Adaptive KL controller (Ziegler et al. 2019): move beta towards the KL target,
+    by a proportional error clipped to +-0.2, scaled by n responses / horizon."""
+    error = min(max(kl / target - 1, -0.2), 0.2)
+    return beta * (1 + error * n / horizon)

@@ -1,0 +1,158 @@
+"""minippo: pretrain a tiny character-level GPT, then tune it with KL-penalised PPO (or REINFORCE).
+
+    python train.py                      # ~30 s on a laptop CPU: pretrain, then 100 PPO iterations
+    python train.py --algo reinforce     # the log-derivative trick, one step per batch
+    python train.py --help               # every setting, with its meaning and typical range
+
+It maximises the lecture's objective
+    J(theta) = E_x E_{y ~ pi_theta(.|x)}[ r(x, y) ] - beta KL(pi_theta(.|x) || pi_ref(.|x))
+and at the end measures how close it came to the exact optimum J* (minippo/evaluate.py).
+Reading order: this file top to bottom, following the imports into minippo/.
+"""
+import json
+import signal
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from minippo import runs
+from minippo.config import UsageError, parse_config
+from minippo.data import is_grammatical
+from minippo.evaluate import evaluate
+from minippo.model import sample
+from minippo.rewards import REWARDS
+from minippo.rl import (entropy, explained_variance, gae, per_token_rewards, ppo_losses,
+                        reinforce_loss, seq_mean, update_beta, whiten)
+from minippo.rollout import (RewardError, decode_responses, encode_prompts, response_logprobs,
+                             score)
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(argv, rewards=tuple(REWARDS))
+    stop = runs.StopFlag()                  # Ctrl-C: finish the current step, save, exit
+    signal.signal(signal.SIGINT, stop.request)
+    try:
+        return train(cfg, stop)
+    except UsageError as e:                 # a bad input: one line, exit 2, nothing saved is touched
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (RewardError, FloatingPointError) as e:
+        print(f"error: {e}. The last good checkpoint is kept in {cfg.out}.", file=sys.stderr)
+        return 1
+
+
+def train(cfg, stop) -> int:
+    run = runs.open_run(cfg)                # checks --out / --resume, loads data, picks the device
+    vocab, prompts, device, reward_fn = run.vocab, run.prompts, run.device, REWARDS[cfg.reward]
+    print(run.describe())
+
+    # ---------------------------------------------------------------- the reference pi_ref
+    # Pretrain (or reuse the cached reference.pt), then keep a frozen copy: no gradients, eval mode.
+    policy, ref, pretrain_seconds = runs.pretrained_policy(run, stop)
+    if policy is None:
+        return 130                          # interrupted during pretraining; its state is saved
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    state = runs.resume_rl(run, policy, optimizer)  # iteration, beta, RNG: restored or fresh
+    beta = state["beta"]
+
+    bar = tqdm(range(state["iter"], cfg.iters), desc="rl", initial=state["iter"], total=cfg.iters,
+               dynamic_ncols=True)
+    t_start = time.time()
+    for it in bar:
+        t0 = time.time()
+        # ---- 1. sample responses: x from the prompt set, y ~ pi_theta(.|x) at temperature T
+        xs = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch,)).tolist()]
+        prompt_ids = encode_prompts(vocab, xs, device)                   # (B, P)
+        tokens, _ = sample(policy, prompt_ids, cfg.max_new_tokens, cfg.temperature, vocab.eos_id)
+        mask = (tokens != vocab.pad_id).float()                          # (B, L) 1 = response token
+        ys, finished = decode_responses(vocab, tokens)
+
+        # ---- 2. score them: r(x, y), plain Python on strings
+        scores = score(reward_fn, xs, ys, finished, device)              # (B,)
+
+        # ---- 3. log pi_old, V(s_t) and log pi_ref of the sampled tokens, at the same T
+        with torch.no_grad():
+            old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, cfg.temperature)
+            ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, cfg.temperature)
+            rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)
+
+            # ---- 4. advantages: GAE over the per-token rewards, whitened over the batch
+            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            if cfg.whiten:
+                advantages = whiten(advantages, mask)
+
+        # ---- 5. update: K epochs of shuffled minibatches (PPO) or one step (REINFORCE)
+        epochs, mb_size = (cfg.epochs, cfg.minibatch) if cfg.algo == "ppo" else (1, cfg.batch)
+        log = []
+        for epoch in range(epochs):
+            for mb in torch.randperm(cfg.batch, device=device).split(mb_size):
+                mb_logprobs, mb_values, mb_logits = response_logprobs(
+                    policy, prompt_ids[mb], tokens[mb], cfg.temperature)
+                mb_entropy = entropy(mb_logits, mask[mb], cfg.temperature)
+                if cfg.algo == "ppo":
+                    pg_loss, vf_loss, stats = ppo_losses(
+                        mb_logprobs, old_logprobs[mb], advantages[mb], mb_values, old_values[mb],
+                        returns[mb], mask[mb], cfg.clip)
+                    loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy
+                else:
+                    loss = pg_loss = reinforce_loss(mb_logprobs, scores[mb], kl[mb], mask[mb], beta)
+                    stats = {}
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at iteration {it}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                if not torch.isfinite(grad_norm):
+                    raise FloatingPointError(f"gradient norm became {grad_norm.item()} at iteration {it}")
+                optimizer.step()
+                log.append({"pg_loss": pg_loss.item(), "entropy": mb_entropy.item(),
+                            **{k: v.item() for k, v in stats.items()},
+                            **({"vf_loss": vf_loss.item()} if cfg.algo == "ppo" else {})})
+
+        # ---- 6. log: one JSON line per iteration (see the README for each figure's meaning)
+        kl_sum = kl.sum(1).mean().item()
+        m = {"iter": it + 1, "reward": scores.mean().item(), "kl": kl_sum,
+             "objective": scores.mean().item() - beta * kl_sum, "beta": beta,
+             **{k: sum(d[k] for d in log) / len(log) for k in log[0]},
+             "explained_variance": explained_variance(old_values, returns, mask),
+             "response_length": mask.sum(1).mean().item(),
+             "no_eos": 1 - sum(finished) / cfg.batch,
+             "distinct": len(set(ys)) / cfg.batch}
+        if run.grammar:
+            m["grammatical"] = sum(is_grammatical(x + y) for x, y in zip(xs, ys)) / cfg.batch
+        if cfg.target_kl > 0:               # adaptive beta, after logging the beta that was used
+            beta = update_beta(beta, kl_sum, cfg.target_kl, cfg.batch, cfg.kl_horizon)
+        m["seconds"] = time.time() - t0
+        run.log_metrics(m)
+        bar.set_postfix(reward=f"{m['reward']:.2f}", kl=f"{m['kl']:.2f}", J=f"{m['objective']:.3f}")
+        if (it + 1) % cfg.sample_every == 0 or it == 0:
+            run.log_samples(it + 1, xs[:4], ys[:4], scores[:4].tolist(), bar)
+        if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters or stop.requested:
+            run.save_rl(policy, optimizer, it + 1, beta)
+        if stop.requested and it + 1 < cfg.iters:
+            bar.close()
+            print(f"interrupted: saved iteration {it + 1} in {cfg.out}; continue with "
+                  f"`python train.py {run.resume_hint}`", file=sys.stderr)
+            return 130
+    bar.close()
+    rl_seconds = time.time() - t_start
+
+    # ---------------------------------------------------------------- how close to J*?
+    torch.manual_seed(cfg.seed + 2)
+    results, ref_texts, pol_texts = evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device,
+                                             run.grammar)
+    results.update(pretrain_seconds=pretrain_seconds, rl_seconds=rl_seconds, iters=cfg.iters,
+                   samples_drawn=cfg.iters * cfg.batch)
+    run.save_summary(results)
+    print("\nreference pi_ref  ->  tuned pi_theta (same prompts, T = %g)" % cfg.temperature)
+    for a, b in zip(ref_texts[:8], pol_texts[:8]):
+        print(f"  {a:<46} | {b}")
+    print("\n" + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                             for k, v in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
