@@ -43,6 +43,40 @@ def main(argv=None) -> int:
         return 1
 
 
+def update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl, old_logprobs,
+           old_values, advantages, returns):
+    """PPO: cfg.epochs passes over shuffled minibatches of the batch. REINFORCE: one step on the
+    whole batch. Returns one dict of statistics per optimizer step."""
+    epochs, mb_size = (cfg.epochs, cfg.minibatch) if cfg.algo == "ppo" else (1, cfg.batch)
+    log = []
+    for epoch in range(epochs):
+        for mb in torch.randperm(cfg.batch, device=tokens.device).split(mb_size):
+            mb_logprobs, mb_values, mb_logits = response_logprobs(
+                policy, prompt_ids[mb], tokens[mb], cfg.temperature)          # (mb, L) each
+            mb_entropy = entropy(mb_logits, mask[mb], cfg.temperature)
+            if cfg.algo == "ppo":
+                pg_loss, vf_loss, stats = ppo_losses(
+                    mb_logprobs, old_logprobs[mb], advantages[mb], mb_values, old_values[mb],
+                    returns[mb], mask[mb], cfg.clip)
+                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy
+                stats["vf_loss"] = vf_loss
+            else:
+                loss = pg_loss = reinforce_loss(mb_logprobs, scores[mb], kl[mb], mask[mb], beta)
+                stats = {}
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                raise FloatingPointError(f"the gradient norm became {grad_norm.item()}")
+            optimizer.step()
+            log.append({"pg_loss": pg_loss.item(), "entropy": mb_entropy.item(),
+                        **{k: v.item() for k, v in stats.items()}})
+    return log
+
+
+
 def train(cfg, stop) -> int:
     run = runs.open_run(cfg)                # checks --out / --resume, loads data, picks the device
     vocab, prompts, device, reward_fn = run.vocab, run.prompts, run.device, REWARDS[cfg.reward]
@@ -84,32 +118,10 @@ def train(cfg, stop) -> int:
                 advantages = whiten(advantages, mask)
 
         # ---- 5. update: K epochs of shuffled minibatches (PPO) or one step (REINFORCE)
-        epochs, mb_size = (cfg.epochs, cfg.minibatch) if cfg.algo == "ppo" else (1, cfg.batch)
-        log = []
-        for epoch in range(epochs):
-            for mb in torch.randperm(cfg.batch, device=device).split(mb_size):
-                mb_logprobs, mb_values, mb_logits = response_logprobs(
-                    policy, prompt_ids[mb], tokens[mb], cfg.temperature)
-                mb_entropy = entropy(mb_logits, mask[mb], cfg.temperature)
-                if cfg.algo == "ppo":
-                    pg_loss, vf_loss, stats = ppo_losses(
-                        mb_logprobs, old_logprobs[mb], advantages[mb], mb_values, old_values[mb],
-                        returns[mb], mask[mb], cfg.clip)
-                    loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy
-                else:
-                    loss = pg_loss = reinforce_loss(mb_logprobs, scores[mb], kl[mb], mask[mb], beta)
-                    stats = {}
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at iteration {it}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-                if not torch.isfinite(grad_norm):
-                    raise FloatingPointError(f"gradient norm became {grad_norm.item()} at iteration {it}")
-                optimizer.step()
-                log.append({"pg_loss": pg_loss.item(), "entropy": mb_entropy.item(),
-                            **{k: v.item() for k, v in stats.items()},
-                            **({"vf_loss": vf_loss.item()} if cfg.algo == "ppo" else {})})
+        log = update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl,
+                     old_logprobs, old_values, advantages, returns)
+        if not all(torch.isfinite(p).all() for p in policy.parameters()):
+            raise FloatingPointError(f"parameters became non-finite at iteration {it}")
 
         # ---- 6. log: one JSON line per iteration (see the README for each figure's meaning)
         kl_sum = kl.sum(1).mean().item()

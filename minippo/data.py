@@ -82,7 +82,7 @@ EOS = "\n"      # ends every response; the newline that ends the previous line a
 
 @dataclass(frozen=True)
 class Vocab:
-    """Characters of the corpus (always including EOS); the padding token gets the last id."""
+    """Characters of the corpus (always including EOS); the padding token PAD gets the next id."""
     chars: str
 
     @classmethod
@@ -91,7 +91,7 @@ class Vocab:
 
     @property
     def size(self) -> int:
-        return len(self.chars) + 1          # + PAD
+        return len(self.chars)              # tokens the model can predict (PAD is not one)
 
     @property
     def pad_id(self) -> int:

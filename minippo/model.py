@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 @dataclass
 class ModelConfig:
-    vocab_size: int
-    pad_id: int
+    vocab_size: int         # characters the model predicts; PAD = vocab_size is an input-only id
     block_size: int = 80    # longest sequence (prompt + response) the position table covers
     n_layer: int = 2
     n_head: int = 4
@@ -58,11 +57,11 @@ class Policy(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.tok_emb = nn.Embedding(cfg.vocab_size + 1, cfg.d_model)   # + PAD
         self.pos_emb = nn.Embedding(cfg.block_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # PAD is never predicted
         self.value_head = nn.Linear(cfg.d_model, 1)     # V(s_t), used by PPO only
         self.apply(self._init)
         for block in self.blocks:       # GPT-2: scale residual projections by 1/sqrt(2 n_layer)
@@ -80,7 +79,7 @@ class Policy(nn.Module):
     def forward(self, tokens, cache=None):
         """tokens (B, T) -> logits (B, T, V), values (B, T). With `cache`, tokens continue it."""
         B, T = tokens.shape
-        real = tokens != self.cfg.pad_id                                    # (B, T) True = not PAD
+        real = tokens != self.cfg.vocab_size                                    # (B, T) True = not PAD
         start = 0
         if cache is not None:
             start = cache["len"]
@@ -111,8 +110,10 @@ class Policy(nn.Module):
 
 def token_logprobs(logits, targets, temperature: float):
     """log pi(y_t | y_<t) of the chosen tokens, from logits divided by the sampling temperature.
-    logits (..., V), targets (...) -> (...)"""
-    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    logits (..., V), targets (...) -> (...). A PAD target (id V) has no logit: it reads a dummy
+    value that callers mask out."""
+    targets = targets.clamp(max=logits.shape[-1] - 1).unsqueeze(-1)
+    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets).squeeze(-1)
 
 
 def logprobs(model, tokens, temperature: float):
@@ -129,7 +130,7 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int)
     After a row's EOS its tokens are PAD and its log-probs 0. Each step feeds one new token per row
     and reads the keys/values of all earlier ones from the cache instead of recomputing them.
     """
-    pad_id = model.cfg.pad_id
+    pad_id = model.cfg.vocab_size
     B = prompts.shape[0]
     cache = model.new_cache(B, prompts.shape[1] + max_new_tokens)
     logits = model(prompts, cache)[0][:, -1]                                # (B, V) prefill

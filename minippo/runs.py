@@ -75,7 +75,7 @@ class Run:
         if len(longest) + 1 + cfg.max_new_tokens > cfg.block_size:
             raise UsageError(f"--max-new-tokens={cfg.max_new_tokens}: the prompt {longest!r} plus the "
                              f"response exceed --block-size={cfg.block_size}")
-        self.model_config = ModelConfig(self.vocab.size, self.vocab.pad_id, cfg.block_size,
+        self.model_config = ModelConfig(self.vocab.size, cfg.block_size,
                                         cfg.n_layer, cfg.n_head, cfg.d_model)
         self.identity = {"vocab": self.vocab.chars, "model_config": vars(self.model_config)}
         defaults = Config()
@@ -148,7 +148,7 @@ def pretrained_policy(run: Run, stop: StopFlag):
     want = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
     policy = Policy(run.model_config)
     print(f"policy: {sum(p.numel() for p in policy.parameters()):,} parameters, vocabulary "
-          f"{run.vocab.size} ({run.vocab.chars!r} + PAD)")
+          f"{run.vocab.size} characters {run.vocab.chars!r} + PAD")
     seconds = 0.0
     cached = ckpt.load(path, "reference") if os.path.exists(path) else None
     if cached is not None and cached["pretrain"] == want:
