@@ -32,15 +32,20 @@ from minippo.rollout import (RewardError, decode_responses, encode_prompts, resp
 def main(argv=None) -> int:
     cfg = parse_config(argv, rewards=tuple(REWARDS))
     stop = runs.StopFlag()                  # Ctrl-C: finish the current step, save, exit
-    signal.signal(signal.SIGINT, stop.request)
+    previous_handler = signal.signal(signal.SIGINT, stop.request)
     try:
         return train(cfg, stop)
+    except KeyboardInterrupt:               # a second Ctrl-C: quit now, the last checkpoint stays
+        print(f"\nstopped without saving; the last checkpoint in {cfg.out} is intact", file=sys.stderr)
+        return 130
     except UsageError as e:                 # a bad input: one line, exit 2, nothing saved is touched
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (RewardError, FloatingPointError) as e:
         print(f"error: {e}. The last good checkpoint is kept in {cfg.out}.", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
 
 
 def update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl, old_logprobs,
@@ -96,6 +101,8 @@ def train(cfg, stop) -> int:
     t_start = time.time()
     for it in bar:
         t0 = time.time()
+        if cfg.anneal_lr:   # a step size that decays to 0 lets noisy gradient ascent converge
+            optimizer.param_groups[0]["lr"] = cfg.lr * (1 - it / cfg.iters)
         # ---- 1. sample responses: x from the prompt set, y ~ pi_theta(.|x) at temperature T
         xs = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch,)).tolist()]
         prompt_ids = encode_prompts(vocab, xs, device)                   # (B, P)

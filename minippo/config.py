@@ -21,6 +21,7 @@ class Config:
     seed: int = _f(0, "random seed; on CPU the same seed gives the same run, bit for bit")
     device: str = _f("auto", "auto | cpu | cuda (auto picks cuda when present)")
     data: str = _f("", "UTF-8 text file, one sentence per line, to pretrain on instead of the built-in corpus")
+    prompts: str = _f("", "file with one query x per line (default: the first two words of each corpus line)")
     resume: str = _f("", "continue the run saved in this folder (same settings as when it started)")
     force: bool = _f(False, "start afresh in --out even if it holds another run (the cached reference is kept)")
     # --- the policy (a tiny GPT); changing these retrains the reference
@@ -32,7 +33,7 @@ class Config:
     corpus_lines: int = _f(20000, "sentences the built-in grammar generates")
     pretrain_steps: int = _f(600, "AdamW steps of next-character prediction (300-2000)")
     pretrain_batch: int = _f(32, "windows of block_size characters per pretraining step")
-    pretrain_lr: float = _f(3e-3, "peak pretraining learning rate, cosine-decayed (1e-3 - 1e-2)")
+    pretrain_lr: float = _f(1e-2, "peak pretraining learning rate, cosine-decayed (1e-3 - 1e-2)")
     # --- RL: maximise J = E[r(x,y)] - beta KL(pi_theta || pi_ref)
     algo: str = _f("ppo", "ppo (clipped surrogate, value head, GAE) | reinforce (log-derivative trick)")
     reward: str = _f("positive", "reward function r(x, y), by name (see minippo/rewards.py)")
@@ -44,8 +45,10 @@ class Config:
     target_kl: float = _f(0.0, "adaptive beta: target KL in nats per response; 0 keeps beta fixed")
     kl_horizon: int = _f(10000, "adaptive beta horizon, in responses (Ziegler et al. 2019)")
     lr: float = _f(3e-4, "RL learning rate (1e-5 - 1e-3)")
-    epochs: int = _f(4, "PPO epochs over each batch (1-8); reinforce always does one step")
-    minibatch: int = _f(16, "PPO minibatch size, in responses; must divide batch")
+    anneal_lr: bool = _f(True, "decay the RL learning rate linearly to 0 over --iters, so the noisy "
+                         "steps shrink and the policy settles at the optimum instead of drifting")
+    epochs: int = _f(2, "PPO epochs over each batch (1-4); more reuse of a batch drifts past the optimum")
+    minibatch: int = _f(32, "PPO minibatch size, in responses; must divide batch")
     clip: float = _f(0.2, "PPO clip epsilon for the ratio and the value (0.1-0.3)")
     vf_coef: float = _f(0.1, "weight of the value loss (0.05-1)")
     gamma: float = _f(1.0, "discount; 1 makes the return the whole response's reward")
@@ -85,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
         else:
             p.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=help)
+
+    def one_line_error(message):            # argparse would print its whole usage block
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+    p.error = one_line_error
     return p
 
 

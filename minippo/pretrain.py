@@ -17,9 +17,16 @@ from minippo.data import is_grammatical
 from minippo.model import sample
 
 
-def get_batch(ids, batch_size: int, block_size: int):
-    """Random windows of the token stream: inputs (B, T) and the next characters (B, T)."""
-    starts = torch.randint(len(ids) - block_size - 1, (batch_size,))
+def line_starts(ids, eos_id: int, block_size: int):
+    """Positions of the EOS tokens that begin a full window: every window starts a line."""
+    starts = (ids[:-block_size - 1] == eos_id).nonzero().squeeze(1)
+    return starts
+
+
+def get_batch(ids, starts, batch_size: int, block_size: int):
+    """Random windows of the token stream, each beginning at a line start exactly as a prompt
+    does in RL (EOS first, at position 0): inputs (B, T) and the next characters (B, T)."""
+    starts = starts[torch.randint(len(starts), (batch_size,))]
     x = torch.stack([ids[s:s + block_size] for s in starts])
     y = torch.stack([ids[s + 1:s + block_size + 1] for s in starts])
     return x, y
@@ -31,11 +38,11 @@ def lm_loss(model, x, y):
 
 
 @torch.no_grad()
-def val_loss(model, ids, block_size: int, max_windows: int = 64) -> float:
-    """Mean next-character loss over fixed, non-overlapping windows of the held-out text."""
-    n = min(max_windows, (len(ids) - 1) // block_size)
-    x = ids[:n * block_size].view(n, block_size)
-    y = ids[1:n * block_size + 1].view(n, block_size)
+def val_loss(model, ids, eos_id: int, block_size: int, max_windows: int = 64) -> float:
+    """Mean next-character loss over the first line-aligned windows of the held-out text."""
+    starts = line_starts(ids, eos_id, block_size)[:max_windows]
+    x = torch.stack([ids[s:s + block_size] for s in starts])
+    y = torch.stack([ids[s + 1:s + block_size + 1] for s in starts])
     return lm_loss(model, x, y).item()
 
 
@@ -47,8 +54,9 @@ def learning_rate(step: int, total: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to peak/10
 
 
-def pretrain(model, optimizer, train_ids, val_ids, cfg, step: int = 0, should_stop=lambda: False):
+def pretrain(model, optimizer, train_ids, eos_id, cfg, step: int = 0, should_stop=lambda: False):
     """Train from `step` to cfg.pretrain_steps; returns the step reached (less if stopped early)."""
+    starts = line_starts(train_ids, eos_id, cfg.block_size)
     model.train()
     bar = tqdm(range(step, cfg.pretrain_steps), desc="pretrain", initial=step,
                total=cfg.pretrain_steps, dynamic_ncols=True)
@@ -58,8 +66,8 @@ def pretrain(model, optimizer, train_ids, val_ids, cfg, step: int = 0, should_st
             return step
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg.pretrain_steps, cfg.pretrain_lr)
-        x, y = get_batch(train_ids, cfg.pretrain_batch, cfg.block_size)
-        loss = lm_loss(model, x.to(model.lm_head.weight.device), y.to(model.lm_head.weight.device))
+        x, y = get_batch(train_ids, starts, cfg.pretrain_batch, cfg.block_size)
+        loss = lm_loss(model, x, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step}; "
                                      f"lower --pretrain-lr")

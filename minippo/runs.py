@@ -41,18 +41,18 @@ class StopFlag:
               file=sys.stderr)
 
 
-def read_lines(path: str) -> list[str]:
+def read_lines(path: str, flag: str = "data") -> list[str]:
     """Non-empty lines of a UTF-8 text file, or UsageError naming what is wrong with it."""
     if not os.path.isfile(path):
-        raise UsageError(f"--data={path}: no such file")
+        raise UsageError(f"--{flag}={path}: no such file")
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except UnicodeDecodeError as e:
-        raise UsageError(f"--data={path}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
+        raise UsageError(f"--{flag}={path}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise UsageError(f"--data={path}: the file is empty; give one sentence per line")
+        raise UsageError(f"--{flag}={path}: the file is empty; give one sentence per line")
     return lines
 
 
@@ -68,7 +68,14 @@ class Run:
         self.train_ids = torch.tensor(self.vocab.encode("\n" + "\n".join(lines[n_val:]) + "\n"))
         self.val_ids = torch.tensor(self.vocab.encode("\n" + "\n".join(lines[:n_val]) + "\n"))
         self.prompts = make_prompts(lines)
-        if len(self.prompts) < 2 or len(self.train_ids) < 4 * cfg.block_size:
+        if cfg.prompts:
+            self.prompts = read_lines(cfg.prompts, "prompts")
+            for x in self.prompts:
+                try:
+                    self.vocab.encode(x)
+                except ValueError as e:
+                    raise UsageError(f"--prompts={cfg.prompts}: prompt {x!r}: {e}") from None
+        if not self.prompts or len(self.val_ids) < cfg.block_size + 2 or len(self.train_ids) < 4 * cfg.block_size:
             raise UsageError(f"--data={cfg.data}: too short ({len(lines)} lines, {len(self.prompts)} "
                              f"distinct prompts); give at least a few hundred lines of 3+ words")
         longest = max(self.prompts, key=len)
@@ -171,8 +178,8 @@ def pretrained_policy(run: Run, stop: StopFlag):
             ckpt.set_rng_state(state["rng"])
             step = state["step"]
         t0 = time.time()
-        step = pretrain(policy, optimizer, run.train_ids.to(run.device), run.val_ids.to(run.device),
-                        cfg, step, should_stop=lambda: stop.requested)
+        step = pretrain(policy, optimizer, run.train_ids.to(run.device), run.vocab.eos_id, cfg, step,
+                        should_stop=lambda: stop.requested)
         if step < cfg.pretrain_steps:      # Ctrl-C: keep everything needed to continue exactly
             ckpt.save({"kind": "pretrain", **run.identity, "step": step, "model": policy.state_dict(),
                        "optimizer": optimizer.state_dict(), "rng": ckpt.rng_state()}, state_path)
@@ -181,7 +188,7 @@ def pretrained_policy(run: Run, stop: StopFlag):
             return None, None, 0.0
         seconds = time.time() - t0
         lines = sample_lines(policy, run.vocab, 256)
-        stats = {"val_loss": round(val_loss(policy, run.val_ids.to(run.device), cfg.block_size), 4),
+        stats = {"val_loss": round(val_loss(policy, run.val_ids.to(run.device), run.vocab.eos_id, cfg.block_size), 4),
                  "seconds": round(seconds, 1)}
         if run.grammar:
             stats["grammatical"] = grammatical_fraction(lines)

@@ -1,3 +1,6 @@
+import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,3 +22,36 @@ def peaked_model():
         model.lm_head.weight.normal_(0, 0.3)
         model.tok_emb.weight.normal_(0, 1.0)
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- train.py helpers
+TINY = ["--pretrain-steps", "250", "--corpus-lines", "4000", "--batch", "32", "--minibatch", "16",
+        "--eval-samples", "16", "--sample-every", "100", "--lr", "1e-3"]
+
+
+def run(*args, check=True):
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+    if check:
+        assert p.returncode == 0, p.stderr[-2000:]
+    return p
+
+
+def metrics(out, drop=("seconds",)):
+    return [{k: v for k, v in json.loads(line).items() if k not in drop}
+            for line in open(Path(out) / "metrics.jsonl")]
+
+
+def with_reference(reference, tmp_path, name):
+    out = tmp_path / name
+    out.mkdir()
+    shutil.copy(reference / "reference.pt", out / "reference.pt")
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """One tiny pretraining + 12 PPO iterations, shared by the tests (they reuse reference.pt)."""
+    out = tmp_path_factory.mktemp("ref")
+    run("--out", str(out), *TINY, "--iters", "12")
+    return out

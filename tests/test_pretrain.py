@@ -16,11 +16,11 @@ def test_pretraining_lowers_val_loss_and_raises_grammaticality():
     train_ids = torch.tensor(vocab.encode("\n" + "\n".join(lines[200:]) + "\n"))
     val_ids = torch.tensor(vocab.encode("\n" + "\n".join(lines[:200]) + "\n"))
     model = Policy(ModelConfig(vocab.size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model))
-    before_loss = val_loss(model, val_ids, cfg.block_size)
+    before_loss = val_loss(model, val_ids, vocab.eos_id, cfg.block_size)
     before_gram = grammatical_fraction(sample_lines(model, vocab, 128))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
-    assert pretrain(model, opt, train_ids, val_ids, cfg) == cfg.pretrain_steps
-    after_loss = val_loss(model, val_ids, cfg.block_size)
+    assert pretrain(model, opt, train_ids, vocab.eos_id, cfg) == cfg.pretrain_steps
+    after_loss = val_loss(model, val_ids, vocab.eos_id, cfg.block_size)
     after_gram = grammatical_fraction(sample_lines(model, vocab, 128))
     assert before_loss > 3.0 and after_loss < 0.8, (before_loss, after_loss)
     assert before_gram == 0.0 and after_gram > 0.3, (before_gram, after_gram)

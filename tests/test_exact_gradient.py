@@ -1,0 +1,119 @@
+"""The loss train.py minimises has, on average, exactly the gradient of the lecture's objective.
+
+A tiny autoregressive policy over 3 symbols writes responses of exactly 3 tokens: all 27 can be
+enumerated, so J(theta) = sum_y pi(y) r(y) - beta KL(pi || pi_ref) and its autograd gradient are
+exact. The sampled estimate from train.update (REINFORCE, or PPO's first step with GAE lambda = 1
+and no whitening) must match it within Monte Carlo error.
+"""
+import itertools
+
+import pytest
+import torch
+
+from minippo.config import Config
+from minippo.model import ModelConfig, Policy, sample
+from minippo.rl import gae, per_token_rewards, whiten
+from minippo.rollout import response_logprobs
+from train import update
+
+BETA, T, B, M = 0.5, 1.0, 128, 60
+
+
+def tiny(seed):
+    torch.manual_seed(seed)
+    model = Policy(ModelConfig(vocab_size=3, block_size=6, n_layer=1, n_head=1, d_model=8))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.7)
+        model.value_head.weight.zero_()     # as at initialisation: V = 0 before the first update
+    return model
+
+
+@pytest.fixture(scope="module")
+def setting():
+    policy, ref = tiny(0), tiny(1).requires_grad_(False)
+    r = torch.linspace(-1, 1, 27)[torch.randperm(27, generator=torch.Generator().manual_seed(2))]
+    return policy, ref, r
+
+
+def trunk(policy):
+    return [p for n, p in policy.named_parameters() if not n.startswith("value_head")]
+
+
+def exact_gradient(policy, ref, r):
+    ys = torch.tensor(list(itertools.product(range(3), repeat=3)))      # (27, 3) every response
+    x = torch.zeros(27, 1, dtype=torch.long)                             # the query: one start token
+    logp = response_logprobs(policy, x, ys, T)[0].sum(1)                 # log pi(y)
+    ref_logp = response_logprobs(ref, x, ys, T)[0].sum(1)
+    J = (logp.exp() * (r - BETA * (logp - ref_logp))).sum()             # sum_y pi(y) (r - beta log pi/pi_ref)
+    return torch.cat([g.flatten() for g in torch.autograd.grad(J, trunk(policy))])
+
+
+def sampled_gradients(policy, ref, r, algo, beta_in_loss=BETA):
+    cfg = Config(algo=algo, batch=B, minibatch=B, epochs=1, whiten=False, lam=1.0, gamma=1.0,
+                 max_grad_norm=1e9, temperature=T, ent_coef=0.0)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)             # read the gradient only
+    x = torch.zeros(B, 1, dtype=torch.long)
+    grads = []
+    for m in range(M):
+        tokens, _ = sample(policy, x, 3, T, eos_id=-1)                   # (B, 3), never stops early
+        mask = torch.ones(B, 3)
+        scores = r[tokens @ torch.tensor([9, 3, 1])]
+        with torch.no_grad():
+            old_logprobs, old_values, _ = response_logprobs(policy, x, tokens, T)
+            ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
+            rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta_in_loss)
+            advantages, returns = gae(rewards, old_values, mask, 1.0, 1.0)
+        update(policy, optimizer, cfg, beta_in_loss, x, tokens, mask, scores, kl, old_logprobs,
+               old_values, advantages, returns)
+        grads.append(torch.cat([-p.grad.flatten() for p in trunk(policy)]))  # loss = -J
+    return torch.stack(grads)
+
+
+def z_scores(grads, exact):
+    mean, se = grads.mean(0), grads.std(0) / len(grads) ** 0.5
+    keep = se > 1e-7                                    # coordinates that vary at all
+    return ((mean - exact) / se)[keep]
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+def test_sampled_gradient_matches_the_exact_gradient(setting, algo):
+    policy, ref, r = setting
+    torch.manual_seed(3)
+    exact = exact_gradient(policy, ref, r)
+    z = z_scores(sampled_gradients(policy, ref, r, algo), exact)
+    assert len(z) > 200
+    assert (z ** 2).mean() < 1.4, (z ** 2).mean()          # ~1 for an unbiased estimator
+    # the same check has power: forgetting the KL penalty in the loss is caught
+    z_wrong = z_scores(sampled_gradients(policy, ref, r, algo, beta_in_loss=0.0), exact)
+    assert (z_wrong ** 2).mean() > 3, (z_wrong ** 2).mean()
+
+
+def test_first_ppo_minibatch_has_ratio_one_and_lr_zero_keeps_it(setting):
+    policy, ref, r = setting
+    torch.manual_seed(4)
+    cfg = Config(batch=32, minibatch=8, epochs=4, lr=1e-2)
+    x = torch.zeros(32, 1, dtype=torch.long)
+    tokens, _ = sample(policy, x, 3, T, eos_id=-1)
+    mask = torch.ones(32, 3)
+    scores = r[tokens @ torch.tensor([9, 3, 1])]
+    with torch.no_grad():
+        old_logprobs, old_values, _ = response_logprobs(policy, x, tokens, T)
+        ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
+        rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, BETA)
+        advantages, returns = gae(rewards, old_values, mask, 1.0, 0.95)
+        advantages = whiten(advantages, mask)
+        mb = torch.randperm(32)[:8]                      # a minibatch alone gives the same numbers
+        assert torch.equal(response_logprobs(policy, x[mb], tokens[mb], T)[0], old_logprobs[mb])
+    args = (x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns)
+    frozen = [p.detach().clone() for p in policy.parameters()]
+    log = update(policy, torch.optim.AdamW(policy.parameters(), lr=0.0), cfg, BETA, *args)
+    assert len(log) == 16 and all(d["approx_kl"] == 0 and d["clipfrac"] == 0 for d in log)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, policy.parameters()))
+    log = update(policy, torch.optim.AdamW(policy.parameters(), lr=cfg.lr), cfg, BETA, *args)
+    assert log[0]["approx_kl"] == 0 and log[0]["clipfrac"] == 0
+    assert log[-1]["approx_kl"] != 0                     # later minibatches see the moved policy
+    with torch.no_grad():
+        for a, b in zip(policy.parameters(), frozen):
+            a.copy_(b)

@@ -1,0 +1,107 @@
+"""The RL math against naive loops, closed forms and invariants."""
+import torch
+
+from minippo.rl import (explained_variance, gae, masked_mean, per_token_rewards, ppo_losses,
+                        seq_mean, update_beta, whiten)
+
+
+def batch(B=5, L=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, L + 1, (B,), generator=g)
+    mask = (torch.arange(L)[None] < lengths[:, None]).float()
+    return torch.randn(B, L, generator=g) * mask, torch.randn(B, L, generator=g) * mask, mask
+
+
+def naive_gae(rewards, values, mask, gamma, lam):
+    B, L = rewards.shape
+    adv = torch.zeros(B, L)
+    for b in range(B):
+        n = int(mask[b].sum())
+        for t in range(n):
+            total = 0.0
+            for k in range(t, n):                       # A_t = sum_k (gamma lam)^(k-t) delta_k
+                v_next = values[b, k + 1] if k + 1 < n else 0.0
+                delta = rewards[b, k] + gamma * v_next - values[b, k]
+                total += (gamma * lam) ** (k - t) * delta
+            adv[b, t] = total
+    return adv
+
+
+def test_gae_equals_naive_double_loop():
+    rewards, values, mask = batch()
+    for gamma, lam in [(1.0, 0.95), (0.9, 0.5), (1.0, 1.0), (0.99, 0.0)]:
+        adv, ret = gae(rewards, values, mask, gamma, lam)
+        assert torch.allclose(adv, naive_gae(rewards, values, mask, gamma, lam), atol=1e-5)
+        assert torch.allclose(ret, (adv + values) * mask)
+
+
+def test_gae_lambda_one_is_return_minus_value_and_lambda_zero_is_td_error():
+    rewards, values, mask = batch(seed=1)
+    adv, _ = gae(rewards, values, mask, 1.0, 1.0)
+    reward_to_go = rewards.flip(1).cumsum(1).flip(1) * mask
+    assert torch.allclose(adv, (reward_to_go - values) * mask, atol=1e-5)
+    adv, _ = gae(rewards, values, mask, 1.0, 0.0)
+    next_values = torch.cat([values[:, 1:], torch.zeros(len(values), 1)], 1) * mask
+    assert torch.allclose(adv, (rewards + next_values - values) * mask, atol=1e-6)
+
+
+def test_masked_whitening():
+    x, _, mask = batch(seed=2)
+    w = whiten(x * 3 + 5, mask)
+    assert abs(masked_mean(w, mask).item()) < 1e-6
+    assert abs(masked_mean(w ** 2, mask).item() - 1) < 1e-4
+    assert (w[mask == 0] == 0).all()
+    const = whiten(torch.full((3, 4), 2.0), torch.ones(3, 4))
+    assert torch.isfinite(const).all() and (const == 0).all()
+
+
+def test_kl_of_pi_with_itself_is_zero_and_rewards_sum_to_the_objective():
+    logprobs, ref_logprobs, mask = batch(seed=3)
+    logprobs, ref_logprobs = logprobs - 2, ref_logprobs - 2
+    scores = torch.tensor([1.0, -1.0, 0.0, 0.5, 1.0])
+    rewards, kl = per_token_rewards(scores, logprobs, logprobs.clone(), mask, beta=0.3)
+    assert (kl == 0).all()
+    assert torch.allclose(rewards.sum(1), scores)
+    rewards, kl = per_token_rewards(scores, logprobs, ref_logprobs, mask, beta=0.3)
+    expect = scores - 0.3 * ((logprobs - ref_logprobs) * mask).sum(1)   # r(x,y) - beta log pi/pi_ref
+    assert torch.allclose(rewards.sum(1), expect, atol=1e-6)
+    last = mask.sum(1).long() - 1
+    assert torch.allclose(rewards[torch.arange(5), last] + 0.3 * kl[torch.arange(5), last], scores)
+
+
+def test_clipped_objective_at_ratio_one_is_the_vanilla_policy_gradient():
+    logits, advantages, mask = batch(seed=4)
+    logprobs = (logits - 3).requires_grad_()
+    values = torch.zeros_like(logits)
+    pg_loss, _, stats = ppo_losses(logprobs, logprobs.detach(), advantages, values, values,
+                                   values, mask, clip=0.2)
+    (grad,) = torch.autograd.grad(pg_loss, logprobs)
+    vanilla = -seq_mean(advantages * logprobs, mask)                    # -1/B sum A_t log pi
+    (expect,) = torch.autograd.grad(vanilla, logprobs)
+    assert torch.allclose(grad, expect)
+    assert stats["clipfrac"] == 0 and stats["approx_kl"] == 0
+
+
+def test_clipping_stops_the_gradient_past_the_trust_region():
+    logprobs = torch.tensor([[0.5, -0.5]], requires_grad=True)            # ratios e^0.5, e^-0.5
+    old = torch.zeros(1, 2)
+    adv = torch.tensor([[1.0, -1.0]])                                      # both want to move further
+    z = torch.zeros(1, 2)
+    pg_loss, _, stats = ppo_losses(logprobs, old, adv, z, z, z, torch.ones(1, 2), clip=0.2)
+    (grad,) = torch.autograd.grad(pg_loss, logprobs)
+    assert (grad == 0).all() and stats["clipfrac"] == 1
+
+
+def test_adaptive_beta_moves_the_right_way_by_at_most_20_percent_of_n_over_horizon():
+    n, horizon = 64, 1000
+    assert update_beta(0.1, kl=10.0, target=1.0, n=n, horizon=horizon) == 0.1 * (1 + 0.2 * n / horizon)
+    assert update_beta(0.1, kl=0.0, target=1.0, n=n, horizon=horizon) == 0.1 * (1 - 0.2 * n / horizon)
+    up = update_beta(0.1, kl=1.1, target=1.0, n=n, horizon=horizon)
+    assert 0.1 < up < 0.1 * (1 + 0.2 * n / horizon)
+    assert update_beta(0.1, kl=1.0, target=1.0, n=n, horizon=horizon) == 0.1
+
+
+def test_explained_variance():
+    returns, _, mask = batch(seed=5)
+    assert abs(explained_variance(returns, returns, mask) - 1) < 1e-6
+    assert abs(explained_variance(torch.zeros_like(returns) + masked_mean(returns, mask), returns, mask)) < 1e-5
