@@ -9,7 +9,6 @@ It maximises the lecture's objective
 and at the end measures how close it came to the exact optimum J* (minippo/evaluate.py).
 Reading order: this file top to bottom, following the imports into minippo/.
 """
-import json
 import signal
 import sys
 import time
@@ -24,7 +23,7 @@ from minippo.evaluate import evaluate
 from minippo.model import sample
 from minippo.rewards import REWARDS
 from minippo.rl import (entropy, explained_variance, gae, per_token_rewards, ppo_losses,
-                        reinforce_loss, seq_mean, update_beta, whiten)
+                        reinforce_loss, update_beta, whiten)
 from minippo.rollout import (RewardError, decode_responses, encode_prompts, response_logprobs,
                              score)
 
@@ -79,7 +78,6 @@ def update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl, o
             log.append({"pg_loss": pg_loss.item(), "entropy": mb_entropy.item(),
                         **{k: v.item() for k, v in stats.items()}})
     return log
-
 
 
 def train(cfg, stop) -> int:
@@ -162,15 +160,31 @@ def train(cfg, stop) -> int:
     torch.manual_seed(cfg.seed + 2)
     results, ref_texts, pol_texts = evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device,
                                              run.grammar)
+    target = results["objective_reference"] + 0.9 * (results["objective_optimal"] - results["objective_reference"])
     results.update(pretrain_seconds=pretrain_seconds, rl_seconds=rl_seconds, iters=cfg.iters,
-                   samples_drawn=cfg.iters * cfg.batch)
+                   samples_drawn=cfg.iters * cfg.batch,
+                   samples_to_90pct=run.samples_to_reach(target))     # first batch with J >= 90% of the way
     run.save_summary(results)
-    print("\nreference pi_ref  ->  tuned pi_theta (same prompts, T = %g)" % cfg.temperature)
+    print(f"\nsame prompts, T = {cfg.temperature}:  reference pi_ref  |  tuned pi_theta")
     for a, b in zip(ref_texts[:8], pol_texts[:8]):
         print(f"  {a:<46} | {b}")
-    print("\n" + json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                             for k, v in results.items()}, indent=1))
+    print(summary_table(results, cfg.beta))
     return 0
+
+
+def summary_table(s: dict, beta: float) -> str:
+    g = lambda k: f"{s[k]:>11.3f}" if k in s else f"{'-':>11}"
+    rows = [f"\n{'':<20}{'reward':>11}{'KL (nats)':>11}{'J':>11}{'grammatical':>12}{'distinct':>11}",
+            f"{'pi_ref':<20}{g('reward_reference')}{0:>11.3f}{g('objective_reference')}"
+            f"{g('grammatical_reference')} {g('distinct_reference')}",
+            f"{'pi_theta (tuned)':<20}{g('reward_policy')}{g('kl_policy')}{g('objective_policy')}"
+            f"{g('grammatical_policy')} {g('distinct_policy')}",
+            f"{'pi* (exact optimum)':<20}{'':>22}{g('objective_optimal')}  (J* = beta log E_ref exp(r/beta), "
+            f"+- {s['objective_optimal_se']:.3f})",
+            f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {s['optimality_gap']:.3f}   "
+            f"[beta {beta}, pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s; "
+            f"all figures in summary.json]"]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

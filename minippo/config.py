@@ -28,7 +28,7 @@ class Config:
     n_layer: int = _f(2, "transformer blocks (1-4)")
     n_head: int = _f(4, "attention heads; must divide d_model")
     d_model: int = _f(64, "width of the residual stream (32-256); 64 gives ~110k parameters")
-    block_size: int = _f(80, "longest prompt + response, in characters")
+    block_size: int = _f(68, "longest prompt + response, in characters")
     # --- pretraining, whose result is the frozen reference pi_ref
     corpus_lines: int = _f(20000, "sentences the built-in grammar generates")
     pretrain_steps: int = _f(600, "AdamW steps of next-character prediction (300-2000)")
@@ -39,7 +39,7 @@ class Config:
     reward: str = _f("positive", "reward function r(x, y), by name (see minippo/rewards.py)")
     iters: int = _f(100, "RL iterations (sample, score, update)")
     batch: int = _f(64, "responses y sampled per iteration (16-512)")
-    max_new_tokens: int = _f(64, "response length limit; a response without EOS gets the penalty reward")
+    max_new_tokens: int = _f(56, "response length limit; a response without EOS gets the penalty reward")
     temperature: float = _f(1.0, "sampling temperature T; the policy optimised is pi_theta at T (0.5-2)")
     beta: float = _f(0.1, "KL penalty coefficient (initial value when --target-kl is set) (0.01-1)")
     target_kl: float = _f(0.0, "adaptive beta: target KL in nats per response; 0 keeps beta fixed")
@@ -52,14 +52,16 @@ class Config:
     clip: float = _f(0.2, "PPO clip epsilon for the ratio and the value (0.1-0.3)")
     vf_coef: float = _f(0.1, "weight of the value loss (0.05-1)")
     gamma: float = _f(1.0, "discount; 1 makes the return the whole response's reward")
-    lam: float = _f(0.95, "GAE lambda: 1 = Monte Carlo returns (unbiased), 0 = one-step TD (0.9-1)")
+    lam: float = _f(1.0, "GAE lambda: 1 = Monte Carlo returns (unbiased), 0 = one-step TD; below 1 the "
+                    "learned V biases the advantages (0.9-1)")
     ent_coef: float = _f(0.0, "entropy bonus; it biases the optimum, so 0 by default (0-0.01)")
     max_grad_norm: float = _f(1.0, "clip the gradient's global norm to this")
-    whiten: bool = _f(True, "normalise advantages to mean 0, std 1 over the batch")
+    whiten: bool = _f(False, "normalise advantages to mean 0, std 1 over the batch; off by default: "
+                      "once the reward saturates it magnifies noise and the policy drifts past pi*")
     # --- logging and evaluation
     sample_every: int = _f(25, "print a few prompt -> response samples every N iterations")
     ckpt_every: int = _f(25, "save checkpoint.pt every N iterations (and on Ctrl-C)")
-    eval_samples: int = _f(256, "samples per evaluation prompt for J(theta), J(pi_ref) and J*")
+    eval_samples: int = _f(128, "samples per evaluation prompt for J(theta), J(pi_ref) and J*")
 
     def to_dict(self):
         return asdict(self)

@@ -19,7 +19,8 @@ from minippo.rollout import decode_responses, encode_prompts, response_logprobs,
 
 @torch.no_grad()
 def draw(model, ref, vocab, prompts, reward_fn, cfg, device, chunk: int = 512):
-    """Sample one response per prompt in `prompts` from `model`; return scores, KL to ref, texts."""
+    """Sample one response per prompt in `prompts` from `model`; return scores, KL to `ref`
+    (0 when ref is None: pi_ref's own samples) and texts."""
     scores, kls, texts = [], [], []
     for i in range(0, len(prompts), chunk):
         xs = prompts[i:i + chunk]
@@ -28,10 +29,13 @@ def draw(model, ref, vocab, prompts, reward_fn, cfg, device, chunk: int = 512):
         mask = (tokens != vocab.pad_id).float()
         ys, finished = decode_responses(vocab, tokens)
         scores.append(score(reward_fn, xs, ys, finished, device))
+        texts += [x + y if done else x + y + " <no EOS>" for x, y, done in zip(xs, ys, finished)]
+        if ref is None:
+            kls.append(torch.zeros(len(xs), device=device))
+            continue
         logprobs = response_logprobs(model, ids, tokens, cfg.temperature)[0]
         ref_logprobs = response_logprobs(ref, ids, tokens, cfg.temperature)[0]
         kls.append(((logprobs - ref_logprobs) * mask).sum(1))        # log pi(y|x) - log pi_ref(y|x)
-        texts += [x + y if done else x + y + " <no EOS>" for x, y, done in zip(xs, ys, finished)]
     return torch.cat(scores).cpu().double(), torch.cat(kls).cpu().double(), texts
 
 
@@ -50,7 +54,7 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, grammar: bool)
     """Per-prompt estimates with cfg.eval_samples samples each, averaged over the prompts."""
     n = cfg.eval_samples
     xs = [x for x in prompts for _ in range(n)]
-    r_ref, _, ref_texts = draw(ref, ref, vocab, xs, reward_fn, cfg, device)
+    r_ref, _, ref_texts = draw(ref, None, vocab, xs, reward_fn, cfg, device)
     r_pol, kl_pol, pol_texts = draw(policy, ref, vocab, xs, reward_fn, cfg, device)
     j_star, se2 = [], 0.0
     for k in range(len(prompts)):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 @dataclass
 class ModelConfig:
     vocab_size: int         # characters the model predicts; PAD = vocab_size is an input-only id
-    block_size: int = 80    # longest sequence (prompt + response) the position table covers
+    block_size: int = 68    # longest sequence (prompt + response) the position table covers
     n_layer: int = 2
     n_head: int = 4
     d_model: int = 64

@@ -19,17 +19,15 @@ from minippo.model import sample
 
 def line_starts(ids, eos_id: int, block_size: int):
     """Positions of the EOS tokens that begin a full window: every window starts a line."""
-    starts = (ids[:-block_size - 1] == eos_id).nonzero().squeeze(1)
-    return starts
+    return (ids[:-block_size - 1] == eos_id).nonzero().squeeze(1)
 
 
 def get_batch(ids, starts, batch_size: int, block_size: int):
     """Random windows of the token stream, each beginning at a line start exactly as a prompt
     does in RL (EOS first, at position 0): inputs (B, T) and the next characters (B, T)."""
-    starts = starts[torch.randint(len(starts), (batch_size,))]
-    x = torch.stack([ids[s:s + block_size] for s in starts])
-    y = torch.stack([ids[s + 1:s + block_size + 1] for s in starts])
-    return x, y
+    pick = starts[torch.randint(len(starts), (batch_size,)).to(starts.device)]
+    windows = ids[pick[:, None] + torch.arange(block_size + 1, device=ids.device)]  # (B, T+1)
+    return windows[:, :-1], windows[:, 1:]
 
 
 def lm_loss(model, x, y):
@@ -41,9 +39,8 @@ def lm_loss(model, x, y):
 def val_loss(model, ids, eos_id: int, block_size: int, max_windows: int = 64) -> float:
     """Mean next-character loss over the first line-aligned windows of the held-out text."""
     starts = line_starts(ids, eos_id, block_size)[:max_windows]
-    x = torch.stack([ids[s:s + block_size] for s in starts])
-    y = torch.stack([ids[s + 1:s + block_size + 1] for s in starts])
-    return lm_loss(model, x, y).item()
+    windows = ids[starts[:, None] + torch.arange(block_size + 1, device=ids.device)]
+    return lm_loss(model, windows[:, :-1], windows[:, 1:]).item()
 
 
 def learning_rate(step: int, total: int, peak: float) -> float:

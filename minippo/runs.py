@@ -86,8 +86,11 @@ class Run:
                                         cfg.n_layer, cfg.n_head, cfg.d_model)
         self.identity = {"vocab": self.vocab.chars, "model_config": vars(self.model_config)}
         defaults = Config()
-        flags = [f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}" for f in fields(cfg)
-                 if f.name not in RESUMABLE and getattr(cfg, f.name) != getattr(defaults, f.name)]
+        flags = []                        # the flags that differ from the defaults
+        for f in fields(cfg):
+            value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+            if f.name not in ("out", "resume", "force") and value != getattr(defaults, f.name):
+                flags.append((flag if value else "--no-" + flag[2:]) if f.type is bool else f"{flag} {value}")
         self.resume_hint = " ".join(flags + [f"--resume {cfg.out}"])
 
     def describe(self) -> str:
@@ -113,6 +116,15 @@ class Run:
                    "beta": beta, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
                    "rng": ckpt.rng_state(), "metrics_bytes": os.path.getsize(self.path("metrics.jsonl")),
                    "samples_bytes": os.path.getsize(self.path("samples.txt"))}, self.path("checkpoint.pt"))
+
+    def samples_to_reach(self, objective: float):
+        """Responses sampled until the first iteration whose batch objective reached `objective`."""
+        with open(self.path("metrics.jsonl")) as f:
+            for line in f:
+                m = json.loads(line)
+                if m["objective"] >= objective:
+                    return m["iter"] * self.cfg.batch
+        return None
 
     def save_summary(self, results: dict):
         ckpt.save_json(results, self.path("summary.json"))
@@ -153,6 +165,7 @@ def pretrained_policy(run: Run, stop: StopFlag):
     """The pretrained policy and its frozen copy pi_ref, from the cache or by pretraining now."""
     cfg, path = run.cfg, run.path("reference.pt")
     want = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
+    ckpt.seed_everything(cfg.seed)          # the initial weights too: torch seeds itself randomly
     policy = Policy(run.model_config)
     print(f"policy: {sum(p.numel() for p in policy.parameters()):,} parameters, vocabulary "
           f"{run.vocab.size} characters {run.vocab.chars!r} + PAD")
@@ -169,7 +182,6 @@ def pretrained_policy(run: Run, stop: StopFlag):
         policy.to(run.device)
         optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
         step, state_path = 0, run.path("pretrain_state.pt")
-        ckpt.seed_everything(cfg.seed)
         if cfg.resume and os.path.exists(state_path):
             state = ckpt.load(state_path, "pretrain")
             ckpt.check_compatible(state, run.identity, state_path)

@@ -9,7 +9,7 @@ def test_short_seeded_run_raises_reward_and_keeps_kl_bounded(reference):
     assert len(m) == 12 and [r["iter"] for r in m] == list(range(1, 13))
     first, last = m[0]["reward"], sum(r["reward"] for r in m[-3:]) / 3
     assert last > first + 0.3, (first, last)
-    assert all(r["kl"] < 5 for r in m)
+    assert all(r["kl"] < 10 for r in m)                      # bounded: no runaway from pi_ref
     assert m[0]["approx_kl"] > -1e-3 and m[0]["clipfrac"] < 0.5
     summary = json.load(open(reference / "summary.json"))
     for key in ("objective_optimal", "objective_policy", "objective_reference", "optimality_gap",
@@ -21,8 +21,8 @@ def test_short_seeded_run_raises_reward_and_keeps_kl_bounded(reference):
 
 def test_same_seed_gives_identical_metrics(reference, tmp_path):
     out = with_reference(reference, tmp_path, "again")
-    run("--out", str(out), *TINY, "--iters", "12")
-    assert metrics(out) == metrics(reference)
+    run("--out", str(out), *TINY, "--iters", "4")
+    assert metrics(out) == metrics(reference)[:4]
     assert "reusing" in run("--out", str(out), *TINY, "--iters", "1", "--force").stdout
 
 
