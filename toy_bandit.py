@@ -13,37 +13,30 @@ Everything has an exact answer, so each sampled quantity is printed beside it:
      a poor start: the lecture's tip "moderate beta, raise the temperature to explore".
 Signpost: in minippo an arm is a whole response y, log pi(y|x) a sum of token log-probs, r a reward
 function; the estimator and the KL folded into the reward are the same, only pi is a network.
-numpy only, so the math is explicit; tests/test_toy_bandit.py checks it against torch autograd.
-"""
+numpy only, so the math is explicit; tests/test_toy_bandit.py checks it against torch autograd."""
 import argparse
 import json
 import math
-import sys
-
 import numpy as np
-
 
 def log_policy(theta, temperature=1.0):
     z = theta / temperature
     z = z - z.max()                                       # shift for stability; softmax unchanged
     return z - np.log(np.exp(z).sum())                    # log pi(a) = z_a - log sum_b exp(z_b)
 
-
 def policy(theta, temperature=1.0):
     return np.exp(log_policy(theta, temperature))         # pi_theta(a) = softmax(theta / T)_a
-
 
 def objective(theta, r, beta=0.0, log_ref=None, temperature=1.0):
     """L = J - beta KL(pi_theta || pi_ref) = sum_a pi(a) [r(a) - beta log(pi(a) / pi_ref(a))]."""
     logpi = log_policy(theta, temperature)
-    kl = np.exp(logpi) @ (logpi - log_ref) if beta else 0.0   # KL = sum_a pi(a) log(pi(a) / pi_ref(a))
-    return float(np.exp(logpi) @ r - beta * kl)               # J = sum_a pi(a) r(a)
-
+    kl = np.exp(logpi) @ (logpi - log_ref) if beta else 0.0  # KL = sum_a pi log(pi / pi_ref)
+    return float(np.exp(logpi) @ r - beta * kl)              # J = sum_a pi(a) r(a)
 
 def exact_grad(theta, r, beta=0.0, log_ref=None, temperature=1.0):
     """Exact dL/dtheta, derived in the lecture's order (beta = 0, T = 1 first):
     (1) write the expectation: J = E_{a~pi_theta}[r(a)] = sum_a pi_theta(a) r(a)
-    (2) take the gradient:     grad J = sum_a grad pi_theta(a) r(a)      (r does not depend on theta)
+    (2) take the gradient:     grad J = sum_a grad pi_theta(a) r(a)  (r does not depend on theta)
     (3) grad pi = pi grad log pi, the log-derivative trick:
                                grad J = sum_a pi_theta(a) r(a) grad log pi_theta(a)
     (4) that is an expectation again, so samples estimate it:
@@ -54,14 +47,12 @@ def exact_grad(theta, r, beta=0.0, log_ref=None, temperature=1.0):
     the same formula with the KL folded into the reward. Temperature T divides everything by T."""
     logpi = log_policy(theta, temperature)
     pi = np.exp(logpi)
-    shaped = r - beta * (logpi - log_ref) if beta else r  # r~(a) = r(a) - beta log(pi(a) / pi_ref(a))
+    shaped = r - beta * (logpi - log_ref) if beta else r  # r~ = r - beta log(pi / pi_ref), per arm
     return pi * (shaped - pi @ shaped) / temperature      # grad L = pi * (r~ - L) / T
-
 
 def grad_log_pi(pi, a, temperature=1.0):
     """grad_theta log pi_theta(a) of each sampled arm a: (e_a - pi) / T, one row per sample."""
-    return (np.eye(len(pi))[a] - pi) / temperature        # d log pi(a)/d theta_b = (1[a = b] - pi_b)/T
-
+    return (np.eye(len(pi))[a] - pi) / temperature  # d log pi(a)/d theta_b = (1[a = b] - pi_b)/T
 
 def sample_grad(theta, r, n, rng, beta=0.0, log_ref=None, temperature=1.0, noise=0.0,
                 baseline=True, repeats=None):
@@ -69,23 +60,20 @@ def sample_grad(theta, r, n, rng, beta=0.0, log_ref=None, temperature=1.0, noise
     (repeats, K) for that many independent estimates. Unbiased with or without the baseline."""
     logpi = log_policy(theta, temperature)
     pi, cdf = np.exp(logpi), np.cumsum(np.exp(logpi))
-    u = rng.random((repeats or 1, n)) * cdf[-1]           # a_i ~ pi_theta by inverse CDF:
-    a = cdf.searchsorted(u, side="right")                 # the first arm whose cdf exceeds u_i; (R, N)
+    u = rng.random((repeats or 1, n)) * cdf[-1]           # a_i ~ pi_theta by inverse CDF: the
+    a = cdf.searchsorted(u, side="right")                 # first arm whose cdf exceeds u_i; (R, N)
     rew = r[a]                                            # r(a_i)
     if noise:
         rew = rew + noise * rng.standard_normal(a.shape)  # noisy, like a learned reward model
     if beta:
-        rew = rew - beta * (logpi[a] - log_ref[a])        # r - beta log(pi / pi_ref): KL in the reward
-    b = 0.0                                               # N = 1: no other sample, so no baseline
-    if baseline and n > 1:
-        # b_i = mean reward of the OTHER samples: independent of a_i, so E[b_i grad log pi(a_i)] =
-        # b_i sum_a grad pi(a) = b_i grad 1 = 0 and the mean is unchanged. A batch mean that includes
-        # r_i itself would shrink the expected gradient by (N - 1) / N. (This is RLOO; GRPO uses the
-        # group mean, PPO in minippo a learned value function: all are baselines for the same reason.)
-        b = (rew.sum(1, keepdims=True) - rew) / (n - 1)
-    g = (rew - b)[..., None] * grad_log_pi(pi, a, temperature)   # (r_i - b_i) grad log pi(a_i), (R, N, K)
-    return g.mean(1) if repeats else g.mean(1)[0]                 # 1/N sum_i: (R, K) or (K,)
-
+        rew = rew - beta * (logpi[a] - log_ref[a])        # r - beta log(pi / pi_ref): KL in reward
+    # b_i = mean reward of the OTHER samples: independent of a_i, so E[b_i grad log pi(a_i)] =
+    # b_i sum_a grad pi(a) = b_i grad 1 = 0 and the mean is unchanged. A batch mean that includes
+    # r_i itself would shrink the expected gradient by (N - 1) / N. (This is RLOO; GRPO uses the
+    # group mean, PPO in minippo a learned value function: all are baselines for the same reason.)
+    b = (rew.sum(1, keepdims=True) - rew) / (n - 1) if baseline and n > 1 else 0.0  # N = 1: none
+    g = (rew - b)[..., None] * grad_log_pi(pi, a, temperature)  # (r_i - b_i) grad log pi(a_i)
+    return g.mean(1) if repeats else g.mean(1)[0]   # 1/N sum_i of (R, N, K): (R, K) or (K,)
 
 def closed_form(r, beta, log_ref):
     """argmax_pi J - beta KL(pi || pi_ref) = pi_ref exp(r / beta) / Z, with value beta log Z.
@@ -95,9 +83,8 @@ def closed_form(r, beta, log_ref):
         top = np.isclose(r, r.max()) * np.exp(log_ref)
         return top / top.sum(), float(r.max())
     z = log_ref + r / beta                                # log pi_ref(a) + r(a) / beta
-    log_z = z.max() + np.log(np.exp(z - z.max()).sum())   # log Z = log E_{a~pi_ref}[exp(r(a) / beta)]
-    return np.exp(z - log_z), float(beta * log_z)         # pi*, J* = beta log E_{pi_ref}[exp(r / beta)]
-
+    log_z = z.max() + np.log(np.exp(z - z.max()).sum())  # log Z = log E_{a~pi_ref}[exp(r(a)/beta)]
+    return np.exp(z - log_z), float(beta * log_z)  # pi*, J* = beta log E_{pi_ref}[exp(r / beta)]
 
 def ascend(theta, r, rng, steps, n, lr, beta=0.0, log_ref=None, temperature=1.0, noise=0.0,
            average=False, log_every=()):
@@ -106,70 +93,61 @@ def ascend(theta, r, rng, steps, n, lr, beta=0.0, log_ref=None, temperature=1.0,
     (Polyak averaging), so the sampling noise averages out and the run really lands."""
     history, mean_theta, half = [], np.zeros_like(theta), steps // 2
     for t in range(steps + 1):
-        if t in log_every:
-            history.append((t, theta))
+        history.append((t, theta))
         if t > half:
-            mean_theta += theta / (steps - half)          # Polyak: mean of theta over the second half
+            mean_theta += theta / (steps - half)  # Polyak: mean of theta over the second half
         if t < steps:
             g = sample_grad(theta, r, n, rng, beta, log_ref, temperature, noise)
             step = lr / math.sqrt(1 + t / 100) if average else lr
-            theta = theta + step * g                      # theta <- theta + lr * g: ascent, we maximise
-    return (mean_theta if average else theta), history
-
+            theta = theta + step * g              # theta <- theta + lr * g: ascent, we maximise
+    return (mean_theta if average else theta), [h for h in history if h[0] in log_every]
 
 def reference_policy(k):
-    """A fixed log pi_ref that prefers the middle arms, like a pretrained model fond of safe answers."""
+    """Fixed log pi_ref that prefers middle arms, like a pretrained model fond of safe answers."""
     return log_policy(-0.7 * np.abs(np.arange(k) - (k - 1) / 2))
 
-
 def tv(p, q):
-    return 0.5 * float(np.abs(p - q).sum())               # total variation: 1/2 sum_a |p(a) - q(a)|
-
-
-def bar(p, width=30):
-    """The whole distribution in one bar: arm a's share of the width drawn with its digit."""
-    edges = np.round(np.cumsum(p) / np.sum(p) * width).astype(int)
-    return "".join(str(a % 10) * (e - s) for a, (s, e) in enumerate(zip([0, *edges], edges)))
-
+    return 0.5 * float(np.abs(p - q).sum())              # total variation: 1/2 sum_a |p(a) - q(a)|
 
 def fmt(v, f="{:6.3f}"):
     return " ".join(f.format(x) for x in np.round(v, 6) + 0.0)   # + 0.0 turns -0.0 into 0.0
 
+def row(p, width=12):
+    """p as numbers, then the whole distribution in one bar: arm a's share drawn with its digit."""
+    edges = np.round(np.cumsum(p) / np.sum(p) * width).astype(int)
+    bar = "".join(str(a % 10) * (e - s) for a, (s, e) in enumerate(zip([0, *edges], edges)))
+    return f"{fmt(p)} | {bar}"
 
 def estimator_stats(theta, r, n, rng, repeats, noise=0.0):
-    """`repeats` estimates without and with baseline, from the same samples, against the exact grad."""
+    """`repeats` estimates without and with baseline, same samples, against the exact grad."""
     g, seed, out = exact_grad(theta, r), int(rng.integers(2**31)), {"N": n}
     for name, baseline in (("none", False), ("baseline", True)):
-        est = sample_grad(theta, r, n, np.random.default_rng(seed), noise=noise, baseline=baseline,
-                          repeats=repeats)                                 # (R, K)
-        var = float(((est - est.mean(0)) ** 2).sum(1).mean())             # E|g - E g|^2, summed over arms
-        se = max(math.sqrt(var / repeats), 1e-300)                        # std. error of the mean of est
-        out[name] = {"rms_error": float(np.sqrt(((est - g) ** 2).sum(1).mean())),  # sqrt E|g - grad J|^2
-                     "variance": var, "bias_in_se": float(np.linalg.norm(est.mean(0) - g) / se)}
+        est = sample_grad(theta, r, n, np.random.default_rng(seed), noise=noise,
+                          baseline=baseline, repeats=repeats)             # (R, K)
+        var = float(((est - est.mean(0)) ** 2).sum(1).mean())  # E|g - E g|^2, summed over arms
+        se = max(math.sqrt(var / repeats), 1e-300)             # std. error of the mean of est
+        rms = float(np.sqrt(((est - g) ** 2).sum(1).mean()))   # sqrt E|g - grad J|^2
+        out[name] = {"rms_error": rms, "variance": var,
+                     "bias_in_se": float(np.linalg.norm(est.mean(0) - g) / se)}
     return out
 
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):                             # one line on stderr, exit 2, no usage dump
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_args(argv=None):
-    p = Parser(description="K-armed bandit: the log-derivative trick checked against exact answers.",
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--rewards", default="1.0,0.8,0.5,0.2,0.0",
-                   help="reward r(a) per arm, comma-separated, >= 2 arms (negative first: --rewards=-1,0,1)")
-    p.add_argument("--beta", type=float, default=0.1,
-                   help="KL penalty coefficient (>= 0); part 4 also runs beta/10 and beta*10")
-    p.add_argument("--samples", type=int, default=16, help="samples N per gradient step (>= 1)")
-    p.add_argument("--steps", type=int, default=2000, help="gradient steps per ascent run (>= 1)")
-    p.add_argument("--lr", type=float, default=2.0, help="learning rate of the gradient ascent (> 0)")
-    p.add_argument("--temperature", type=float, default=2.0,
-                   help="hot sampling temperature T (> 0) that part 5 compares with 0.5, 1 and 2T")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same output")
-    p.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on each reward (>= 0)")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary, not tables")
+    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="K-armed bandit: the log-derivative trick checked against exact answers.")
+    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one stderr line, no usage dump
+    arg = p.add_argument
+    arg("--rewards", default="1.0,0.8,0.5,0.2,0.0",
+        help="reward r(a) per arm, comma-separated, >= 2 arms (negative first: --rewards=-1,0,1)")
+    arg("--beta", type=float, default=0.1,
+        help="KL penalty coefficient (>= 0); part 4 also runs beta/10 and beta*10")
+    arg("--samples", type=int, default=16, help="samples N per gradient step (>= 1)")
+    arg("--steps", type=int, default=2000, help="gradient steps per ascent run (>= 1)")
+    arg("--lr", type=float, default=2.0, help="learning rate of the gradient ascent (> 0)")
+    arg("--temperature", type=float, default=2.0,
+        help="hot sampling temperature T (> 0) that part 5 compares with 0.5, 1 and 2T")
+    arg("--seed", type=int, default=0, help="random seed; same seed, same output")
+    arg("--noise", type=float, default=0.0, help="std of Gaussian noise on each reward (>= 0)")
+    arg("--json", action="store_true", help="print a machine-readable summary, not tables")
     a = p.parse_args(argv)
     try:
         a.r = np.array([float(x) for x in a.rewards.split(",")])
@@ -188,96 +166,80 @@ def parse_args(argv=None):
             p.error(f"--{name}={getattr(a, name)}: {allowed}")
     return a
 
-
 def main(argv=None):
     args = parse_args(argv)
     r, k, rng = args.r, len(args.r), np.random.default_rng(args.seed)
-    log_ref, best = reference_policy(k), int(np.argmax(r))
+    log_ref, best, theta = reference_policy(k), int(np.argmax(r)), np.zeros(k)
     say = (lambda *a: None) if args.json else print
     out = {"rewards": r.tolist(), "pi_ref": np.exp(log_ref).tolist(), "best_arm": best,
            "estimates": [], "kl_runs": [], "temperature_runs": []}
-    arms = "".join(f"{f'a={a}':>7}" for a in range(k))                    # column heads, one per arm
-    say(f"toy bandit: K = {k} arms, r = {fmt(r, '{:.2f}')}, reward noise std {args.noise}, "
-        f"seed {args.seed}")
-
-    # ---- 1. the objective and its exact gradient at the uniform policy ------------------------------
-    theta = np.zeros(k)
+    arms = "".join(f"{f'a={a}':>7}" for a in range(k))              # column heads, one per arm
+    climb = lambda th, **kw: ascend(th, r, rng, n=args.samples, lr=args.lr, noise=args.noise, **kw)
+    # ---- 1. the objective and its exact gradient at the uniform policy ------------------------
     out["J"], out["exact_grad"] = objective(theta, r), exact_grad(theta, r).tolist()
-    say(f"\n1) theta = 0 (uniform pi): J = sum_a pi(a) r(a) = {out['J']:.3f}\n"
+    say(f"toy bandit: K = {k} arms, r = {fmt(r, '{:.2f}')}, reward noise std {args.noise}, seed "
+        f"{args.seed}\n\n1) theta = 0 (uniform pi): J = sum_a pi(a) r(a) = {out['J']:.3f}\n"
         f"   exact grad J = pi * (r - J) = {fmt(exact_grad(theta, r), '{:+.3f}')}")
-
-    # ---- 2. the log-derivative estimator: error ~ 1/sqrt(N); a baseline lowers the variance --------
-    repeats, cell = 100, " {:>7}{:>10}"
-    heads = ("RMS error of g", "error x sqrt(N)", "variance of g", "bias / std.err")
-    say(f"\n2) estimate g = 1/N sum_i (r(a_i) - b_i)(e_(a_i) - pi), a_i ~ pi, {repeats} repeats per N;\n"
-        "   b_i = 0 (none) or the mean reward of the other N - 1 samples (baseline; N = 1 has none)\n"
-        "        N |"
-        + " |".join(f"{t:>18}" for t in heads) + "\n          |"
-        + " |".join([cell.format("none", "baseline")] * 4))
+    # ---- 2. the log-derivative estimator: error ~ 1/sqrt(N); a baseline lowers the variance --
+    repeats, cell, kinds = 100, " {:>7}{:>10}", ("none", "baseline")
+    cols = [("RMS error of g", "rms_error", 0, ".4f"), ("error x sqrt(N)", "rms_error", .5, ".3f"),
+            ("variance of g", "variance", 0, ".1e"), ("bias / std.err", "bias_in_se", 0, ".2f")]
+    say(f"\n2) estimate g = 1/N sum_i (r(a_i) - b_i)(e_(a_i) - pi), a_i ~ pi, {repeats} repeats "
+        "per N;\n   b_i = 0 (none) or the mean reward of the other N - 1 samples (baseline; N = 1 "
+        "has none)\n        N |" + " |".join(f"{head:>18}" for head, *_ in cols)
+        + "\n          |" + " |".join([cell.format(*kinds)] * 4))
     for n in (1, 10, 100, 1000, 10000):
         out["estimates"].append(s := estimator_stats(theta, r, n, rng, repeats, args.noise))
-        a, b = s["none"], s["baseline"]
-        say(f"{n:>9} |" + " |".join(cell.format(f.format(x), f.format(y)) for f, x, y in [
-            ("{:.4f}", a["rms_error"], b["rms_error"]),
-            ("{:.3f}", a["rms_error"] * n**.5, b["rms_error"] * n**.5),
-            ("{:.1e}", a["variance"], b["variance"]), ("{:.2f}", a["bias_in_se"], b["bias_in_se"])]))
-
-    # ---- 3. gradient ascent with sampled gradients: uniform -> best arm -----------------------------
+        pairs = [[f"{s[m][key] * n**p:{f}}" for m in kinds] for _, key, p, f in cols]
+        say(f"{n:>9} |" + " |".join(cell.format(*pair) for pair in pairs))
+    # ---- 3. gradient ascent with sampled gradients: uniform -> best arm -----------------------
     marks = [t for t in (0, 10, 30, 100, 300, 1000, 3000, 10000) if t < args.steps] + [args.steps]
-    theta, hist = ascend(np.zeros(k), r, rng, args.steps, args.samples, args.lr, noise=args.noise,
-                         log_every=marks)
+    theta, hist = climb(np.zeros(k), steps=args.steps, log_every=marks)
     out["final_policy"] = policy(theta).tolist()
     say(f"\n3) sampled gradient ascent on J (beta = 0) from uniform, N = {args.samples} per step, "
         f"lr = {args.lr}\n     step      J |{arms} | pi as a bar: arm a's share in a's digit")
     for t, pi in ((t, policy(th)) for t, th in hist):
-        say(f"{t:>9}  {pi @ r:5.3f} | {fmt(pi)} | {bar(pi)}")
-
-    # ---- 4. KL penalty: maximise J - beta KL(pi || pi_ref); closed form pi* ~ pi_ref exp(r/beta) ----
+        say(f"{t:>9}  {pi @ r:5.3f} | {row(pi, 30)}")
+    # ---- 4. KL penalty: maximise J - beta KL(pi || pi_ref); closed form pi* ~ pi_ref exp(r/beta)
     say(f"\n4) maximise J - beta KL(pi_theta || pi_ref): sampled ascent from pi_ref, {args.steps} "
-        "steps of lr/sqrt(1+t/100),\n   theta averaged over the 2nd half. Top row: learned pi_theta; "
-        "bottom row: pi* = pi_ref exp(r/beta)/Z\n"
-        f"   pi_ref | {fmt(np.exp(log_ref))} | {bar(np.exp(log_ref), 12)}\n"
+        "steps of lr/sqrt(1+t/100),\n   theta averaged over the 2nd half. Top row: learned "
+        f"pi_theta; bottom row: pi* = pi_ref exp(r/beta)/Z\n   pi_ref | {row(np.exp(log_ref))}\n"
         f"     beta |{arms} | bar          |   TV   |   J     KL   J-b*KL (J* below)")
     for beta in sorted({args.beta / 10, args.beta, args.beta * 10}):
-        theta, _ = ascend(log_ref, r, rng, args.steps, args.samples, args.lr, beta, log_ref,
-                          noise=args.noise, average=True)
+        theta, _ = climb(log_ref, steps=args.steps, beta=beta, log_ref=log_ref, average=True)
         pi, (pi_star, j_star) = policy(theta), closed_form(r, beta, log_ref)
-        kl = float(pi @ (log_policy(theta) - log_ref))                     # KL = sum_a pi log(pi/pi_ref)
-        run = {"beta": beta, "policy": pi.tolist(), "closed_form": pi_star.tolist(), "J": float(pi @ r),
-               "KL": kl, "objective": objective(theta, r, beta, log_ref), "J_star": j_star,
-               "tv": tv(pi, pi_star)}
-        out["kl_runs"].append(run)
-        say(f"{beta:>9.3g} | {fmt(pi)} | {bar(pi, 12)} | {run['tv']:.4f} | {pi @ r:.3f}  {kl:.3f}  "
-            f"{run['objective']:.3f}\n          | {fmt(pi_star)} | {bar(pi_star, 12)} |        |"
-            f"{' ' * 15}{j_star:.3f}")
+        kl = float(pi @ (log_policy(theta) - log_ref))               # KL = sum_a pi log(pi/pi_ref)
+        out["kl_runs"].append(run := {
+            "beta": beta, "policy": pi.tolist(), "closed_form": pi_star.tolist(),
+            "J": float(pi @ r), "KL": kl, "objective": objective(theta, r, beta, log_ref),
+            "J_star": j_star, "tv": tv(pi, pi_star)})
+        say(f"{beta:>9.3g} | {row(pi)} | {run['tv']:.4f} | {pi @ r:.3f}  {kl:.3f}  "
+            f"{run['objective']:.3f}\n          | {row(pi_star)} |        |{' ' * 15}{j_star:.3f}")
         if beta == args.beta:
             out["closed_form_optimum"], out["tv_distance"] = run["closed_form"], run["tv"]
-
-    # ---- 5. sampling temperature: explore from a poor start -----------------------------------------
+    # ---- 5. sampling temperature: explore from a poor start -----------------------------------
     poor, steps5, seeds = int(np.argsort(r)[-2]), min(args.steps, 400), 8
     marks5 = [steps5 // 10, steps5 // 4, steps5 // 2, steps5]
-    start = np.where(np.arange(k) == poor, 4.0, 0.0)                      # pi(poor arm) ~ 0.93 at T = 1
-    say("\n5) temperature: sample a_i ~ softmax(theta / T) and ascend that policy's log-derivative "
-        f"gradient\n   (beta = 0) from a poor start, pi(a={poor}) = {policy(start)[poor]:.2f} with "
-        f"r = {r[poor]:.2f}; mean of {seeds} seeds\n"
-        "        T | arms in play | pi(best arm) at T = 1 after step | greedy is | mean r\n"
-        "          | exp(H) t = 0 |" + "".join(f"{t:>8}" for t in marks5) + "  | best arm  | sampled")
+    start = np.where(np.arange(k) == poor, 4.0, 0.0)                 # pi(poor arm) ~ 0.93 at T = 1
+    say("\n5) temperature: sample a_i ~ softmax(theta / T) and ascend that policy's log-derivative"
+        f" gradient\n   (beta = 0) from a poor start, pi(a={poor}) = {policy(start)[poor]:.2f}"
+        f" with r = {r[poor]:.2f}; mean of {seeds} seeds\n        T | arms in play | pi(best arm)"
+        " at T = 1 after step | greedy is | mean r\n          | exp(H) t = 0 |"
+        + "".join(f"{t:>8}" for t in marks5) + "  | best arm  | sampled")
     for temp in sorted({0.5, 1.0, args.temperature, 2 * args.temperature}):
         p_best, greedy, mean_r = np.zeros(len(marks5)), 0.0, 0.0
         for _ in range(seeds):
-            _, hist = ascend(start, r, rng, steps5, args.samples, args.lr, temperature=temp,
-                             noise=args.noise, log_every=range(steps5 + 1))
-            p_best += [policy(hist[t][1])[best] / seeds for t in marks5]    # as deployed, at T = 1
-            greedy += (r[np.argmax(hist[-1][1])] == r.max()) / seeds        # argmax theta: any T agrees
-            mean_r += np.mean([policy(th, temp) @ r for _, th in hist]) / seeds  # what exploring costs
-        in_play = math.exp(-policy(start, temp) @ log_policy(start, temp))  # exp(entropy); 1 = one arm
-        out["temperature_runs"].append({"T": temp, "arms_in_play": in_play, "p_best": p_best.tolist(),
-                                        "greedy_best": greedy, "mean_sampled_reward": mean_r})
+            _, hist = climb(start, steps=steps5, temperature=temp, log_every=range(steps5 + 1))
+            p_best += [policy(hist[t][1])[best] / seeds for t in marks5]  # as deployed, at T = 1
+            greedy += (r[np.argmax(hist[-1][1])] == r.max()) / seeds  # argmax theta: any T agrees
+            mean_r += np.mean([policy(th, temp) @ r for _, th in hist]) / seeds  # exploring's cost
+        in_play = math.exp(-policy(start, temp) @ log_policy(start, temp))  # exp(H): 1 = one arm
+        out["temperature_runs"].append(dict(T=temp, arms_in_play=in_play, p_best=p_best.tolist(),
+                                            greedy_best=greedy, mean_sampled_reward=mean_r))
         say(f"{temp:>9.3g} | {in_play:8.2f}     |" + "".join(f"{p:8.3f}" for p in p_best)
             + f"  | {greedy:6.0%}    | {mean_r:.3f}")
     if args.json:
         print(json.dumps(out, indent=1))
-
 
 if __name__ == "__main__":
     main()

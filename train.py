@@ -143,6 +143,7 @@ def train(cfg, stop) -> int:
             beta = update_beta(beta, kl_sum, cfg.target_kl, cfg.batch, cfg.kl_horizon)
         m["seconds"] = time.time() - t0
         run.log_metrics(m)
+        runs.release_memory()               # keeps resident memory flat over long runs
         bar.set_postfix(reward=f"{m['reward']:.2f}", kl=f"{m['kl']:.2f}", J=f"{m['objective']:.3f}")
         if (it + 1) % cfg.sample_every == 0 or it == 0:
             run.log_samples(it + 1, xs[:4], ys[:4], scores[:4].tolist(), bar)
