@@ -45,10 +45,10 @@ def load(path: str, kind: str) -> dict:
         raise UsageError(f"{path}: no such checkpoint file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or holds pickled code
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise UsageError(f"{path}: not a readable minippo checkpoint ({first}); delete it or "
-                         f"point to another file") from None
+    except Exception:  # truncated, not a torch file, or holds pickled code: never run it
+        raise UsageError(f"{path}: not a readable minippo checkpoint (truncated, not a torch file, "
+                         f"or holding pickled objects that weights-only loading refuses); delete it "
+                         f"or point to another file") from None
     if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise UsageError(f"{path}: not a minippo {kind} checkpoint")
     return obj
