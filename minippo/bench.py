@@ -1,0 +1,170 @@
+"""Where the time of one RL iteration goes: `python -m minippo.bench [--json] [--device cuda]`.
+
+Off the reading path: nothing in minippo imports this file. It builds the default policy (random
+weights, so no pretraining is needed) and times the phases of train.py's loop on a fixed amount of
+work: every response runs to exactly --max-new-tokens (EOS is ignored), so runs compare.
+
+    python -m minippo.bench                                   # the default configuration
+    python -m minippo.bench --algo reinforce --batch 64 --max-new-tokens 48 --json   # TRL GRPO's work
+    python -m minippo.bench --scaling                         # cost as batch and model grow
+
+FLOP count of the update: per token, a forward pass costs 2 N FLOPs for the weights (N = parameters
+outside the embeddings) plus 4 n_layer S d for the attention scores and values (S = sequence length,
+no saving for the causal mask); backward costs twice the forward, so
+    update FLOPs = 3 (2 N + 4 n_layer S d) x tokens processed.
+"""
+import argparse
+import json
+import resource
+import sys
+import time
+
+import torch
+
+from minippo.config import Config
+from minippo.data import Vocab
+from minippo.model import ModelConfig, Policy, sample
+from minippo.rewards import REWARDS
+from minippo.rl import gae, per_token_rewards
+from minippo.rollout import decode_responses, response_logprobs, score
+
+
+def clock(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def matmul_peak(device, n=1024, reps=20) -> float:
+    """Measured fp32 matmul FLOP/s of this device: the ceiling the update is compared with."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    t = clock(device)
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (clock(device) - t)
+
+
+def recompute_sample(model, prompts, max_new_tokens, temperature):
+    """Sampling without a KV cache: the whole prefix goes through the model for every new token."""
+    x = prompts
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits, _ = model(x)
+            x = torch.cat([x, torch.multinomial(torch.softmax(logits[:, -1] / temperature, -1), 1)], 1)
+    return x
+
+
+def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: bool = True) -> dict:
+    from train import update                     # the loop's own update step, unchanged
+    torch.manual_seed(0)
+    vocab_size, pad = 28, 28
+    mcfg = ModelConfig(vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model)
+    policy = Policy(mcfg).to(device)
+    ref = Policy(mcfg).to(device).requires_grad_(False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    P = 9                                         # EOS + "the food"-sized prompts
+    prompts = torch.randint(1, vocab_size, (cfg.batch, P), device=device)
+    vocab = Vocab("\n .abcdefghiklmnopqrstuvwxyz")          # the built-in corpus's characters
+    phases = {"sampling": 0.0, "scoring": 0.0, "old+ref logprobs": 0.0, "update": 0.0}
+    for it in range(warmup + iters):
+        t0 = clock(device)
+        tokens, _ = sample(policy, prompts, cfg.max_new_tokens, cfg.temperature, eos_id=-1)
+        t1 = clock(device)
+        ys, finished = decode_responses(vocab, tokens)
+        scores = score(REWARDS[cfg.reward], ["the food"] * cfg.batch, ys, [True] * cfg.batch, device)
+        t2 = clock(device)
+        mask = (tokens != pad).float()
+        with torch.no_grad():
+            old_logprobs, old_values, _ = response_logprobs(policy, prompts, tokens, cfg.temperature)
+            ref_logprobs, _, _ = response_logprobs(ref, prompts, tokens, cfg.temperature)
+            rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
+            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        t3 = clock(device)
+        update(policy, optimizer, cfg, cfg.beta, prompts, tokens, mask, scores, kl, old_logprobs,
+               old_values, advantages, returns)
+        t4 = clock(device)
+        if it >= warmup:
+            for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                phases[name] += dt / iters
+    L, S = cfg.max_new_tokens, P + cfg.max_new_tokens
+    epochs = cfg.epochs if cfg.algo == "ppo" else 1
+    tokens_of = {"sampling": cfg.batch * L, "scoring": cfg.batch * L,
+                 "old+ref logprobs": 2 * cfg.batch * S, "update": epochs * cfg.batch * S}
+    n_params = sum(p.numel() for p in policy.parameters())
+    n_weights = n_params - policy.tok_emb.weight.numel() - policy.pos_emb.weight.numel()
+    update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens_of["update"]
+    peak = matmul_peak(device)
+    seconds = sum(phases.values())
+    out = {"device": str(device), "algo": cfg.algo, "batch": cfg.batch,
+           "max_new_tokens": cfg.max_new_tokens, "parameters": n_params,
+           "seconds_per_iteration": seconds, "completions_per_s": cfg.batch / seconds,
+           "phases": {k: {"seconds": v, "tokens_per_s": tokens_of[k] / v} for k, v in phases.items()},
+           "update_flops_per_s": update_flops / phases["update"], "matmul_peak_flops_per_s": peak,
+           "update_fraction_of_peak": update_flops / phases["update"] / peak}
+    if with_recompute:
+        policy.eval()
+        times = {}
+        for name, fn in (("kv_cache", lambda: sample(policy, prompts, L, cfg.temperature, eos_id=-1)),
+                         ("recompute", lambda: recompute_sample(policy, prompts, L, cfg.temperature))):
+            fn()
+            t = clock(device)
+            fn()
+            times[name] = clock(device) - t
+        out["sampling_kv_cache_s"], out["sampling_recompute_s"] = times["kv_cache"], times["recompute"]
+        out["kv_cache_speedup"] = times["recompute"] / times["kv_cache"]
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def table(r: dict) -> str:
+    lines = [f"device {r['device']} | {r['algo']} | {r['batch']} completions x {r['max_new_tokens']} "
+             f"tokens | {r['parameters']:,} parameters",
+             f"{'phase':<18}{'seconds':>10}{'share':>8}{'tokens/s':>12}"]
+    for k, v in r["phases"].items():
+        lines.append(f"{k:<18}{v['seconds']:>10.4f}{v['seconds'] / r['seconds_per_iteration']:>8.0%}"
+                     f"{v['tokens_per_s']:>12,.0f}")
+    lines.append(f"{'total':<18}{r['seconds_per_iteration']:>10.4f}{'':>8}"
+                 f"{r['completions_per_s']:>9,.0f} completions/s")
+    lines.append(f"update: {r['update_flops_per_s'] / 1e9:.1f} GFLOP/s = {r['update_fraction_of_peak']:.0%} "
+                 f"of the measured fp32 matmul peak {r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s")
+    if "kv_cache_speedup" in r:
+        lines.append(f"sampling {r['batch']} x {r['max_new_tokens']}: KV cache {r['sampling_kv_cache_s']:.3f} s, "
+                     f"recompute {r['sampling_recompute_s']:.3f} s ({r['kv_cache_speedup']:.1f}x)")
+    lines.append(f"peak resident memory {r['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--algo", default="ppo", choices=("ppo", "reinforce"))
+    p.add_argument("--batch", type=int, default=Config.batch)
+    p.add_argument("--max-new-tokens", type=int, default=Config.max_new_tokens)
+    p.add_argument("--iters", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
+    p.add_argument("--scaling", action="store_true", help="seconds and FLOP/s as batch and model grow")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    a = p.parse_args(argv)
+    if a.batch <= 0 or a.iters <= 0 or not 0 < a.max_new_tokens < Config.block_size - 9:
+        p.exit(2, f"error: need --batch > 0, --iters > 0, 0 < --max-new-tokens < {Config.block_size - 9}\n")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.exit(2, "error: --device=cuda: no CUDA GPU is available here\n")
+    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if a.device == "auto" else a.device)
+    cfg = Config(algo=a.algo, batch=a.batch, max_new_tokens=a.max_new_tokens,
+                 minibatch=min(Config.minibatch, a.batch) if a.batch % Config.minibatch == 0 else a.batch)
+    runs = [bench(cfg, device, a.iters)]
+    if a.scaling:
+        for batch in (32, 128, 256):
+            runs.append(bench(Config(batch=batch, minibatch=32), device, a.iters, with_recompute=False))
+        for d, layers in ((128, 2), (256, 4)):
+            runs.append(bench(Config(d_model=d, n_layer=layers), device, a.iters, with_recompute=False))
+    if a.json:
+        print(json.dumps(runs[0] if len(runs) == 1 else runs, indent=1))
+    else:
+        print("\n\n".join(table(r) for r in runs))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
