@@ -50,23 +50,27 @@ def exact_gradient(policy, ref, r):
     return torch.cat([g.flatten() for g in torch.autograd.grad(J, trunk(policy))])
 
 
+def rollout(policy, ref, r, n, beta, lam):
+    """n responses of 3 tokens to the one query, scored, with log pi_old, V, log pi_ref, GAE."""
+    x = torch.zeros(n, 1, dtype=torch.long)
+    tokens, _ = sample(policy, x, 3, T, eos_id=-1)                       # (n, 3), never stops early
+    mask = torch.ones(n, 3)
+    scores = r[tokens @ torch.tensor([9, 3, 1])]
+    with torch.no_grad():
+        old_logprobs, old_values, _ = response_logprobs(policy, x, tokens, T)
+        ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
+        rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)
+        advantages, returns = gae(rewards, old_values, mask, 1.0, lam)
+    return x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns
+
+
 def sampled_gradients(policy, ref, r, algo, beta_in_loss=BETA):
     cfg = Config(algo=algo, batch=B, minibatch=B, epochs=1, whiten=False, lam=1.0, gamma=1.0,
                  max_grad_norm=1e9, temperature=T, ent_coef=0.0)
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)             # read the gradient only
-    x = torch.zeros(B, 1, dtype=torch.long)
     grads = []
     for m in range(M):
-        tokens, _ = sample(policy, x, 3, T, eos_id=-1)                   # (B, 3), never stops early
-        mask = torch.ones(B, 3)
-        scores = r[tokens @ torch.tensor([9, 3, 1])]
-        with torch.no_grad():
-            old_logprobs, old_values, _ = response_logprobs(policy, x, tokens, T)
-            ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
-            rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta_in_loss)
-            advantages, returns = gae(rewards, old_values, mask, 1.0, 1.0)
-        update(policy, optimizer, cfg, beta_in_loss, x, tokens, mask, scores, kl, old_logprobs,
-               old_values, advantages, returns)
+        update(policy, optimizer, cfg, beta_in_loss, *rollout(policy, ref, r, B, beta_in_loss, 1.0))
         grads.append(torch.cat([-p.grad.flatten() for p in trunk(policy)]))  # loss = -J
     return torch.stack(grads)
 
@@ -94,16 +98,10 @@ def test_first_ppo_minibatch_has_ratio_one_and_lr_zero_keeps_it(setting):
     policy, ref, r = setting
     torch.manual_seed(4)
     cfg = Config(batch=32, minibatch=8, epochs=4, lr=1e-2)
-    x = torch.zeros(32, 1, dtype=torch.long)
-    tokens, _ = sample(policy, x, 3, T, eos_id=-1)
-    mask = torch.ones(32, 3)
-    scores = r[tokens @ torch.tensor([9, 3, 1])]
+    x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns = \
+        rollout(policy, ref, r, 32, BETA, 0.95)
+    advantages = whiten(advantages, mask)
     with torch.no_grad():
-        old_logprobs, old_values, _ = response_logprobs(policy, x, tokens, T)
-        ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
-        rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, BETA)
-        advantages, returns = gae(rewards, old_values, mask, 1.0, 0.95)
-        advantages = whiten(advantages, mask)
         mb = torch.randperm(32)[:8]                      # a minibatch alone gives the same numbers
         assert torch.equal(response_logprobs(policy, x[mb], tokens[mb], T)[0], old_logprobs[mb])
     args = (x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns)
