@@ -117,7 +117,7 @@ def train(cfg, stop) -> int:
             ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, cfg.temperature)
             rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)
 
-            # ---- 4. advantages: GAE over the per-token rewards, whitened over the batch
+            # ---- 4. advantages: GAE over the per-token rewards (optionally whitened)
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             if cfg.whiten:
                 advantages = whiten(advantages, mask)

@@ -6,8 +6,10 @@ Design choices, all of Ziegler et al. 2019 / InstructGPT style PPO:
 - KL in the reward, per token: r_t = -beta (log pi_old - log pi_ref)_t at every response token, and
   the score r(x, y) added at the last token (the EOS). Summed over t this is exactly the sampled
   J(theta) integrand r(x, y) - beta log(pi(y|x) / pi_ref(y|x)).
-- Advantages by GAE with gamma = 1 (a response is a finite episode) and lambda (0.95); lambda = 1
-  is unbiased Monte Carlo "reward-to-go minus V". Whitened over the batch's response tokens.
+- Advantages by GAE with gamma = 1 (a response is a finite episode) and lambda (default 1: the
+  unbiased Monte Carlo "reward-to-go minus V"; below 1 the learned V trades bias for variance).
+  Optionally whitened over the batch's response tokens (off by default: once the reward saturates
+  whitening magnifies noise and the policy drifts past the optimum).
 - Losses are summed over a response's tokens and averaged over responses, because J is an
   expectation over responses: that sum is the unbiased gradient of J, whatever the lengths.
 Shapes: B responses, L response tokens; `mask` (B, L) is 1 where the token is part of the response
