@@ -1,6 +1,6 @@
 """minippo: pretrain a tiny character-level GPT, then tune it with KL-penalised PPO (or REINFORCE).
 
-    python train.py                      # ~30 s on a laptop CPU: pretrain, then 100 PPO iterations
+    python train.py                      # ~75 s on a 2-core CPU: pretrain, then 100 PPO iterations
     python train.py --algo reinforce     # the log-derivative trick, one step per batch
     python train.py --help               # every setting, with its meaning and typical range
 
