@@ -160,7 +160,7 @@ def train(cfg, stop) -> int:
     # ---------------------------------------------------------------- how close to J*?
     torch.manual_seed(cfg.seed + 2)
     results, ref_texts, pol_texts = evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device,
-                                             run.grammar)
+                                             run.grammar, beta)   # the final beta if it adapted
     target = results["objective_reference"] + 0.9 * (results["objective_optimal"] - results["objective_reference"])
     results.update(pretrain_seconds=pretrain_seconds, rl_seconds=rl_seconds, iters=cfg.iters,
                    samples_drawn=cfg.iters * cfg.batch,
@@ -169,7 +169,7 @@ def train(cfg, stop) -> int:
     print(f"\nsame prompts, T = {cfg.temperature}:  reference pi_ref  |  tuned pi_theta")
     for a, b in zip(ref_texts[:8], pol_texts[:8]):
         print(f"  {a:<46} | {b}")
-    print(summary_table(results, cfg.beta))
+    print(summary_table(results, beta))
     return 0
 
 
@@ -183,7 +183,7 @@ def summary_table(s: dict, beta: float) -> str:
             f"{'pi* (exact optimum)':<20}{'':>22}{g('objective_optimal')}  (J* = beta log E_ref exp(r/beta), "
             f"+- {s['objective_optimal_se']:.3f})",
             f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {s['optimality_gap']:.3f}   "
-            f"[beta {beta}, pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s; "
+            f"[beta {beta:.4g}, pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s; "
             f"all figures in summary.json]"]
     return "\n".join(rows)
 

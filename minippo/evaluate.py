@@ -50,31 +50,32 @@ def optimal_value(r, beta: float):
     return value, se
 
 
-def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, grammar: bool):
-    """Per-prompt estimates with cfg.eval_samples samples each, averaged over the prompts."""
+def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, grammar: bool, beta: float):
+    """Per-prompt estimates with cfg.eval_samples samples each, averaged over the prompts, of the
+    objective with penalty coefficient `beta` (the final one, when --target-kl adapts it)."""
     n = cfg.eval_samples
     xs = [x for x in prompts for _ in range(n)]
     r_ref, _, ref_texts = draw(ref, None, vocab, xs, reward_fn, cfg, device)
     r_pol, kl_pol, pol_texts = draw(policy, ref, vocab, xs, reward_fn, cfg, device)
     j_star, se2 = [], 0.0
     for k in range(len(prompts)):
-        value, se = optimal_value(r_ref[k * n:(k + 1) * n], cfg.beta)
+        value, se = optimal_value(r_ref[k * n:(k + 1) * n], beta)
         j_star.append(value)
         se2 += se ** 2
     j_star = sum(j_star) / len(prompts)
-    j_pol = (r_pol - cfg.beta * kl_pol).mean().item()               # J(theta) = E[r - beta KL]
+    j_pol = (r_pol - beta * kl_pol).mean().item()               # J(theta) = E[r - beta KL]
     j_ref = r_ref.mean().item()                                     # KL(pi_ref || pi_ref) = 0
     out = {"objective_optimal": j_star,
            "objective_optimal_se": math.sqrt(se2) / len(prompts),
            "objective_policy": j_pol,
-           "objective_policy_se": (r_pol - cfg.beta * kl_pol).std().item() / math.sqrt(len(xs)),
+           "objective_policy_se": (r_pol - beta * kl_pol).std().item() / math.sqrt(len(xs)),
            "objective_reference": j_ref,
            "optimality_gap": (j_star - j_pol) / (j_star - j_ref) if j_star > j_ref else float("nan"),
            "reward_policy": r_pol.mean().item(), "reward_reference": j_ref,
            "kl_policy": kl_pol.mean().item(),
            "distinct_policy": len(set(pol_texts)) / len(pol_texts),
            "distinct_reference": len(set(ref_texts)) / len(ref_texts),
-           "eval_prompts": len(prompts), "eval_samples_per_prompt": n}
+           "beta": beta, "eval_prompts": len(prompts), "eval_samples_per_prompt": n}
     if grammar:
         out["grammatical_policy"] = sum(map(is_grammatical, pol_texts)) / len(pol_texts)
         out["grammatical_reference"] = sum(map(is_grammatical, ref_texts)) / len(ref_texts)
