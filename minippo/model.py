@@ -86,6 +86,7 @@ class Policy(nn.Module):
             cache["real"][:, start:start + T] = real
             cache["len"] += T
             real = cache["real"][:, :start + T]                             # (B, S) every key so far
+            cache["pos"] = real.sum(1)                  # (B,) position of each row's next token
         S = real.shape[1]
         positions = (real.cumsum(1) - 1).clamp(min=0)[:, start:]            # count real tokens only
         # query i sees key j when j <= i (causal) and j is not PAD; every query sees itself, so a
@@ -98,6 +99,22 @@ class Policy(nn.Module):
             x = block(x, mask, None if cache is None else cache["kv"][i], start)
         x = self.ln_f(x)
         return self.lm_head(x), self.value_head(x).squeeze(-1)
+
+    def decode(self, token, cache):
+        """One sampling step: token (B,) continues the cache -> next-token logits (B, V).
+        The same computation as forward() for one new column, with the little it needs read from
+        the cache instead of rebuilt: the newest query may see every real key (itself included),
+        its position is the row's count of real tokens, and no value head (sampling needs none)."""
+        S = cache["len"]
+        real = token != self.cfg.vocab_size                                 # (B,)
+        cache["real"][:, S] = real
+        cache["len"] = S + 1
+        mask = cache["real"][:, None, None, :S + 1]                         # (B, 1, 1, S+1)
+        x = (self.tok_emb(token) + self.pos_emb(cache["pos"]))[:, None]     # (B, 1, C)
+        cache["pos"] = cache["pos"] + real
+        for block, kv in zip(self.blocks, cache["kv"]):
+            x = block(x, mask, kv, S)
+        return self.lm_head(self.ln_f(x[:, 0]))                             # (B, V)
 
     def new_cache(self, batch_size: int, max_len: int):
         """A preallocated KV cache: keys and values for every layer, plus which columns are real."""
@@ -122,7 +139,7 @@ def logprobs(model, tokens, temperature: float):
     return token_logprobs(logits[:, :-1], tokens[:, 1:], temperature)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int):
     """y ~ pi_theta(. | x) with a KV cache, each row stopping at its first EOS.
 
@@ -146,5 +163,5 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int)
         done = done | (nxt == eos_id)
         if bool(done.all()):
             break
-        logits = model(nxt[:, None], cache)[0][:, -1]
+        logits = model.decode(nxt, cache)
     return torch.stack(tokens, 1), torch.stack(lps, 1)
