@@ -16,10 +16,11 @@ import time
 import torch
 from tqdm import tqdm
 
-from minippo import runs
+from minippo import dist, runs
+from minippo.checkpoint import rng_state
 from minippo.config import UsageError, parse_config
 from minippo.data import is_grammatical
-from minippo.evaluate import evaluate
+from minippo.evaluate import distinct_ngrams, evaluate
 from minippo.model import sample
 from minippo.rewards import REWARDS
 from minippo.rl import (entropy, explained_variance, gae, per_token_rewards, ppo_losses,
@@ -45,16 +46,18 @@ def main(argv=None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGINT, previous_handler)
+        dist.close()
 
 
 def update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl, old_logprobs,
            old_values, advantages, returns):
     """PPO: cfg.epochs passes over shuffled minibatches of the batch. REINFORCE: one step on the
     whole batch. Returns one dict of statistics per optimizer step."""
-    epochs, mb_size = (cfg.epochs, cfg.minibatch) if cfg.algo == "ppo" else (1, cfg.batch)
+    B = tokens.shape[0]                     # this process's share of the batch (all of it in one)
+    epochs, mb_size = (cfg.epochs, cfg.minibatch * B // cfg.batch) if cfg.algo == "ppo" else (1, B)
     log = []
     for epoch in range(epochs):
-        for mb in torch.randperm(cfg.batch, device=tokens.device).split(mb_size):
+        for mb in torch.randperm(B, device=tokens.device).split(mb_size):
             mb_logprobs, mb_values, mb_logits = response_logprobs(
                 policy, prompt_ids[mb], tokens[mb], cfg.temperature)          # (mb, L) each
             mb_entropy = entropy(mb_logits, mask[mb], cfg.temperature)
@@ -71,38 +74,52 @@ def update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl, o
                 raise FloatingPointError(f"the loss became {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            dist.average_gradients(policy)  # several processes: the global batch's gradient
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             if not torch.isfinite(grad_norm):
                 raise FloatingPointError(f"the gradient norm became {grad_norm.item()}")
             optimizer.step()
             log.append({"pg_loss": pg_loss.item(), "entropy": mb_entropy.item(),
                         **{k: v.item() for k, v in stats.items()}})
-    return log
+    # several processes: each figure averaged over them, i.e. over the global minibatches
+    return [{k: dist.all_mean(v) for k, v in d.items()} for d in log]
 
 
 def train(cfg, stop) -> int:
-    run = runs.open_run(cfg)                # checks --out / --resume, loads data, picks the device
+    # several processes (torchrun): which one is this, of how many; (0, 1) when run alone
+    rank, world = dist.setup(runs.pick_device(cfg.device).type)
+    if cfg.batch % world or cfg.minibatch % world:
+        raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly "
+                         f"over the {world} processes")
+    run = runs.open_run(cfg, rank)          # checks --out / --resume, loads data, picks the device
     vocab, prompts, device, reward_fn = run.vocab, run.prompts, run.device, REWARDS[cfg.reward]
-    print(run.describe())
+    if rank == 0:
+        print(run.describe() + (f" | {world} processes" if world > 1 else ""))
 
     # ---------------------------------------------------------------- the reference pi_ref
     # Pretrain (or reuse the cached reference.pt), then keep a frozen copy: no gradients, eval mode.
-    policy, ref, pretrain_seconds = runs.pretrained_policy(run, stop)
+    # Several processes: rank 0 pretrains while the others wait, then they load its reference.pt
+    # (pretraining takes seconds, and every process must start from the very same pi_ref).
+    if rank > 0:
+        dist.barrier()
+    policy, ref, pretrain_seconds = runs.pretrained_policy(run, stop, build=rank == 0)
+    if rank == 0:
+        dist.barrier()
     if policy is None:
         return 130                          # interrupted during pretraining; its state is saved
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
-    state = runs.resume_rl(run, policy, optimizer)  # iteration, beta, RNG: restored or fresh
+    state = runs.resume_rl(run, policy, optimizer, rank, world)  # iteration, beta, RNG
     beta = state["beta"]
 
     bar = tqdm(range(state["iter"], cfg.iters), desc="rl", initial=state["iter"], total=cfg.iters,
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=rank > 0)
     t_start = time.time()
     for it in bar:
         t0 = time.time()
         if cfg.anneal_lr:   # a step size that decays to 0 lets noisy gradient ascent converge
             optimizer.param_groups[0]["lr"] = cfg.lr * (1 - it / cfg.iters)
         # ---- 1. sample responses: x from the prompt set, y ~ pi_theta(.|x) at temperature T
-        xs = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch,)).tolist()]
+        xs = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch // world,)).tolist()]
         prompt_ids = encode_prompts(vocab, xs, device)                   # (B, P)
         tokens, _ = sample(policy, prompt_ids, cfg.max_new_tokens, cfg.temperature, vocab.eos_id)
         mask = (tokens != vocab.pad_id).float()                          # (B, L) 1 = response token
@@ -129,33 +146,44 @@ def train(cfg, stop) -> int:
             raise FloatingPointError(f"parameters became non-finite at iteration {it}")
 
         # ---- 6. log: one JSON line per iteration (see the README for each figure's meaning)
-        kl_sum = kl.sum(1).mean().item()
-        m = {"iter": it + 1, "reward": scores.mean().item(), "kl": kl_sum,
-             "objective": scores.mean().item() - beta * kl_sum, "beta": beta,
+        # (several processes: means over all of them and texts gathered, so figures are global)
+        kl_sum, reward = dist.all_mean(kl.sum(1).mean().item()), dist.all_mean(scores.mean().item())
+        texts = dist.gather(list(zip(xs, ys, finished)))                # (x, y, reached EOS)
+        m = {"iter": it + 1, "reward": reward, "kl": kl_sum,
+             "objective": reward - beta * kl_sum, "beta": beta,
              **{k: sum(d[k] for d in log) / len(log) for k in log[0]},
              "explained_variance": explained_variance(old_values, returns, mask),
-             "response_length": mask.sum(1).mean().item(),
-             "no_eos": 1 - sum(finished) / cfg.batch,
-             "distinct": len(set(ys)) / cfg.batch}
+             "response_length": dist.all_mean(mask.sum(1).mean().item()),
+             "no_eos": 1 - sum(done for _, _, done in texts) / cfg.batch,
+             "distinct": len(set(y for _, y, _ in texts)) / cfg.batch,
+             "distinct_2grams": distinct_ngrams([y for _, y, _ in texts], 2)}
         if run.grammar:
-            m["grammatical"] = sum(is_grammatical(x + y) for x, y in zip(xs, ys)) / cfg.batch
+            m["grammatical"] = sum(is_grammatical(x + y) for x, y, _ in texts) / cfg.batch
         if cfg.target_kl > 0:               # adaptive beta, after logging the beta that was used
             beta = update_beta(beta, kl_sum, cfg.target_kl, cfg.batch, cfg.kl_horizon)
         m["seconds"] = time.time() - t0
-        run.log_metrics(m)
         runs.release_memory()               # keeps resident memory flat over long runs
-        bar.set_postfix(reward=f"{m['reward']:.2f}", kl=f"{m['kl']:.2f}", J=f"{m['objective']:.3f}")
-        if (it + 1) % cfg.sample_every == 0 or it == 0:
-            run.log_samples(it + 1, xs[:4], ys[:4], scores[:4].tolist(), bar)
-        if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters or stop.requested:
-            run.save_rl(policy, optimizer, it + 1, beta)
-        if stop.requested and it + 1 < cfg.iters:
+        stopping = dist.any_process(stop.requested)     # Ctrl-C, in this or another process
+        if rank == 0:                       # several processes: only rank 0 writes
+            run.log_metrics(m)
+            bar.set_postfix(reward=f"{m['reward']:.2f}", kl=f"{m['kl']:.2f}", J=f"{m['objective']:.3f}")
+            if (it + 1) % cfg.sample_every == 0 or it == 0:
+                run.log_samples(it + 1, xs[:4], ys[:4], scores[:4].tolist(), bar)
+        if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters or stopping:
+            rngs = dist.gather([rng_state()])            # every process's random state
+            if rank == 0:
+                run.save_rl(policy, optimizer, it + 1, beta, rngs)
+        if stopping and it + 1 < cfg.iters:
             bar.close()
-            print(f"interrupted: saved iteration {it + 1} in {cfg.out}; continue with "
-                  f"`python train.py {run.resume_hint}`", file=sys.stderr)
+            if rank == 0:
+                print(f"interrupted: saved iteration {it + 1} in {cfg.out}; continue with "
+                      f"`python train.py {run.resume_hint}`", file=sys.stderr)
             return 130
     bar.close()
     rl_seconds = time.time() - t_start
+    if rank > 0:                            # several processes: rank 0 alone evaluates and reports
+        dist.barrier()
+        return 0
 
     # ---------------------------------------------------------------- how close to J*?
     torch.manual_seed(cfg.seed + 2)
@@ -170,6 +198,7 @@ def train(cfg, stop) -> int:
     for a, b in zip(ref_texts[:8], pol_texts[:8]):
         print(f"  {a:<46} | {b}")
     print(summary_table(results, beta))
+    dist.barrier()
     return 0
 
 

@@ -39,6 +39,14 @@ def draw(model, ref, vocab, prompts, reward_fn, cfg, device, chunk: int = 512):
     return torch.cat(scores).cpu().double(), torch.cat(kls).cpu().double(), texts
 
 
+def distinct_ngrams(texts, n: int = 2) -> float:
+    """distinct-n (Li et al. 2016): distinct word n-grams / all word n-grams over the texts.
+    Near 1: varied responses; falling towards 0: the policy repeats itself (collapse)."""
+    grams = [tuple(words[i:i + n]) for t in texts for words in [t.split()]
+             for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
 def optimal_value(r, beta: float):
     """J* = beta log mean exp(r / beta) over samples of pi_ref, and its standard error (delta
     method). beta = 0 is the limit: the best reward pi_ref can produce."""
@@ -75,6 +83,8 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, grammar: bool,
            "kl_policy": kl_pol.mean().item(),
            "distinct_policy": len(set(pol_texts)) / len(pol_texts),
            "distinct_reference": len(set(ref_texts)) / len(ref_texts),
+           "distinct_2grams_policy": distinct_ngrams(pol_texts, 2),
+           "distinct_2grams_reference": distinct_ngrams(ref_texts, 2),
            "beta": beta, "eval_prompts": len(prompts), "eval_samples_per_prompt": n}
     if grammar:
         out["grammatical_policy"] = sum(map(is_grammatical, pol_texts)) / len(pol_texts)

@@ -17,6 +17,8 @@ Shapes: B responses, L response tokens; `mask` (B, L) is 1 where the token is pa
 """
 import torch
 
+from minippo.dist import all_sum     # several processes: sums over the global batch (else identity)
+
 
 def seq_mean(x, mask):
     """Sum over each response's tokens, mean over responses: (B, L) -> scalar."""
@@ -29,9 +31,10 @@ def masked_mean(x, mask):
 
 
 def whiten(x, mask, eps: float = 1e-8):
-    """(x - mean) / std over the masked entries; stays finite on constant input."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    """(x - mean) / std over the masked entries of the whole batch; finite on constant input."""
+    n = all_sum(mask.sum()).clamp(min=1)
+    mean = all_sum((x * mask).sum()) / n
+    var = all_sum(((x - mean) ** 2 * mask).sum()) / n
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
@@ -83,7 +86,8 @@ def reinforce_loss(logprobs, scores, kl, mask, beta: float):
     b_i is the mean R of the *other* samples, so it does not depend on y_i and the estimate stays
     unbiased (a plain batch mean would shrink the gradient by (B-1)/B). (B, L) tensors, scores (B,)."""
     R = scores - beta * kl.sum(1)                             # (B,) R(x, y) with the KL penalty
-    b = (R.sum() - R) / (len(R) - 1)                          # leave-one-out baseline
+    n = all_sum(torch.tensor(len(R), dtype=R.dtype, device=R.device))   # responses in the batch
+    b = (all_sum(R.sum()) - R) / (n - 1)                      # leave-one-out baseline
     seq_logprob = (logprobs * mask).sum(1)                    # log pi_theta(y|x) = sum_t log pi(y_t|.)
     return -((R - b).detach() * seq_logprob).mean()
 
@@ -96,9 +100,10 @@ def entropy(logits, mask, temperature: float):
 
 def explained_variance(values, returns, mask) -> float:
     """1 - Var(returns - V) / Var(returns): 1 = V predicts the return, <= 0 = no better than a constant."""
-    var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
     err = returns - values
-    var_err = masked_mean((err - masked_mean(err, mask)) ** 2, mask)
+    n, s_ret, s_err = (all_sum(t.sum()) for t in (mask, returns * mask, err * mask))
+    var = all_sum(((returns - s_ret / n) ** 2 * mask).sum()) / n
+    var_err = all_sum(((err - s_err / n) ** 2 * mask).sum()) / n
     return float(1 - var_err / var) if var > 0 else float("nan")
 
 

@@ -111,12 +111,13 @@ class Run:
             f.write(f"iteration {it}\n{text}")
         bar.write(f"iteration {it}\n{text.rstrip()}")
 
-    def save_rl(self, policy, optimizer, it: int, beta: float):
+    def save_rl(self, policy, optimizer, it: int, beta: float, rngs: list):
+        """rngs: the random-generator state of every process (one in a single-process run)."""
         if not all(torch.isfinite(p).all() for p in policy.parameters()):
             raise FloatingPointError(f"parameters became non-finite by iteration {it}")
         ckpt.save({"kind": "rl", **self.identity, "config": self.cfg.to_dict(), "iter": it,
                    "beta": beta, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                   "rng": ckpt.rng_state(), "metrics_bytes": os.path.getsize(self.path("metrics.jsonl")),
+                   "rng": rngs, "metrics_bytes": os.path.getsize(self.path("metrics.jsonl")),
                    "samples_bytes": os.path.getsize(self.path("samples.txt"))}, self.path("checkpoint.pt"))
 
     def samples_to_reach(self, objective: float):
@@ -150,9 +151,11 @@ def pick_device(name: str) -> torch.device:
                         "cpu" if name == "auto" else name)
 
 
-def open_run(cfg: Config) -> Run:
+def open_run(cfg: Config, rank: int = 0) -> Run:
     """Check the output folder against --resume / --force, load the data, write config.json."""
     run = Run(cfg)                         # validates data and sizes before any file is touched
+    if rank > 0:                           # several processes: only rank 0 checks and writes files
+        return run
     here = [f for f in RUN_FILES if os.path.exists(run.path(f))]
     if cfg.resume:
         if "config.json" not in here:
@@ -174,8 +177,9 @@ def open_run(cfg: Config) -> Run:
     return run
 
 
-def pretrained_policy(run: Run, stop: StopFlag):
-    """The pretrained policy and its frozen copy pi_ref, from the cache or by pretraining now."""
+def pretrained_policy(run: Run, stop: StopFlag, build: bool = True):
+    """The pretrained policy and its frozen copy pi_ref, from the cache or by pretraining now
+    (build=False: from the cache only, which another process has just written)."""
     cfg, path = run.cfg, run.path("reference.pt")
     want = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
     ckpt.seed_everything(cfg.seed)          # the initial weights too: torch seeds itself randomly
@@ -188,6 +192,8 @@ def pretrained_policy(run: Run, stop: StopFlag):
         ckpt.check_compatible(cached, run.identity, path)
         policy.load_state_dict(cached["model"])
         print(f"reference: reusing {path} ({cached['stats']})")
+    elif not build:
+        return None, None, 0.0
     else:
         if cached is not None:
             changed = {k: (cached["pretrain"].get(k), v) for k, v in want.items() if cached["pretrain"].get(k) != v}
@@ -228,21 +234,27 @@ def pretrained_policy(run: Run, stop: StopFlag):
     return policy, ref, seconds
 
 
-def resume_rl(run: Run, policy, optimizer) -> dict:
-    """Iteration and beta to start from; restores the checkpoint when resuming."""
+def resume_rl(run: Run, policy, optimizer, rank: int = 0, world: int = 1) -> dict:
+    """Iteration and beta to start from; restores the checkpoint when resuming. With several
+    processes each has its own random stream (seeded from the run's seed and its rank)."""
     path = run.path("checkpoint.pt")
     if run.cfg.resume and os.path.exists(path):
         state = ckpt.load(path, "rl")
         ckpt.check_compatible(state, run.identity, path)
+        if len(state["rng"]) != world:
+            raise UsageError(f"--resume={run.cfg.out}: that run had {len(state['rng'])} processes, "
+                             f"this one has {world}; resume with the same number")
         policy.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        ckpt.set_rng_state(state["rng"])
-        for name in ("metrics", "samples"):       # drop lines written after the checkpoint
-            with open(run.path(f"{name}.{'jsonl' if name == 'metrics' else 'txt'}"), "r+b") as f:
-                f.truncate(state[f"{name}_bytes"])
-        print(f"resuming at iteration {state['iter']} (beta {state['beta']:.4g})")
+        ckpt.set_rng_state(state["rng"][rank])
+        if rank == 0:
+            for name in ("metrics", "samples"):   # drop lines written after the checkpoint
+                with open(run.path(f"{name}.{'jsonl' if name == 'metrics' else 'txt'}"), "r+b") as f:
+                    f.truncate(state[f"{name}_bytes"])
+            print(f"resuming at iteration {state['iter']} (beta {state['beta']:.4g})")
         return {"iter": state["iter"], "beta": state["beta"]}
-    for name in ("metrics.jsonl", "samples.txt"):
-        open(run.path(name), "w").close()
-    ckpt.seed_everything(run.cfg.seed + 1)        # RL is reproducible whether or not pi_ref was cached
+    if rank == 0:
+        for name in ("metrics.jsonl", "samples.txt"):
+            open(run.path(name), "w").close()
+    ckpt.seed_everything(run.cfg.seed + 1 + 1000 * rank)  # RL reproducible, pi_ref cached or not
     return {"iter": 0, "beta": run.cfg.beta}

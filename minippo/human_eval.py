@@ -1,0 +1,188 @@
+"""Blind human evaluation of a saved run: which response is better, pi_ref's or the tuned policy's?
+
+    python -m minippo.human_eval out --n 20                    # you answer in the terminal
+    printf '1\\n2\\nt\\n' | python -m minippo.human_eval out --n 3  # or pipe the answers in
+
+For N prompts from the run's prompt set it samples one response from pi_ref and one from the tuned
+policy, both at the run's temperature, and shows them in random order as 1: and 2:, never saying which
+is which. You answer 1, 2, t (tie) or s (skip). It then reports the tuned policy's win rate with a
+95% confidence interval and appends every judgement to RUN_DIR/human_eval.jsonl.
+This is the lecture's advice to evaluate the model regularly with human feedback: the reward is a
+proxy the policy can exploit (see `python train.py --beta 0`); a reader judges what the reward cannot.
+Signpost: RLHF collects such comparisons by the hundred thousand and trains a reward model on them.
+"""
+import argparse
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import fields
+
+import torch
+
+from minippo import checkpoint as ckpt
+from minippo import runs
+from minippo.config import Config, UsageError
+from minippo.model import Policy, sample
+from minippo.rollout import decode_responses, encode_prompts
+
+Z95 = 1.959964                     # the standard normal's 97.5% quantile
+ANSWERS = {"1": "1", "2": "2", "t": "t", "tie": "t", "s": "s", "skip": "s"}
+REFUSAL = ("standard input is not a terminal and no answers were piped in; run this in a terminal, "
+           "or pipe one answer per line (1, 2, t or s), e.g. printf '1\\n2\\nt\\n' | python -m "
+           "minippo.human_eval RUN_DIR --n 3")
+
+
+def wilson(wins: float, n: int, z: float = Z95):
+    """95% Wilson score interval for a win probability estimated as p = wins / n (Wilson 1927):
+        centre = (p + z^2 / (2n)) / (1 + z^2 / n)
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
+    It inverts the normal test of p instead of using p +- z sqrt(p(1-p)/n), so it stays inside [0, 1]
+    and is not zero-width at p = 0 or 1: right for the handful of judgements a person makes.
+    A tie counts as half a win, so `wins` may be fractional (the interval is then approximate)."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = wins / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def answer_stream(stdin):
+    """Where the answers come from: the terminal, or the piped text. Refuses (UsageError) when
+    nothing was piped, so a script never hangs or silently judges nothing. Call it before slow work."""
+    if stdin.isatty():
+        return stdin
+    text = stdin.read()
+    if not text.strip():
+        raise UsageError(REFUSAL)
+    return io.StringIO(text)
+
+
+def responses(model, vocab, prompts, cfg, device) -> list[str]:
+    """One sampled response per prompt, at the run's temperature, as prompt + response text."""
+    tokens, _ = sample(model, encode_prompts(vocab, prompts, device), cfg.max_new_tokens,
+                       cfg.temperature, vocab.eos_id)
+    ys, finished = decode_responses(vocab, tokens)
+    return [x + y + ("" if done else " <no EOS>") for x, y, done in zip(prompts, ys, finished)]
+
+
+def ask(stdin, stdout):
+    """One answer, re-asking until it is valid; None when the input ends (EOF) or on Ctrl-C."""
+    while True:
+        stdout.write("which is better? 1, 2, t (tie) or s (skip): ")
+        stdout.flush()
+        try:
+            line = stdin.readline()
+        except KeyboardInterrupt:
+            return None
+        if not line:
+            return None
+        if not stdin.isatty():
+            stdout.write(line.strip() + "\n")     # piped answers: keep the transcript readable
+        if line.strip().lower() in ANSWERS:
+            return ANSWERS[line.strip().lower()]
+        stdout.write(f"  {line.strip()!r} is not an answer\n")
+
+
+def human_eval(policy, ref, vocab, prompts, cfg, device, n: int, seed: int, stdin, stdout,
+               out_path: str) -> dict:
+    """Show n blind pairs (pi_ref vs tuned policy), read one answer per pair, append each judgement
+    to out_path (JSONL) and return the counts, the win rate and its 95% Wilson interval."""
+    stdin = answer_stream(stdin)
+    rng = random.Random(seed)
+    xs = rng.sample(prompts, n) if n <= len(prompts) else [rng.choice(prompts) for _ in range(n)]
+    torch.manual_seed(seed)
+    ref_texts = responses(ref, vocab, xs, cfg, device)
+    pol_texts = responses(policy, vocab, xs, cfg, device)
+    counts = {"policy": 0, "reference": 0, "tie": 0, "skip": 0}
+    shown = 0
+    for i, (x, ref_text, pol_text) in enumerate(zip(xs, ref_texts, pol_texts)):
+        policy_is = rng.choice((1, 2))          # the blind: a coin decides which one is shown first
+        first, second = (pol_text, ref_text) if policy_is == 1 else (ref_text, pol_text)
+        stdout.write(f"\npair {i + 1} of {n}, prompt {x!r}\n  1: {first}\n  2: {second}\n")
+        answer = ask(stdin, stdout)
+        if answer is None:
+            stdout.write(f"\nanswers ended after {shown} of {n} pairs\n")
+            break
+        shown += 1
+        winner = ({"t": "tie", "s": "skip"}.get(answer)
+                  or ("policy" if int(answer) == policy_is else "reference"))
+        counts[winner] += 1
+        with open(out_path, "a") as f:          # one line per answer: a session cut short keeps its work
+            f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "prompt": x,
+                                "response_1": first, "response_2": second, "policy_is": policy_is,
+                                "answer": answer, "winner": winner, "seed": seed}) + "\n")
+    judged = shown - counts["skip"]
+    wins = counts["policy"] + 0.5 * counts["tie"]    # a tie is half a win for each side
+    low, high = wilson(wins, judged)
+    result = {"pairs": shown, "wins": counts["policy"], "losses": counts["reference"],
+              "ties": counts["tie"], "skips": counts["skip"],
+              "win_rate": wins / judged if judged else float("nan"), "ci_low": low, "ci_high": high}
+    stdout.write(f"\ntuned policy against pi_ref, blind: {counts['policy']} wins, {counts['reference']} "
+                 f"losses, {counts['tie']} ties, {counts['skip']} skipped\n")
+    if judged:
+        stdout.write(f"win rate of the tuned policy {result['win_rate']:.3f} (ties count half), 95% CI "
+                     f"[{low:.3f}, {high:.3f}] (Wilson); 0.5 = no better than pi_ref\n")
+    else:
+        stdout.write("no pair was judged, so there is no win rate\n")
+    if shown:
+        stdout.write(f"judgements appended to {out_path}\n")
+    return result
+
+
+def load_run(run_dir: str, device: str = "cpu"):
+    """A saved run's Run (config, vocabulary, prompts), tuned policy and pi_ref, checked as
+    `train.py --resume` checks them: right kind of file, same vocabulary and model shape."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise UsageError(f"{run_dir}: no run there (no config.json); train one with "
+                         f"python train.py --out {run_dir}")
+    with open(path) as f:
+        saved = json.load(f)
+    cfg = Config(**{f.name: saved[f.name] for f in fields(Config) if f.name in saved})
+    cfg.out, cfg.resume, cfg.force, cfg.device = run_dir, "", False, device
+    run = runs.Run(cfg)                     # rebuilds the vocabulary and prompts as train.py did
+    models = []
+    for name, kind in (("checkpoint.pt", "rl"), ("reference.pt", "reference")):
+        state = ckpt.load(os.path.join(run_dir, name), kind)
+        ckpt.check_compatible(state, run.identity, os.path.join(run_dir, name))
+        model = Policy(run.model_config)
+        model.load_state_dict(state["model"])
+        models.append(model.to(run.device).eval().requires_grad_(False))
+    return run, models[0], models[1]
+
+
+def one_line_error(message):
+    print(f"error: {message} (see --help)", file=sys.stderr)   # not argparse's usage block
+    sys.exit(2)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minippo.human_eval", description="Blind comparison of "
+                                "a saved run's tuned policy with pi_ref; answers come from standard input.")
+    p.add_argument("run_dir", help="a run folder written by train.py (config.json, checkpoint.pt, "
+                   "reference.pt)")
+    p.add_argument("--n", type=int, default=10, help="pairs to judge [default: 10]")
+    p.add_argument("--seed", type=int, default=0, help="which prompts, samples and order [default: 0]")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="[default: cpu]")
+    p.error = one_line_error
+    args = p.parse_args(argv)
+    try:
+        if args.n < 1:
+            raise UsageError(f"--n={args.n}: must be a positive integer")
+        answers = answer_stream(sys.stdin)  # refuse before loading anything
+        run, policy, ref = load_run(args.run_dir, args.device)
+        human_eval(policy, ref, run.vocab, run.prompts, run.cfg, run.device, args.n, args.seed,
+                   answers, sys.stdout, os.path.join(args.run_dir, "human_eval.jsonl"))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

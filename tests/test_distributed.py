@@ -1,0 +1,129 @@
+"""Data parallelism is the same algorithm: 2 CPU processes (gloo) against one.
+
+The processes are forked with multiprocessing, given the environment torchrun would give them
+(RANK, WORLD_SIZE, MASTER_ADDR/PORT), and run the very code train.py runs. Forking skips a second
+torch import per process, which keeps these tests to a few seconds.
+"""
+import multiprocessing as mp
+import os
+import pickle
+import socket
+
+import pytest
+import torch
+
+from conftest import TINY, metrics, with_reference
+from minippo import dist
+from minippo.config import Config
+from minippo.rl import explained_variance, gae, per_token_rewards, whiten
+from minippo.rollout import response_logprobs
+from minippo.model import ModelConfig, Policy, sample
+
+import train
+
+WORLD, B, T = 2, 16, 1.0
+
+
+def _entry(fn, rank, port, queue, args):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    try:
+        out = fn(rank, *args)
+    except BaseException as e:               # report it to the test instead of hanging
+        out = RuntimeError(f"rank {rank}: {type(e).__name__}: {e}")
+    finally:
+        dist.close()
+    queue.put((rank, pickle.dumps(out)))    # by value: tensors would otherwise go by shared memory
+
+
+def in_two_processes(fn, *args):
+    """fn(rank, *args) in WORLD forked processes; their results in rank order."""
+    ctx = mp.get_context("fork")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_entry, args=(fn, rank, port, queue, args)) for rank in range(WORLD)]
+    for p in procs:
+        p.start()
+    results = {rank: pickle.loads(out) for rank, out in (queue.get(timeout=240) for _ in procs)}
+    for p in procs:
+        p.join(timeout=60)
+    for out in results.values():
+        if isinstance(out, Exception):
+            raise out
+    return [results[r] for r in range(WORLD)]
+
+
+def fixed_batch():
+    """One global batch of rollouts from a small random policy: every input of train.update."""
+    torch.manual_seed(0)
+    policy = Policy(ModelConfig(vocab_size=5, block_size=12, n_layer=1, n_head=2, d_model=16))
+    ref = Policy(ModelConfig(vocab_size=5, block_size=12, n_layer=1, n_head=2, d_model=16))
+    x = torch.zeros(B, 2, dtype=torch.long)
+    x[: B // 2, 0] = 5                                        # half the prompts left-padded
+    tokens, _ = sample(policy, x, 8, T, eos_id=4)
+    tokens = tokens.clone()
+    mask = (tokens != 5).float()
+    scores = torch.linspace(-1, 1, B)
+    with torch.no_grad():
+        old_logprobs, old_values, _ = response_logprobs(policy, x, tokens, T)
+        old_values = old_values + torch.linspace(0, 1, tokens.shape[1])   # V != 0, as later in training
+        ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
+        rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, 0.1)
+        advantages, returns = gae(rewards, old_values, mask, 1.0, 0.95)
+    return policy, (x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns)
+
+
+def one_update(rank, algo):
+    """train.update on this process's half of the fixed batch (rank None: the whole batch alone)."""
+    if rank is not None:
+        dist.setup("cpu")
+    policy, batch = fixed_batch()
+    part = slice(None) if rank is None else slice(rank * B // WORLD, (rank + 1) * B // WORLD)
+    batch = [t[part] for t in batch]
+    batch[7] = whiten(batch[7], batch[2])                     # advantages, whitened over the global batch
+    cfg = Config(algo=algo, batch=B, minibatch=B, epochs=1, lr=0.5)
+    # SGD: the step is the averaged gradient itself (Adam's g / |g| would magnify float rounding
+    # of gradients that are ~0, like the key bias's, which softmax ignores)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
+    log = train.update(policy, optimizer, cfg, 0.1, *batch)
+    ev = explained_variance(batch[6], batch[8], batch[2])
+    return {k: v.detach().clone() for k, v in policy.state_dict().items()}, log, ev, batch[7]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
+def test_two_process_update_equals_one_process_update(algo):
+    alone, alone_log, alone_ev, alone_adv = one_update(None, algo)
+    results = in_two_processes(one_update, algo)
+    for params, log, ev, _ in results:                        # every process: the same new weights
+        for name, value in alone.items():
+            assert torch.allclose(params[name], value, rtol=1e-5, atol=1e-6), name
+        assert log[0]["pg_loss"] == pytest.approx(alone_log[0]["pg_loss"], rel=1e-5, abs=1e-6)
+        assert ev == pytest.approx(alone_ev, rel=1e-5, abs=1e-6)
+    assert torch.allclose(torch.cat([r[3] for r in results]), alone_adv, atol=1e-6)
+
+
+def two_process_run(rank, out):
+    torch.set_num_threads(1)
+    code = train.main(["--out", out, "--force", *TINY, "--iters", "6", "--eval-samples", "4"])
+    return code
+
+
+def test_two_process_run_learns_and_is_deterministic(reference, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = with_reference(reference, tmp_path, name)
+        assert in_two_processes(two_process_run, str(out)) == [0, 0]
+        runs.append(metrics(out))
+    a, b = runs
+    assert [m["iter"] for m in a] == list(range(1, 7))        # one line per iteration, rank 0 only
+    assert a == b                                             # same seed, same numbers
+    assert sum(m["reward"] for m in a[-2:]) / 2 > a[0]["reward"] + 0.2, [m["reward"] for m in a]
+    assert (tmp_path / "a" / "summary.json").exists()
+
+
+def test_batch_must_split_evenly():
+    def bad(rank):
+        return train.main(["--out", "unused", "--batch", "9", "--minibatch", "9"])
+    assert in_two_processes(bad) == [2, 2]
