@@ -21,6 +21,8 @@ from minippo.checkpoint import rng_state
 from minippo.config import UsageError, parse_config
 from minippo.data import is_grammatical
 from minippo.evaluate import distinct_ngrams, evaluate
+from minippo.human_eval import answer_stream, human_eval
+from minippo.plot import plot_run
 from minippo.model import sample
 from minippo.rewards import REWARDS
 from minippo.rl import (entropy, explained_variance, gae, per_token_rewards, ppo_losses,
@@ -91,6 +93,7 @@ def train(cfg, stop) -> int:
     if cfg.batch % world or cfg.minibatch % world:
         raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly "
                          f"over the {world} processes")
+    answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None  # refuse now, not later
     run = runs.open_run(cfg, rank)          # checks --out / --resume, loads data, picks the device
     vocab, prompts, device, reward_fn = run.vocab, run.prompts, run.device, REWARDS[cfg.reward]
     if rank == 0:
@@ -198,6 +201,11 @@ def train(cfg, stop) -> int:
     for a, b in zip(ref_texts[:8], pol_texts[:8]):
         print(f"  {a:<46} | {b}")
     print(summary_table(results, beta))
+    if cfg.plot:
+        print(f"curves: {plot_run(cfg.out)}")
+    if cfg.human_eval:                      # the lecture's advice: evaluate with human feedback
+        human_eval(policy, ref, vocab, prompts, cfg, device, cfg.human_eval, cfg.seed, answers,
+                   sys.stdout, run.path("human_eval.jsonl"))
     dist.barrier()
     return 0
 

@@ -62,6 +62,9 @@ class Config:
     sample_every: int = _f(25, "print a few prompt -> response samples every N iterations")
     ckpt_every: int = _f(25, "save checkpoint.pt every N iterations (and on Ctrl-C)")
     eval_samples: int = _f(128, "samples per evaluation prompt for J(theta), J(pi_ref) and J*")
+    plot: bool = _f(False, "after training, draw curves.png from metrics.jsonl (needs matplotlib)")
+    human_eval: int = _f(0, "after training, judge N blind pairs of pi_ref / pi_theta responses, "
+                            "answers read from standard input (1 / 2 / t(ie) / s(kip))")
 
     def to_dict(self):
         return asdict(self)
@@ -70,7 +73,7 @@ class Config:
 ALGOS = ("ppo", "reinforce")
 DEVICES = ("auto", "cpu", "cuda")
 # settings that may differ when resuming (where the run is saved, how long it goes on)
-RESUMABLE = {"out", "resume", "force", "iters"}
+RESUMABLE = {"out", "resume", "force", "iters", "plot", "human_eval"}
 # settings the cached reference depends on
 PRETRAIN_KEYS = ("seed", "data", "n_layer", "n_head", "d_model", "block_size", "corpus_lines",
                  "pretrain_steps", "pretrain_batch", "pretrain_lr")
@@ -123,7 +126,7 @@ def check(cfg: Config, rewards=()):
     for name in ("pretrain_lr", "lr", "temperature", "max_grad_norm"):
         if getattr(cfg, name) <= 0:
             bad(name, "must be > 0")
-    for name in ("beta", "target_kl", "vf_coef", "ent_coef"):
+    for name in ("beta", "target_kl", "vf_coef", "ent_coef", "human_eval"):
         if getattr(cfg, name) < 0:
             bad(name, "must be >= 0")
     for name in ("gamma", "lam"):

@@ -180,3 +180,19 @@ def test_command_line_saves_judgements_and_refuses_without_answers(reference, tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no answers were piped in" in err
     assert len(open(run / "human_eval.jsonl").readlines()) == 2
+
+
+def test_train_py_plot_and_human_eval_flags(reference, tmp_path, capsys, monkeypatch):
+    import train
+    from conftest import with_reference
+    out = with_reference(reference, tmp_path, "flags")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))        # nothing piped: refused before training
+    assert train.main(["--out", str(out), *TINY, "--iters", "1", "--human-eval", "2"]) == 2
+    assert "answers" in capsys.readouterr().err and not (out / "config.json").exists()
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install matplotlib)")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1\nt\n"))
+    args = ["--out", str(out), *TINY, "--iters", "1", "--eval-samples", "2", "--plot", "--human-eval", "2"]
+    assert train.main(args) == 0
+    assert (out / "curves.png").stat().st_size > 1000
+    judged = [json.loads(line) for line in open(out / "human_eval.jsonl")]
+    assert [j["answer"] for j in judged] == ["1", "t"]
