@@ -1,6 +1,7 @@
 """minippo: pretrain a tiny character-level GPT, then tune it with KL-penalised PPO (or REINFORCE).
 
-    python train.py                      # ~75 s on a 2-core CPU: pretrain, then 100 PPO iterations
+    python train.py                      # ~55 s on a 2-core CPU: pretrain, then 70 PPO iterations
+    torchrun --standalone --nproc_per_node 2 train.py   # the same, data-parallel (minippo/dist.py)
     python train.py --algo reinforce     # the log-derivative trick, one step per batch
     python train.py --help               # every setting, with its meaning and typical range
 
@@ -110,7 +111,8 @@ def train(cfg, stop) -> int:
         dist.barrier()
     if policy is None:
         return 130                          # interrupted during pretraining; its state is saved
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    # fused=True: one kernel updates every tensor (the default loops over them: 3-5x slower here)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     state = runs.resume_rl(run, policy, optimizer, rank, world)  # iteration, beta, RNG
     beta = state["beta"]
 

@@ -63,7 +63,7 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
     mcfg = ModelConfig(vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model)
     policy = Policy(mcfg).to(device)
     ref = Policy(mcfg).to(device).requires_grad_(False)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     P = 9                                         # EOS + "the food"-sized prompts
     prompts = torch.randint(1, vocab_size, (cfg.batch, P), device=device)
     vocab = Vocab("\n .abcdefghiklmnopqrstuvwxyz")          # the built-in corpus's characters

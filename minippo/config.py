@@ -37,7 +37,7 @@ class Config:
     # --- RL: maximise J = E[r(x,y)] - beta KL(pi_theta || pi_ref)
     algo: str = _f("ppo", "ppo (clipped surrogate, value head, GAE) | reinforce (log-derivative trick)")
     reward: str = _f("positive", "reward function r(x, y), by name (see minippo/rewards.py)")
-    iters: int = _f(100, "RL iterations (sample, score, update)")
+    iters: int = _f(70, "RL iterations (sample, score, update)")
     batch: int = _f(64, "responses y sampled per iteration (16-512)")
     max_new_tokens: int = _f(56, "response length limit; a response without EOS gets the penalty reward")
     temperature: float = _f(1.0, "sampling temperature T; the policy optimised is pi_theta at T (0.5-2)")
