@@ -182,7 +182,7 @@ def train(cfg, stop) -> int:
             bar.close()
             if rank == 0:
                 print(f"interrupted: saved iteration {it + 1} in {cfg.out}; continue with "
-                      f"`python train.py {run.resume_hint}`", file=sys.stderr)
+                      f"`{run.resume_hint}`", file=sys.stderr)
             return 130
     bar.close()
     rl_seconds = time.time() - t_start

@@ -93,7 +93,9 @@ class Run:
             value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
             if f.name not in ("out", "resume", "force") and value != getattr(defaults, f.name):
                 flags.append((flag if value else "--no-" + flag[2:]) if f.type is bool else f"{flag} {value}")
-        self.resume_hint = " ".join(flags + [f"--resume {cfg.out}"])
+        world = int(os.environ.get("WORLD_SIZE", "1"))      # set by torchrun
+        launcher = "python" if world == 1 else f"torchrun --standalone --nproc_per_node {world}"
+        self.resume_hint = " ".join([launcher, "train.py"] + flags + [f"--resume {cfg.out}"])
 
     def describe(self) -> str:
         c = self.cfg
@@ -184,14 +186,16 @@ def pretrained_policy(run: Run, stop: StopFlag, build: bool = True):
     want = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
     ckpt.seed_everything(cfg.seed)          # the initial weights too: torch seeds itself randomly
     policy = Policy(run.model_config)
-    print(f"policy: {sum(p.numel() for p in policy.parameters()):,} parameters, vocabulary "
-          f"{run.vocab.size} characters {run.vocab.chars!r} + PAD")
+    if build:                               # (the other processes of a torchrun stay quiet)
+        print(f"policy: {sum(p.numel() for p in policy.parameters()):,} parameters, vocabulary "
+              f"{run.vocab.size} characters {run.vocab.chars!r} + PAD")
     seconds = 0.0
     cached = ckpt.load(path, "reference") if os.path.exists(path) else None
     if cached is not None and cached["pretrain"] == want:
         ckpt.check_compatible(cached, run.identity, path)
         policy.load_state_dict(cached["model"])
-        print(f"reference: reusing {path} ({cached['stats']})")
+        if build:
+            print(f"reference: reusing {path} ({cached['stats']})")
     elif not build:
         return None, None, 0.0
     else:
@@ -215,7 +219,7 @@ def pretrained_policy(run: Run, stop: StopFlag, build: bool = True):
             ckpt.save({"kind": "pretrain", **run.identity, "step": step, "model": policy.state_dict(),
                        "optimizer": optimizer.state_dict(), "rng": ckpt.rng_state()}, state_path)
             print(f"interrupted: pretraining saved at step {step} in {cfg.out}; continue with "
-                  f"`python train.py {run.resume_hint}`", file=sys.stderr)
+                  f"`{run.resume_hint}`", file=sys.stderr)
             return None, None, 0.0
         seconds = time.time() - t0
         lines = sample_lines(policy, run.vocab, 256)
