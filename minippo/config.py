@@ -94,11 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=help)
 
-    def one_line_error(message):            # argparse would print its whole usage block
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
     p.error = one_line_error
     return p
+
+
+def one_line_error(message):
+    """argparse's errors as one line and exit code 2 (argparse would print its whole usage block)."""
+    print(f"error: {message} (see --help)", file=sys.stderr)
+    sys.exit(2)
 
 
 def _convert(name, text, kind):

@@ -25,7 +25,7 @@ import torch
 
 from minippo import checkpoint as ckpt
 from minippo import runs
-from minippo.config import Config, UsageError
+from minippo.config import Config, UsageError, one_line_error
 from minippo.model import Policy, sample
 from minippo.rollout import decode_responses, encode_prompts
 
@@ -154,11 +154,6 @@ def load_run(run_dir: str, device: str = "cpu"):
         model.load_state_dict(state["model"])
         models.append(model.to(run.device).eval().requires_grad_(False))
     return run, models[0], models[1]
-
-
-def one_line_error(message):
-    print(f"error: {message} (see --help)", file=sys.stderr)   # not argparse's usage block
-    sys.exit(2)
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ from dataclasses import fields
 
 from minippo import checkpoint as ckpt
 from minippo import plot
-from minippo.config import PRETRAIN_KEYS, Config, UsageError, parse_config
+from minippo.config import PRETRAIN_KEYS, Config, UsageError, one_line_error, parse_config
 
 NOT_SWEPT = ("out", "resume", "force")
 # (column, header on screen, summary.json key); `seconds` is pretraining + RL time of the run
@@ -165,11 +165,6 @@ def report(rows: list[dict], name: str, out: str) -> None:
         return
     path = plot.plot_frontier(rows, os.path.join(out, "frontier.png"), f"{name} sweep: final reward vs KL")
     print(f"wrote {path}; the curves of each run: python -m minippo.plot {os.path.join(out, name)}=*")
-
-
-def one_line_error(message):
-    print(f"error: {message} (see --help)", file=sys.stderr)   # not argparse's usage block
-    sys.exit(2)
 
 
 def main(argv=None) -> int:
