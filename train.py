@@ -23,7 +23,7 @@ from minippo.config import UsageError, parse_config
 from minippo.data import is_grammatical
 from minippo.evaluate import distinct_ngrams, evaluate
 from minippo.human_eval import answer_stream, human_eval
-from minippo.plot import plot_run
+from minippo.plot import NO_MATPLOTLIB, figure, plot_run
 from minippo.model import sample
 from minippo.rewards import REWARDS
 from minippo.rl import (entropy, explained_variance, gae, per_token_rewards, ppo_losses,
@@ -42,7 +42,8 @@ def main(argv=None) -> int:
         print(f"\nstopped without saving; the last checkpoint in {cfg.out} is intact", file=sys.stderr)
         return 130
     except UsageError as e:                 # a bad input: one line, exit 2, nothing saved is touched
-        print(f"error: {e}", file=sys.stderr)
+        if dist.is_first_process():
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except (RewardError, FloatingPointError) as e:
         print(f"error: {e}. The last good checkpoint is kept in {cfg.out}.", file=sys.stderr)
@@ -83,9 +84,13 @@ def update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl, o
                 raise FloatingPointError(f"the gradient norm became {grad_norm.item()}")
             optimizer.step()
             log.append({"pg_loss": pg_loss.item(), "entropy": mb_entropy.item(),
-                        **{k: v.item() for k, v in stats.items()}})
-    # several processes: each figure averaged over them, i.e. over the global minibatches
-    return [{k: dist.all_mean(v) for k, v in d.items()} for d in log]
+                        **{k: v.item() for k, v in stats.items()}, "tokens": mask[mb].sum().item()})
+    # several processes: figures over the global minibatch (per-token means weighted by tokens)
+    return [{k: dist.all_mean(v * d["tokens"]) / dist.all_mean(d["tokens"]) if k in PER_TOKEN
+             else dist.all_mean(v) for k, v in d.items() if k != "tokens"} for d in log]
+
+
+PER_TOKEN = ("entropy", "approx_kl", "approx_kl_k3", "clipfrac")   # means over response tokens
 
 
 def train(cfg, stop) -> int:
@@ -95,6 +100,8 @@ def train(cfg, stop) -> int:
         raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly "
                          f"over the {world} processes")
     answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None  # refuse now, not later
+    if cfg.plot and figure(1, 1, (1, 1)) is None:
+        raise UsageError(f"--plot: {NO_MATPLOTLIB}")
     run = runs.open_run(cfg, rank)          # checks --out / --resume, loads data, picks the device
     vocab, prompts, device, reward_fn = run.vocab, run.prompts, run.device, REWARDS[cfg.reward]
     if rank == 0:
@@ -104,13 +111,13 @@ def train(cfg, stop) -> int:
     # Pretrain (or reuse the cached reference.pt), then keep a frozen copy: no gradients, eval mode.
     # Several processes: rank 0 pretrains while the others wait, then they load its reference.pt
     # (pretraining takes seconds, and every process must start from the very same pi_ref).
-    if rank > 0:
-        dist.barrier()
-    policy, ref, pretrain_seconds = runs.pretrained_policy(run, stop, build=rank == 0)
+    policy = ref = None
     if rank == 0:
-        dist.barrier()
-    if policy is None:
+        policy, ref, pretrain_seconds = runs.pretrained_policy(run, stop)
+    if dist.any_process(rank == 0 and policy is None):   # (also makes the others wait)
         return 130                          # interrupted during pretraining; its state is saved
+    if rank > 0:
+        policy, ref, pretrain_seconds = runs.pretrained_policy(run, stop, build=False)
     # fused=True: one kernel updates every tensor (the default loops over them: 3-5x slower here)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     state = runs.resume_rl(run, policy, optimizer, rank, world)  # iteration, beta, RNG
@@ -187,7 +194,6 @@ def train(cfg, stop) -> int:
     bar.close()
     rl_seconds = time.time() - t_start
     if rank > 0:                            # several processes: rank 0 alone evaluates and reports
-        dist.barrier()
         return 0
 
     # ---------------------------------------------------------------- how close to J*?
@@ -208,7 +214,6 @@ def train(cfg, stop) -> int:
     if cfg.human_eval:                      # the lecture's advice: evaluate with human feedback
         human_eval(policy, ref, vocab, prompts, cfg, device, cfg.human_eval, cfg.seed, answers,
                    sys.stdout, run.path("human_eval.jsonl"))
-    dist.barrier()
     return 0
 
 

@@ -12,6 +12,7 @@ logged is reduced over the global batch, so the numbers mean what they mean in o
 Backend: gloo on CPU, nccl on CUDA.
 """
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -23,9 +24,15 @@ def setup(device_name: str) -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         if device_name == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))   # one GPU per process
-        dist.init_process_group("nccl" if device_name == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device_name == "cuda" else "gloo",
+                                timeout=timedelta(hours=1))     # the others wait out pretraining
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # no core oversubscription
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def is_first_process() -> bool:
+    """Rank 0, or the only process: the one that prints."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def active() -> bool:

@@ -169,6 +169,8 @@ def main(argv=None) -> int:
     try:
         if args.n < 1:
             raise UsageError(f"--n={args.n}: must be a positive integer")
+        if not os.path.isfile(os.path.join(args.run_dir, "config.json")):
+            load_run(args.run_dir)          # says there is no run there, before asking for answers
         answers = answer_stream(sys.stdin)  # refuse before loading anything
         run, policy, ref = load_run(args.run_dir, args.device)
         human_eval(policy, ref, run.vocab, run.prompts, run.cfg, run.device, args.n, args.seed,

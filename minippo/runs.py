@@ -197,7 +197,8 @@ def pretrained_policy(run: Run, stop: StopFlag, build: bool = True):
         if build:
             print(f"reference: reusing {path} ({cached['stats']})")
     elif not build:
-        return None, None, 0.0
+        raise UsageError(f"{path}: not there for this process; with several machines --out must be a "
+                         f"folder they all share")
     else:
         if cached is not None:
             changed = {k: (cached["pretrain"].get(k), v) for k, v in want.items() if cached["pretrain"].get(k) != v}
