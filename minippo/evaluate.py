@@ -33,10 +33,16 @@ def draw(model, ref, vocab, prompts, reward_fn, cfg, device, chunk: int = 512):
         if ref is None:
             kls.append(torch.zeros(len(xs), device=device))
             continue
-        logprobs = response_logprobs(model, ids, tokens, cfg.temperature)[0]
-        ref_logprobs = response_logprobs(ref, ids, tokens, cfg.temperature)[0]
+        logprobs = sliced_logprobs(model, ids, tokens, cfg.temperature)
+        ref_logprobs = sliced_logprobs(ref, ids, tokens, cfg.temperature)
         kls.append(((logprobs - ref_logprobs) * mask).sum(1))        # log pi(y|x) - log pi_ref(y|x)
     return torch.cat(scores).cpu().double(), torch.cat(kls).cpu().double(), texts
+
+
+def sliced_logprobs(model, ids, tokens, temperature: float, rows: int = 128):
+    """response_logprobs, 128 rows at a time: the same numbers, a quarter of the peak memory."""
+    return torch.cat([response_logprobs(model, ids[i:i + rows], tokens[i:i + rows], temperature)[0]
+                      for i in range(0, len(ids), rows)])
 
 
 def distinct_ngrams(texts, n: int = 2) -> float:
