@@ -74,17 +74,18 @@ def update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl, o
             else:
                 loss = pg_loss = reinforce_loss(mb_logprobs, scores[mb], kl[mb], mask[mb], beta)
                 stats = {}
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             dist.average_gradients(policy)  # several processes: the global batch's gradient
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                raise FloatingPointError(f"the gradient norm became {grad_norm.item()}")
+            checks = torch.stack([loss.detach(), grad_norm])    # one read back per step (GPU: one sync)
+            if not bool(torch.isfinite(checks).all()):          # a bad step never reaches the weights
+                raise FloatingPointError(f"the loss became {checks[0].item()} and the gradient norm "
+                                         f"{checks[1].item()}")
             optimizer.step()
-            log.append({"pg_loss": pg_loss.item(), "entropy": mb_entropy.item(),
-                        **{k: v.item() for k, v in stats.items()}, "tokens": mask[mb].sum().item()})
+            log.append({"pg_loss": pg_loss.detach(), "entropy": mb_entropy.detach(),
+                        **{k: v.detach() for k, v in stats.items()}, "tokens": mask[mb].sum()})
+    log = [dict(zip(d, torch.stack(list(d.values())).tolist())) for d in log]   # tensors -> floats
     # several processes: figures over the global minibatch (per-token means weighted by tokens)
     return [{k: dist.all_mean(v * d["tokens"]) / dist.all_mean(d["tokens"]) if k in PER_TOKEN
              else dist.all_mean(v) for k, v in d.items() if k != "tokens"} for d in log]
@@ -146,15 +147,17 @@ def train(cfg, stop) -> int:
             ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, cfg.temperature)
             rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)
 
-            # ---- 4. advantages: GAE over the per-token rewards (optionally whitened)
-            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-            if cfg.whiten:
-                advantages = whiten(advantages, mask)
+            # ---- 4. advantages (PPO): GAE over the per-token rewards (optionally whitened)
+            advantages = returns = None                 # REINFORCE needs neither
+            if cfg.algo == "ppo":
+                advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+                if cfg.whiten:
+                    advantages = whiten(advantages, mask)
 
         # ---- 5. update: K epochs of shuffled minibatches (PPO) or one step (REINFORCE)
         log = update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl,
                      old_logprobs, old_values, advantages, returns)
-        if not all(torch.isfinite(p).all() for p in policy.parameters()):
+        if not torch.isfinite(sum(p.detach().sum() for p in policy.parameters())):   # NaN/inf spreads
             raise FloatingPointError(f"parameters became non-finite at iteration {it}")
 
         # ---- 6. log: one JSON line per iteration (see the README for each figure's meaning)
@@ -164,11 +167,12 @@ def train(cfg, stop) -> int:
         m = {"iter": it + 1, "reward": reward, "kl": kl_sum,
              "objective": reward - beta * kl_sum, "beta": beta,
              **{k: sum(d[k] for d in log) / len(log) for k in log[0]},
-             "explained_variance": explained_variance(old_values, returns, mask),
              "response_length": dist.all_mean(mask.sum(1).mean().item()),
              "no_eos": 1 - sum(done for _, _, done in texts) / cfg.batch,
              "distinct": len(set(y for _, y, _ in texts)) / cfg.batch,
              "distinct_2grams": distinct_ngrams([y for _, y, _ in texts], 2)}
+        if cfg.algo == "ppo":               # how well V(s_t) predicts the return
+            m["explained_variance"] = explained_variance(old_values, returns, mask)
         if run.grammar:
             m["grammatical"] = sum(is_grammatical(x + y) for x, y, _ in texts) / cfg.batch
         if cfg.target_kl > 0:               # adaptive beta, after logging the beta that was used

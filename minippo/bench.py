@@ -35,9 +35,17 @@ def clock(device):
     return time.perf_counter()
 
 
-def matmul_peak(device, n=1024, reps=20) -> float:
-    """Measured fp32 matmul FLOP/s of this device: the ceiling the update is compared with."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def matmul_peak(device, dtype=torch.float32, reps=20) -> float:
+    """Measured matmul FLOP/s of this device and dtype: the ceiling the update is compared with."""
+    n = 4096 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     t = clock(device)
@@ -56,7 +64,8 @@ def recompute_sample(model, prompts, max_new_tokens, temperature):
     return x
 
 
-def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: bool = True) -> dict:
+def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: bool = True,
+          autocast: bool = False) -> dict:
     from train import update                     # the loop's own update step, unchanged
     torch.manual_seed(0)
     vocab_size, pad = 28, 28
@@ -76,14 +85,16 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
         scores = score(REWARDS[cfg.reward], ["the food"] * cfg.batch, ys, [True] * cfg.batch, device)
         t2 = clock(device)
         mask = (tokens != pad).float()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
             old_logprobs, old_values, _ = response_logprobs(policy, prompts, tokens, cfg.temperature)
             ref_logprobs, _, _ = response_logprobs(ref, prompts, tokens, cfg.temperature)
             rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
-            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            advantages, returns = (gae(rewards, old_values, mask, cfg.gamma, cfg.lam) if cfg.algo == "ppo"
+                                   else (None, None))
         t3 = clock(device)
-        update(policy, optimizer, cfg, cfg.beta, prompts, tokens, mask, scores, kl, old_logprobs,
-               old_values, advantages, returns)
+        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            update(policy, optimizer, cfg, cfg.beta, prompts, tokens, mask, scores, kl, old_logprobs,
+                   old_values, advantages, returns)
         t4 = clock(device)
         if it >= warmup:
             for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
@@ -95,9 +106,10 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
     n_params = sum(p.numel() for p in policy.parameters())
     n_weights = n_params - policy.tok_emb.weight.numel() - policy.pos_emb.weight.numel()
     update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens_of["update"]
-    peak = matmul_peak(device)
+    peak = matmul_peak(device, torch.bfloat16 if autocast else torch.float32)
     seconds = sum(phases.values())
-    out = {"device": str(device), "algo": cfg.algo, "batch": cfg.batch,
+    out = {"device": str(device), "device_name": device_name(device), "autocast_bf16": autocast,
+           "algo": cfg.algo, "batch": cfg.batch,
            "max_new_tokens": cfg.max_new_tokens, "parameters": n_params,
            "seconds_per_iteration": seconds, "completions_per_s": cfg.batch / seconds,
            "phases": {k: {"seconds": v, "tokens_per_s": tokens_of[k] / v} for k, v in phases.items()},
@@ -106,20 +118,27 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
     if with_recompute:
         policy.eval()
         times = {}
-        for name, fn in (("kv_cache", lambda: sample(policy, prompts, L, cfg.temperature, eos_id=-1)),
-                         ("recompute", lambda: recompute_sample(policy, prompts, L, cfg.temperature))):
+        runs = [("kv_cache", lambda: sample(policy, prompts, L, cfg.temperature, eos_id=-1)),
+                ("recompute", lambda: recompute_sample(policy, prompts, L, cfg.temperature))]
+        if device.type == "cuda":     # the same KV-cache loop launched kernel by kernel, no graphs
+            runs.append(("kv_cache_eager", lambda: sample(policy, prompts, L, cfg.temperature, eos_id=-1,
+                                                         graphs=False)))
+        for name, fn in runs:
             fn()
             t = clock(device)
             fn()
             times[name] = clock(device) - t
         out["sampling_kv_cache_s"], out["sampling_recompute_s"] = times["kv_cache"], times["recompute"]
         out["kv_cache_speedup"] = times["recompute"] / times["kv_cache"]
+        if "kv_cache_eager" in times:
+            out["sampling_kv_cache_eager_s"] = times["kv_cache_eager"]
+            out["cuda_graph_speedup"] = times["kv_cache_eager"] / times["kv_cache"]
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
 def table(r: dict) -> str:
-    lines = [f"device {r['device']} | {r['algo']} | {r['batch']} completions x {r['max_new_tokens']} "
+    lines = [f"device {r['device']} ({r['device_name']}){' bf16 autocast' if r['autocast_bf16'] else ''} | {r['algo']} | {r['batch']} completions x {r['max_new_tokens']} "
              f"tokens | {r['parameters']:,} parameters",
              f"{'phase':<18}{'seconds':>10}{'share':>8}{'tokens/s':>12}"]
     for k, v in r["phases"].items():
@@ -128,10 +147,14 @@ def table(r: dict) -> str:
     lines.append(f"{'total':<18}{r['seconds_per_iteration']:>10.4f}{'':>8}"
                  f"{r['completions_per_s']:>9,.0f} completions/s")
     lines.append(f"update: {r['update_flops_per_s'] / 1e9:.1f} GFLOP/s = {r['update_fraction_of_peak']:.0%} "
-                 f"of the measured fp32 matmul peak {r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s")
+                 f"of the measured {'bf16' if r['autocast_bf16'] else 'fp32'} matmul peak "
+                 f"{r['matmul_peak_flops_per_s'] / 1e9:,.0f} GFLOP/s")
     if "kv_cache_speedup" in r:
         lines.append(f"sampling {r['batch']} x {r['max_new_tokens']}: KV cache {r['sampling_kv_cache_s']:.3f} s, "
                      f"recompute {r['sampling_recompute_s']:.3f} s ({r['kv_cache_speedup']:.1f}x)")
+    if "cuda_graph_speedup" in r:
+        lines.append(f"sampling as CUDA graphs {r['sampling_kv_cache_s']:.4f} s, eager "
+                     f"{r['sampling_kv_cache_eager_s']:.4f} s ({r['cuda_graph_speedup']:.1f}x)")
     lines.append(f"peak resident memory {r['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)
 
@@ -142,19 +165,25 @@ def main(argv=None):
     p.add_argument("--algo", default="ppo", choices=("ppo", "reinforce"))
     p.add_argument("--batch", type=int, default=Config.batch)
     p.add_argument("--max-new-tokens", type=int, default=Config.max_new_tokens)
+    p.add_argument("--d-model", type=int, default=Config.d_model)
+    p.add_argument("--n-layer", type=int, default=Config.n_layer)
+    p.add_argument("--autocast", action="store_true", help="bf16 autocast for log-probs and update (GPU)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
     p.add_argument("--scaling", action="store_true", help="seconds and FLOP/s as batch and model grow")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     a = p.parse_args(argv)
-    if a.batch <= 0 or a.iters <= 0 or not 0 < a.max_new_tokens < Config.block_size - 9:
-        p.exit(2, f"error: need --batch > 0, --iters > 0, 0 < --max-new-tokens < {Config.block_size - 9}\n")
+    if a.batch <= 0 or a.iters <= 0 or not 0 < a.max_new_tokens <= 256:
+        p.exit(2, "error: need --batch > 0, --iters > 0, 0 < --max-new-tokens <= 256\n")
+    if a.d_model <= 0 or a.n_layer <= 0 or a.d_model % Config.n_head:
+        p.exit(2, f"error: need --n-layer > 0 and --d-model a positive multiple of {Config.n_head}\n")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.exit(2, "error: --device=cuda: no CUDA GPU is available here\n")
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           "cpu" if a.device == "auto" else a.device)
-    cfg = Config(algo=a.algo, batch=a.batch, max_new_tokens=a.max_new_tokens,
+    cfg = Config(algo=a.algo, batch=a.batch, max_new_tokens=a.max_new_tokens, d_model=a.d_model,
+                 n_layer=a.n_layer, block_size=max(Config.block_size, 9 + a.max_new_tokens),
                  minibatch=min(Config.minibatch, a.batch) if a.batch % Config.minibatch == 0 else a.batch)
-    runs = [bench(cfg, device, a.iters)]
+    runs = [bench(cfg, device, a.iters, autocast=a.autocast)]
     if a.scaling:
         for batch in (32, 128, 256):
             runs.append(bench(Config(batch=batch, minibatch=32), device, a.iters, with_recompute=False))

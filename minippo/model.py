@@ -140,13 +140,16 @@ def logprobs(model, tokens, temperature: float):
 
 
 @torch.inference_mode()
-def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int):
+def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int, graphs: bool = True):
     """y ~ pi_theta(. | x) with a KV cache, each row stopping at its first EOS.
 
     prompts (B, P) left-padded -> tokens (B, L), logprobs (B, L) with L <= max_new_tokens.
     After a row's EOS its tokens are PAD and its log-probs 0. Each step feeds one new token per row
     and reads the keys/values of all earlier ones from the cache instead of recomputing them.
     """
+    if graphs and prompts.is_cuda:   # GPU: this loop with a static cache, replayed as CUDA graphs
+        from minippo.cuda_graphs import graph_sample                   # (off the reading path)
+        return graph_sample(model, prompts, max_new_tokens, temperature, eos_id)
     pad_id = model.cfg.vocab_size
     B = prompts.shape[0]
     cache = model.new_cache(B, prompts.shape[1] + max_new_tokens)

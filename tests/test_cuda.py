@@ -27,3 +27,34 @@ def test_short_run_on_cuda_learns(tmp_path):
     run("--out", str(tmp_path), *TINY, "--iters", "12", "--device", "cuda")
     m = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert sum(r["reward"] for r in m[-3:]) / 3 > m[0]["reward"] + 0.3
+
+
+def test_cuda_graph_replay_sees_updated_weights_and_exact_law():
+    """Graphs record weight addresses, not values: after an in-place update (what optimizer.step()
+    does) the replayed loop must sample from the new policy. And its draws follow softmax(logits/T)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(1)
+    model = Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32)).cuda().eval()
+    prompts = torch.randint(1, 11, (64, 5), device="cuda")
+    for _ in range(2):
+        tokens, sampled = sample(model, prompts, 20, 1.0, eos_id=0)
+        forced = logprobs(model, torch.cat([prompts, tokens], 1), 1.0)[:, 4:]
+        assert (forced - sampled)[tokens != 11].abs().max() <= 1e-4
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+    for n in (1, 8, 11):                                   # one-step graph, chunk graph, both
+        tokens, _ = sample(model, prompts, n, 1.0, eos_id=-1)
+        assert tokens.shape == (64, n) and (tokens != 11).all()
+    prompt = torch.tensor([[3, 1, 4]], device="cuda")
+    with torch.no_grad():
+        p = torch.softmax(model(prompt)[0][0, -1] / 1.3, -1).double().cpu()
+    tokens, _ = sample(model, prompt.expand(20000, 3), 1, 1.3, eos_id=0)
+    freq = torch.bincount(tokens[:, 0].cpu(), minlength=11).double() / 20000
+    assert ((freq - p).abs() <= 4 * (p * (1 - p) / 20000).sqrt() + 1e-3).all()
+
+
+def test_bench_on_cuda_reports_graphs():
+    from minippo.bench import Config, bench
+    r = bench(Config(algo="reinforce", batch=16, max_new_tokens=16), torch.device("cuda"), iters=1, warmup=1)
+    assert r["cuda_graph_speedup"] > 0 and r["completions_per_s"] > 0

@@ -1,0 +1,131 @@
+"""Sampling on a GPU as CUDA graphs: model.sample()'s loop, replayed instead of launched.
+
+Off the reading path: model.sample() hands over to graph_sample() on CUDA only. Why it exists: at
+~110k parameters one decode step is ~60 tiny kernels, and launching a kernel costs the CPU more
+(~5 us) than running it costs the GPU, so an eager GPU waits on Python. A CUDA graph records the
+kernels of several decode steps once and then replays them all with one launch. Replay needs fixed
+shapes and fixed addresses, hence the three changes from the eager loop:
+  - a static KV cache of block_size columns, allocated once per batch size: the column being written
+    is a (1,) tensor on the GPU (index_copy_), and attention reads every column, those not yet
+    written being masked out as not real;
+  - the step counter, positions, done flags and outputs are GPU tensors updated in place;
+  - y_t ~ softmax(logits / T) is drawn inside the graph as argmax_i p_i / E_i with E_i ~ Exp(1),
+    which picks i with probability p_i (the smallest of independent Exp(p_i) waiting times,
+    E_i / p_i, wins with probability p_i / sum_j p_j); it is what torch.multinomial does for one
+    sample, written out so that only the graph-safe Philox generator is involved.
+The arithmetic is model.decode()'s. On a CPU the same static loop runs without graphs, which is how
+tests compare it with the eager loop.
+"""
+import weakref
+
+import torch
+import torch.nn.functional as F
+
+STEPS_PER_GRAPH = 8     # decode steps per replay; between replays one sync asks "all rows done?"
+_samplers = weakref.WeakKeyDictionary()       # model -> {(B, T, eos_id): Sampler}, built on demand
+
+
+def static_decode(model, token, s):
+    """model.decode() with fixed shapes: token (B,) is written at column s["col"] -> logits (B, V)."""
+    col = s["col"]                                                          # (1,) long
+    real = token != model.cfg.vocab_size                                    # (B,)
+    s["real"].index_copy_(1, col, real[:, None])
+    mask = s["real"][:, None, None, :]                # (B, 1, 1, S): every real key so far, itself too
+    x = (model.tok_emb(token) + model.pos_emb(s["pos"]))[:, None]           # (B, 1, C)
+    s["pos"].add_(real)
+    for block, (K, V) in zip(model.blocks, s["kv"]):
+        B, T, C = x.shape
+        q, k, v = block.qkv(block.ln1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, block.n_head, C // block.n_head).transpose(1, 2) for t in (q, k, v))
+        K.index_copy_(2, col, k)
+        V.index_copy_(2, col, v)
+        y = F.scaled_dot_product_attention(q, K, V, attn_mask=mask)         # (B, nh, 1, hs)
+        x = x + block.proj(y.transpose(1, 2).reshape(B, T, C))
+        x = x + block.mlp(block.ln2(x))
+    col.add_(1)
+    return model.lm_head(model.ln_f(x[:, 0]))
+
+
+def sample_step(model, s, temperature: float, eos_id: int):
+    """One step of model.sample(): draw y_t from s["logits"], record it, decode it into new logits."""
+    logp = torch.log_softmax(s["logits"] / temperature, dim=-1)             # (B, V) log pi at T
+    nxt = (logp.exp() / torch.empty_like(logp).exponential_()).argmax(1)    # y_t ~ pi, (B,)
+    lp = logp.gather(1, nxt[:, None])
+    nxt = nxt.masked_fill(s["done"], model.cfg.vocab_size)                  # PAD after EOS
+    s["tokens"].index_copy_(1, s["i"], nxt[:, None])
+    s["logprobs"].index_copy_(1, s["i"], lp.masked_fill(s["done"][:, None], 0.0))
+    s["done"] |= nxt == eos_id
+    s["i"].add_(1)
+    s["logits"].copy_(static_decode(model, nxt, s))
+
+
+class Sampler:
+    """Static buffers for one model, batch size and temperature, and (on CUDA) two captured
+    graphs: STEPS_PER_GRAPH steps, and 1 step for the tail."""
+
+    def __init__(self, model, B: int, temperature: float, eos_id: int):
+        c, p = model.cfg, model.lm_head.weight
+        S, long = c.block_size, dict(dtype=torch.long, device=p.device)
+        shape = (B, c.n_head, S, c.d_model // c.n_head)
+        self.model, self.temperature, self.eos_id = model, temperature, eos_id
+        self.s = {"real": torch.zeros(B, S, dtype=torch.bool, device=p.device),
+                  "kv": [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(c.n_layer)],
+                  "pos": torch.zeros(B, **long), "col": torch.zeros(1, **long),
+                  "i": torch.zeros(1, **long), "done": torch.zeros(B, dtype=torch.bool, device=p.device),
+                  "logits": p.new_zeros(B, c.vocab_size),
+                  "tokens": torch.zeros(B, S, **long), "logprobs": p.new_zeros(B, S)}
+        self.graphs = {}
+        if p.is_cuda:
+            self.graphs[STEPS_PER_GRAPH] = self._capture(STEPS_PER_GRAPH)
+            self.graphs[1] = self._capture(1, pool=self.graphs[STEPS_PER_GRAPH].pool())
+
+    def _steps(self, n: int):
+        for _ in range(n):
+            sample_step(self.model, self.s, self.temperature, self.eos_id)
+
+    def _capture(self, n: int, pool=None):
+        self.s["col"].zero_()
+        self.s["i"].zero_()
+        side = torch.cuda.Stream()                  # warm up off the default stream, as torch asks
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._steps(n)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            self._steps(n)
+        return graph
+
+    def __call__(self, prompts, max_new_tokens: int):
+        s, P = self.s, prompts.shape[1]
+        s["real"].zero_()
+        s["done"].zero_()
+        s["i"].zero_()
+        s["tokens"].fill_(self.model.cfg.vocab_size)
+        s["logprobs"].zero_()
+        cache = {"len": 0, "real": s["real"], "kv": s["kv"]}
+        s["logits"].copy_(self.model(prompts, cache)[0][:, -1])             # prefill, eager
+        s["pos"].copy_(cache["pos"])
+        s["col"].fill_(P)
+        n = 0
+        while n < max_new_tokens:
+            k = STEPS_PER_GRAPH if max_new_tokens - n >= STEPS_PER_GRAPH else 1
+            self.graphs[k].replay() if k in self.graphs else self._steps(k)
+            n += k
+            if k == STEPS_PER_GRAPH and bool(s["done"].all()):
+                break
+        # the eager loop stops at the step where the last row ended: drop the all-PAD columns after it
+        L = int((s["tokens"][:, :n] != self.model.cfg.vocab_size).any(0).nonzero().max()) + 1
+        return s["tokens"][:, :L].clone(), s["logprobs"][:, :L].clone()
+
+
+def graph_sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int):
+    """model.sample() through a Sampler: (B, P) prompts -> tokens (B, L), logprobs (B, L)."""
+    if prompts.shape[1] + max_new_tokens > model.cfg.block_size:
+        raise ValueError(f"prompt ({prompts.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds "
+                         f"block_size {model.cfg.block_size}")
+    key = (prompts.shape[0], float(temperature), eos_id)
+    samplers = _samplers.setdefault(model, {})
+    if key not in samplers:
+        samplers[key] = Sampler(model, *key)
+    return samplers[key](prompts, max_new_tokens)
