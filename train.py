@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from minippo import dist, runs
+from minippo.adamw import AdamW
 from minippo.checkpoint import rng_state
 from minippo.config import UsageError, parse_config
 from minippo.data import is_grammatical
@@ -74,7 +75,7 @@ def update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl, o
             else:
                 loss = pg_loss = reinforce_loss(mb_logprobs, scores[mb], kl[mb], mask[mb], beta)
                 stats = {}
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             dist.average_gradients(policy)  # several processes: the global batch's gradient
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
@@ -120,7 +121,7 @@ def train(cfg, stop) -> int:
     if rank > 0:
         policy, ref, pretrain_seconds = runs.pretrained_policy(run, stop, build=False)
     # fused=True: one kernel updates every tensor (the default loops over them: 3-5x slower here)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
+    optimizer = AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     state = runs.resume_rl(run, policy, optimizer, rank, world)  # iteration, beta, RNG
     beta = state["beta"]
 
@@ -130,11 +131,12 @@ def train(cfg, stop) -> int:
     for it in bar:
         t0 = time.time()
         if cfg.anneal_lr:   # a step size that decays to 0 lets noisy gradient ascent converge
-            optimizer.param_groups[0]["lr"] = cfg.lr * (1 - it / cfg.iters)
+            optimizer.lr = cfg.lr * (1 - it / cfg.iters)
         # ---- 1. sample responses: x from the prompt set, y ~ pi_theta(.|x) at temperature T
         xs = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch // world,)).tolist()]
         prompt_ids = encode_prompts(vocab, xs, device)                   # (B, P)
-        tokens, _ = sample(policy, prompt_ids, cfg.max_new_tokens, cfg.temperature, vocab.eos_id)
+        tokens, sampled_logprobs = sample(policy, prompt_ids, cfg.max_new_tokens, cfg.temperature,
+                                          vocab.eos_id)                  # (B, L) each
         mask = (tokens != vocab.pad_id).float()                          # (B, L) 1 = response token
         ys, finished = decode_responses(vocab, tokens)
 
@@ -143,7 +145,10 @@ def train(cfg, stop) -> int:
 
         # ---- 3. log pi_old, V(s_t) and log pi_ref of the sampled tokens, at the same T
         with torch.no_grad():
-            old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, cfg.temperature)
+            if cfg.algo == "ppo":
+                old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, cfg.temperature)
+            else:       # REINFORCE needs no V(s_t), and sampling already computed log pi_old(y_t)
+                old_logprobs, old_values = sampled_logprobs, None
             ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, cfg.temperature)
             rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)
 

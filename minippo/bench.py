@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from minippo.adamw import AdamW
 from minippo.config import Config
 from minippo.data import Vocab
 from minippo.model import ModelConfig, Policy, sample
@@ -72,21 +73,24 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
     mcfg = ModelConfig(vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model)
     policy = Policy(mcfg).to(device)
     ref = Policy(mcfg).to(device).requires_grad_(False)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
+    optimizer = AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     P = 9                                         # EOS + "the food"-sized prompts
     prompts = torch.randint(1, vocab_size, (cfg.batch, P), device=device)
     vocab = Vocab("\n .abcdefghiklmnopqrstuvwxyz")          # the built-in corpus's characters
     phases = {"sampling": 0.0, "scoring": 0.0, "old+ref logprobs": 0.0, "update": 0.0}
     for it in range(warmup + iters):
         t0 = clock(device)
-        tokens, _ = sample(policy, prompts, cfg.max_new_tokens, cfg.temperature, eos_id=-1)
+        tokens, sampled_logprobs = sample(policy, prompts, cfg.max_new_tokens, cfg.temperature, eos_id=-1)
         t1 = clock(device)
         ys, finished = decode_responses(vocab, tokens)
         scores = score(REWARDS[cfg.reward], ["the food"] * cfg.batch, ys, [True] * cfg.batch, device)
         t2 = clock(device)
         mask = (tokens != pad).float()
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            old_logprobs, old_values, _ = response_logprobs(policy, prompts, tokens, cfg.temperature)
+            if cfg.algo == "ppo":                # as train.py: REINFORCE reuses the sampled log-probs
+                old_logprobs, old_values, _ = response_logprobs(policy, prompts, tokens, cfg.temperature)
+            else:
+                old_logprobs, old_values = sampled_logprobs, None
             ref_logprobs, _, _ = response_logprobs(ref, prompts, tokens, cfg.temperature)
             rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
             advantages, returns = (gae(rewards, old_values, mask, cfg.gamma, cfg.lam) if cfg.algo == "ppo"
@@ -102,7 +106,7 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
     L, S = cfg.max_new_tokens, P + cfg.max_new_tokens
     epochs = cfg.epochs if cfg.algo == "ppo" else 1
     tokens_of = {"sampling": cfg.batch * L, "scoring": cfg.batch * L,
-                 "old+ref logprobs": 2 * cfg.batch * S, "update": epochs * cfg.batch * S}
+                 "old+ref logprobs": (2 if cfg.algo == "ppo" else 1) * cfg.batch * S, "update": epochs * cfg.batch * S}
     n_params = sum(p.numel() for p in policy.parameters())
     n_weights = n_params - policy.tok_emb.weight.numel() - policy.pos_emb.weight.numel()
     update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens_of["update"]
@@ -138,8 +142,9 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
 
 
 def table(r: dict) -> str:
-    lines = [f"device {r['device']} ({r['device_name']}){' bf16 autocast' if r['autocast_bf16'] else ''} | {r['algo']} | {r['batch']} completions x {r['max_new_tokens']} "
-             f"tokens | {r['parameters']:,} parameters",
+    autocast = " | bf16 autocast in log-probs and update" if r["autocast_bf16"] else ""
+    lines = [f"device {r['device']} ({r['device_name']}) | {r['algo']} | {r['batch']} completions x "
+             f"{r['max_new_tokens']} tokens | {r['parameters']:,} parameters{autocast}",
              f"{'phase':<18}{'seconds':>10}{'share':>8}{'tokens/s':>12}"]
     for k, v in r["phases"].items():
         lines.append(f"{k:<18}{v['seconds']:>10.4f}{v['seconds'] / r['seconds_per_iteration']:>8.0%}"
@@ -167,9 +172,9 @@ def main(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=Config.max_new_tokens)
     p.add_argument("--d-model", type=int, default=Config.d_model)
     p.add_argument("--n-layer", type=int, default=Config.n_layer)
-    p.add_argument("--autocast", action="store_true", help="bf16 autocast for log-probs and update (GPU)")
+    p.add_argument("--autocast", action="store_true", help="bf16 autocast for the log-probs and the update (GPU only; sampling stays fp32)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
-    p.add_argument("--scaling", action="store_true", help="seconds and FLOP/s as batch and model grow")
+    p.add_argument("--scaling", action="store_true", help="then the default PPO configuration at larger batches and models")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     a = p.parse_args(argv)
     if a.batch <= 0 or a.iters <= 0 or not 0 < a.max_new_tokens <= 256:
@@ -180,6 +185,8 @@ def main(argv=None):
         p.exit(2, "error: --device=cuda: no CUDA GPU is available here\n")
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           "cpu" if a.device == "auto" else a.device)
+    if a.autocast and device.type != "cuda":
+        p.exit(2, "error: --autocast needs a CUDA GPU (bf16 matmuls on a CPU are ~50x slower than fp32)\n")
     cfg = Config(algo=a.algo, batch=a.batch, max_new_tokens=a.max_new_tokens, d_model=a.d_model,
                  n_layer=a.n_layer, block_size=max(Config.block_size, 9 + a.max_new_tokens),
                  minibatch=min(Config.minibatch, a.batch) if a.batch % Config.minibatch == 0 else a.batch)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 STEPS_PER_GRAPH = 8     # decode steps per replay; between replays one sync asks "all rows done?"
+KEEP = 4                # Samplers kept per model (one per batch size and temperature), oldest dropped
 _samplers = weakref.WeakKeyDictionary()       # model -> {(B, T, eos_id): Sampler}, built on demand
 
 
@@ -61,13 +62,14 @@ def sample_step(model, s, temperature: float, eos_id: int):
 
 class Sampler:
     """Static buffers for one model, batch size and temperature, and (on CUDA) two captured
-    graphs: STEPS_PER_GRAPH steps, and 1 step for the tail."""
+    graphs: STEPS_PER_GRAPH steps, and 1 step for the tail. It holds no reference to the model
+    (the graphs hold its weights' addresses), so a model that is deleted takes its Samplers along."""
 
     def __init__(self, model, B: int, temperature: float, eos_id: int):
         c, p = model.cfg, model.lm_head.weight
         S, long = c.block_size, dict(dtype=torch.long, device=p.device)
         shape = (B, c.n_head, S, c.d_model // c.n_head)
-        self.model, self.temperature, self.eos_id = model, temperature, eos_id
+        self.temperature, self.eos_id = temperature, eos_id
         self.s = {"real": torch.zeros(B, S, dtype=torch.bool, device=p.device),
                   "kv": [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(c.n_layer)],
                   "pos": torch.zeros(B, **long), "col": torch.zeros(1, **long),
@@ -76,56 +78,65 @@ class Sampler:
                   "tokens": torch.zeros(B, S, **long), "logprobs": p.new_zeros(B, S)}
         self.graphs = {}
         if p.is_cuda:
-            self.graphs[STEPS_PER_GRAPH] = self._capture(STEPS_PER_GRAPH)
-            self.graphs[1] = self._capture(1, pool=self.graphs[STEPS_PER_GRAPH].pool())
+            self.graphs[STEPS_PER_GRAPH] = self._capture(model, STEPS_PER_GRAPH)
+            self.graphs[1] = self._capture(model, 1, pool=self.graphs[STEPS_PER_GRAPH].pool())
 
-    def _steps(self, n: int):
+    def _steps(self, model, n: int):
         for _ in range(n):
-            sample_step(self.model, self.s, self.temperature, self.eos_id)
+            sample_step(model, self.s, self.temperature, self.eos_id)
 
-    def _capture(self, n: int, pool=None):
-        self.s["col"].zero_()
+    def _capture(self, model, n: int, pool=None):
+        self.s["col"].zero_()                       # the warm-up writes columns 0 .. n-1
         self.s["i"].zero_()
         side = torch.cuda.Stream()                  # warm up off the default stream, as torch asks
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self._steps(n)
+            self._steps(model, n)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool):
-            self._steps(n)
+            self._steps(model, n)
         return graph
 
-    def __call__(self, prompts, max_new_tokens: int):
-        s, P = self.s, prompts.shape[1]
+    def __call__(self, model, prompts, max_new_tokens: int):
+        s, P, pad = self.s, prompts.shape[1], model.cfg.vocab_size
         s["real"].zero_()
         s["done"].zero_()
         s["i"].zero_()
-        s["tokens"].fill_(self.model.cfg.vocab_size)
+        s["tokens"].fill_(pad)
         s["logprobs"].zero_()
         cache = {"len": 0, "real": s["real"], "kv": s["kv"]}
-        s["logits"].copy_(self.model(prompts, cache)[0][:, -1])             # prefill, eager
+        s["logits"].copy_(model(prompts, cache)[0][:, -1])                  # prefill, eager
         s["pos"].copy_(cache["pos"])
         s["col"].fill_(P)
         n = 0
         while n < max_new_tokens:
             k = STEPS_PER_GRAPH if max_new_tokens - n >= STEPS_PER_GRAPH else 1
-            self.graphs[k].replay() if k in self.graphs else self._steps(k)
+            self.graphs[k].replay() if k in self.graphs else self._steps(model, k)
             n += k
             if k == STEPS_PER_GRAPH and bool(s["done"].all()):
                 break
         # the eager loop stops at the step where the last row ended: drop the all-PAD columns after it
-        L = int((s["tokens"][:, :n] != self.model.cfg.vocab_size).any(0).nonzero().max()) + 1
+        L = int((s["tokens"][:, :n] != pad).any(0).nonzero().max()) + 1
         return s["tokens"][:, :L].clone(), s["logprobs"][:, :L].clone()
 
 
+@torch.inference_mode()
 def graph_sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int):
-    """model.sample() through a Sampler: (B, P) prompts -> tokens (B, L), logprobs (B, L)."""
+    """model.sample() through a Sampler: (B, P) prompts -> tokens (B, L), logprobs (B, L).
+    Always in the parameters' dtype: under autocast the graphs would record bf16 kernels, and a
+    graph recorded outside autocast would replay fp32 ones inside it, so autocast is off here."""
     if prompts.shape[1] + max_new_tokens > model.cfg.block_size:
         raise ValueError(f"prompt ({prompts.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds "
                          f"block_size {model.cfg.block_size}")
+    if model.cfg.block_size < STEPS_PER_GRAPH:      # too short to record a chunk of steps
+        from minippo.model import sample
+        return sample(model, prompts, max_new_tokens, temperature, eos_id, graphs=False)
     key = (prompts.shape[0], float(temperature), eos_id)
     samplers = _samplers.setdefault(model, {})
-    if key not in samplers:
-        samplers[key] = Sampler(model, *key)
-    return samplers[key](prompts, max_new_tokens)
+    with torch.autocast(prompts.device.type, enabled=False):
+        if key not in samplers:
+            if len(samplers) >= KEEP:               # e.g. evaluation's last, smaller chunk
+                samplers.pop(next(iter(samplers)))
+            samplers[key] = Sampler(model, *key)
+        return samplers[key](model, prompts, max_new_tokens)

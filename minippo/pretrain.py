@@ -61,14 +61,13 @@ def pretrain(model, optimizer, train_ids, eos_id, cfg, step: int = 0, should_sto
         if should_stop():
             bar.close()
             return step
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg.pretrain_steps, cfg.pretrain_lr)
+        optimizer.lr = learning_rate(step, cfg.pretrain_steps, cfg.pretrain_lr)
         x, y = get_batch(train_ids, starts, cfg.pretrain_batch, cfg.block_size)
         loss = lm_loss(model, x, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step}; "
                                      f"lower --pretrain-lr")
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

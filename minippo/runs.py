@@ -22,6 +22,7 @@ from dataclasses import fields
 import torch
 
 from minippo import checkpoint as ckpt
+from minippo.adamw import AdamW
 from minippo.config import PRETRAIN_KEYS, RESUMABLE, Config, UsageError
 from minippo.data import Vocab, make_corpus, make_prompts
 from minippo.model import ModelConfig, Policy
@@ -204,13 +205,13 @@ def pretrained_policy(run: Run, stop: StopFlag, build: bool = True):
             changed = {k: (cached["pretrain"].get(k), v) for k, v in want.items() if cached["pretrain"].get(k) != v}
             print(f"reference: {path} was pretrained with other settings {changed}; pretraining again")
         policy.to(run.device)
-        optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99), fused=True)
+        optimizer = AdamW(policy.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
         step, state_path = 0, run.path("pretrain_state.pt")
         if cfg.resume and os.path.exists(state_path):
             state = ckpt.load(state_path, "pretrain")
             ckpt.check_compatible(state, run.identity, state_path)
             policy.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            load_optimizer(optimizer, state, state_path)
             ckpt.set_rng_state(state["rng"])
             step = state["step"]
         t0 = time.time()
@@ -239,6 +240,13 @@ def pretrained_policy(run: Run, stop: StopFlag, build: bool = True):
     return policy, ref, seconds
 
 
+def load_optimizer(optimizer, state: dict, path: str):
+    try:
+        optimizer.load_state_dict(state.get("optimizer"))
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}; delete it, or start afresh with --force") from None
+
+
 def resume_rl(run: Run, policy, optimizer, rank: int = 0, world: int = 1) -> dict:
     """Iteration and beta to start from; restores the checkpoint when resuming. With several
     processes each has its own random stream (seeded from the run's seed and its rank)."""
@@ -250,7 +258,7 @@ def resume_rl(run: Run, policy, optimizer, rank: int = 0, world: int = 1) -> dic
             raise UsageError(f"--resume={run.cfg.out}: that run had {len(state['rng'])} processes, "
                              f"this one has {world}; resume with the same number")
         policy.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer(optimizer, state, path)
         ckpt.set_rng_state(state["rng"][rank])
         if rank == 0:
             for name in ("metrics", "samples"):   # drop lines written after the checkpoint

@@ -1,12 +1,13 @@
 """Every bad input gives one clear line, exit code 2, no traceback, and leaves saved files alone."""
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY
 from minippo.config import Config
 import train as train_module
 
@@ -114,3 +115,15 @@ def test_corrupt_cached_reference(tmp_path):
     p = train("--out", str(out))
     assert_one_line_error(p, "reference.pt")
     assert (out / "reference.pt").read_bytes() == b"\x80\x02garbage"
+
+
+def test_resume_refuses_an_optimizer_state_that_does_not_fit(reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["optimizer"] = {"state": {}, "param_groups": [{"lr": 0.001}]}    # torch.optim's layout
+    torch.save(state, out / "checkpoint.pt")
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    err = in_process(capsys, "--resume", str(out), *TINY, "--iters", "14")
+    assert "checkpoint.pt" in err and "optimizer state" in err
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before

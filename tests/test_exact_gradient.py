@@ -10,6 +10,7 @@ import itertools
 import pytest
 import torch
 
+from minippo.adamw import AdamW
 from minippo.config import Config
 from minippo.model import ModelConfig, Policy, sample
 from minippo.rl import gae, per_token_rewards, whiten
@@ -106,10 +107,10 @@ def test_first_ppo_minibatch_has_ratio_one_and_lr_zero_keeps_it(setting):
         assert torch.equal(response_logprobs(policy, x[mb], tokens[mb], T)[0], old_logprobs[mb])
     args = (x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns)
     frozen = [p.detach().clone() for p in policy.parameters()]
-    log = update(policy, torch.optim.AdamW(policy.parameters(), lr=0.0), cfg, BETA, *args)
+    log = update(policy, AdamW(policy.parameters(), lr=0.0), cfg, BETA, *args)
     assert len(log) == 16 and all(d["approx_kl"] == 0 and d["clipfrac"] == 0 for d in log)
     assert all(torch.equal(a, b) for a, b in zip(frozen, policy.parameters()))
-    log = update(policy, torch.optim.AdamW(policy.parameters(), lr=cfg.lr), cfg, BETA, *args)
+    log = update(policy, AdamW(policy.parameters(), lr=cfg.lr), cfg, BETA, *args)
     assert log[0]["approx_kl"] == 0 and log[0]["clipfrac"] == 0
     assert log[-1]["approx_kl"] != 0                     # later minibatches see the moved policy
     with torch.no_grad():

@@ -64,3 +64,21 @@ def test_score_names_the_reward_prompt_and_response(bad, what):
     assert str(e.value).startswith("reward 'odd' on prompt 'the food' and response ' is good.'")
     assert what in str(e.value)
     assert score(odd, ["the food"], [" is goo"], [False], "cpu").tolist() == [NO_EOS_PENALTY]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
+def test_a_nan_never_reaches_the_weights(algo):
+    """update() checks the loss and gradient norm before optimizer.step(), not after."""
+    from minippo.adamw import AdamW
+    from minippo.config import Config
+    from test_distributed import B, fixed_batch
+    policy, batch = fixed_batch()
+    batch = list(batch)
+    which = 7 if algo == "ppo" else 3                         # an advantage, or a score r(x, y)
+    batch[which] = batch[which].clone()
+    batch[which][0, ...] = math.nan
+    before = [p.detach().clone() for p in policy.parameters()]
+    cfg = Config(algo=algo, batch=B, minibatch=B, epochs=1)
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        train_module.update(policy, AdamW(policy.parameters(), lr=0.1), cfg, 0.1, *batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
