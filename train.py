@@ -97,7 +97,10 @@ PER_TOKEN = ("entropy", "approx_kl", "approx_kl_k3", "clipfrac")   # means over 
 
 def train(cfg, stop) -> int:
     # several processes (torchrun): which one is this, of how many; (0, 1) when run alone
-    rank, world = dist.setup(runs.pick_device(cfg.device).type)
+    device_type = runs.pick_device(cfg.device).type
+    if cfg.bf16 and device_type != "cuda":
+        raise UsageError("--bf16 needs a CUDA GPU (--device cuda): on a CPU bf16 matmuls are slower")
+    rank, world = dist.setup(device_type)
     if cfg.batch % world or cfg.minibatch % world:
         raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly "
                          f"over the {world} processes")
@@ -120,8 +123,9 @@ def train(cfg, stop) -> int:
         return 130                          # interrupted during pretraining; its state is saved
     if rank > 0:
         policy, ref, pretrain_seconds = runs.pretrained_policy(run, stop, build=False)
-    # fused=True: one kernel updates every tensor (the default loops over them: 3-5x slower here)
-    optimizer = AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    optimizer = AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)    # minippo/adamw.py
+    # --bf16 (GPU): the log-probs' and the update's matmuls in bfloat16; sampling and evaluation fp32
+    bf16 = lambda: torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16)
     state = runs.resume_rl(run, policy, optimizer, rank, world)  # iteration, beta, RNG
     beta = state["beta"]
 
@@ -144,7 +148,7 @@ def train(cfg, stop) -> int:
         scores = score(reward_fn, xs, ys, finished, device)              # (B,)
 
         # ---- 3. log pi_old, V(s_t) and log pi_ref of the sampled tokens, at the same T
-        with torch.no_grad():
+        with torch.no_grad(), bf16():
             if cfg.algo == "ppo":
                 old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, cfg.temperature)
             else:       # REINFORCE needs no V(s_t), and sampling already computed log pi_old(y_t)
@@ -160,8 +164,9 @@ def train(cfg, stop) -> int:
                     advantages = whiten(advantages, mask)
 
         # ---- 5. update: K epochs of shuffled minibatches (PPO) or one step (REINFORCE)
-        log = update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl,
-                     old_logprobs, old_values, advantages, returns)
+        with bf16():
+            log = update(policy, optimizer, cfg, beta, prompt_ids, tokens, mask, scores, kl,
+                         old_logprobs, old_values, advantages, returns)
         if not torch.isfinite(sum(p.detach().sum() for p in policy.parameters())):   # NaN/inf spreads
             raise FloatingPointError(f"parameters became non-finite at iteration {it}")
 

@@ -20,6 +20,8 @@ class Config:
     out: str = _f("out", "output folder (reference.pt, checkpoint.pt, metrics.jsonl, samples.txt, summary.json)")
     seed: int = _f(0, "random seed; on CPU the same seed gives the same run, bit for bit")
     device: str = _f("auto", "auto | cpu | cuda (auto picks cuda when present)")
+    bf16: bool = _f(False, "GPU: bf16 autocast in the log-probs and the update; pays from ~3M parameters "
+                           "(sampling and evaluation stay fp32)")
     data: str = _f("", "UTF-8 text file, one sentence per line, to pretrain on instead of the built-in corpus")
     prompts: str = _f("", "file with one query x per line (default: the first two words of each corpus line)")
     resume: str = _f("", "continue the run saved in this folder (same settings as when it started)")

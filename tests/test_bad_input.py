@@ -20,6 +20,7 @@ BAD_FLAGS = [
     (["--reward", "kindness"], "--reward"), (["--algo", "dpo"], "--algo"),
     (["--device", "tpu"], "--device"), (["--batch", "many"], "--batch"),
     (["--max-new-tokens", "200"], "--max-new-tokens"), (["--n-head", "3"], "--n-head"),
+    (["--bf16", "--device", "cpu"], "--bf16"),
 ]
 if not torch.cuda.is_available():
     BAD_FLAGS.append((["--device", "cuda"], "--device"))

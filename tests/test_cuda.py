@@ -58,3 +58,9 @@ def test_bench_on_cuda_reports_graphs():
     from minippo.bench import Config, bench
     r = bench(Config(algo="reinforce", batch=16, max_new_tokens=16), torch.device("cuda"), iters=1, warmup=1)
     assert r["cuda_graph_speedup"] > 0 and r["completions_per_s"] > 0
+
+
+def test_short_bf16_run_on_cuda_learns(tmp_path):
+    run("--out", str(tmp_path), *TINY, "--iters", "12", "--device", "cuda", "--bf16")
+    m = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert sum(r["reward"] for r in m[-3:]) / 3 > m[0]["reward"] + 0.3
