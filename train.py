@@ -149,7 +149,7 @@ def train(cfg, stop) -> int:
 
         # ---- 3. log pi_old, V(s_t) and log pi_ref of the sampled tokens, at the same T
         with torch.no_grad(), bf16():
-            if cfg.algo == "ppo":
+            if cfg.algo == "ppo" or cfg.bf16:   # (--bf16: the same bf16 matmuls as log pi_ref)
                 old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, cfg.temperature)
             else:       # REINFORCE needs no V(s_t), and sampling already computed log pi_old(y_t)
                 old_logprobs, old_values = sampled_logprobs, None

@@ -10,6 +10,8 @@ torch._dynamo, about 70 MB of resident memory, a sixth of a default run's.
 A parameter without a gradient counts as a zero gradient (torch would skip it); here that is only
 the value head during pretraining, which stays exactly 0 either way.
 """
+import math
+
 import torch
 
 
@@ -48,12 +50,14 @@ class AdamW:
 
     def load_state_dict(self, state: dict):
         """Restore a state_dict(); ValueError, changing nothing, when it does not fit these parameters."""
-        fits = (isinstance(state, dict) and isinstance(state.get("t"), int) and
-                isinstance(state.get("lr"), float) and
-                all(isinstance(state.get(k), torch.Tensor) and state[k].shape == self.m.shape
-                    for k in ("m", "v")))
+        fits = (isinstance(state, dict) and type(state.get("t")) is int and state["t"] >= 0 and
+                type(state.get("lr")) in (int, float) and math.isfinite(state["lr"]) and state["lr"] >= 0 and
+                all(isinstance(state.get(k), torch.Tensor) and state[k].shape == self.m.shape and
+                    state[k].dtype == self.m.dtype and bool(torch.isfinite(state[k]).all())
+                    for k in ("m", "v")) and
+                bool((state["v"] >= 0).all()))                    # a mean of squares
         if not fits:
             raise ValueError("its optimizer state does not fit this model (from another minippo version?)")
-        self.t, self.lr = state["t"], state["lr"]
+        self.t, self.lr = state["t"], float(state["lr"])
         self.m.copy_(state["m"])
         self.v.copy_(state["v"])

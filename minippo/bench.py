@@ -7,6 +7,7 @@ work: every response runs to exactly --max-new-tokens (EOS is ignored), so runs 
     python -m minippo.bench                                   # the default configuration
     python -m minippo.bench --algo reinforce --batch 64 --max-new-tokens 48 --json   # TRL GRPO's work
     python -m minippo.bench --scaling                         # cost as batch and model grow
+    python -m minippo.bench --profile                         # which operations take the time
 
 FLOP count of the update: per token, a forward pass costs 2 N FLOPs for the weights (N = parameters
 outside the embeddings) plus 4 n_layer S d for the attention scores and values (S = sequence length,
@@ -65,8 +66,16 @@ def recompute_sample(model, prompts, max_new_tokens, temperature):
     return x
 
 
+def top_operations(prof, rows: int = 8) -> list:
+    """The operations that took the most CPU time (self time: not counting what they called)."""
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
+             "calls": e.count} for e in events[:rows]]
+
+
 def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: bool = True,
-          autocast: bool = False) -> dict:
+          autocast: bool = False, profile: bool = False) -> dict:
     from train import update                     # the loop's own update step, unchanged
     torch.manual_seed(0)
     vocab_size, pad = 28, 28
@@ -103,6 +112,16 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
         if it >= warmup:
             for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 phases[name] += dt / iters
+    profiles = {}
+    if profile:                                   # one more sampling call and update, profiled
+        from torch.profiler import profile as profiler
+        with profiler() as prof:
+            sample(policy, prompts, cfg.max_new_tokens, cfg.temperature, eos_id=-1)
+        profiles["sampling"] = top_operations(prof)
+        with profiler() as prof, torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            update(policy, optimizer, cfg, cfg.beta, prompts, tokens, mask, scores, kl, old_logprobs,
+                   old_values, advantages, returns)
+        profiles["update"] = top_operations(prof)
     L, S = cfg.max_new_tokens, P + cfg.max_new_tokens
     epochs = cfg.epochs if cfg.algo == "ppo" else 1
     tokens_of = {"sampling": cfg.batch * L, "scoring": cfg.batch * L,
@@ -139,6 +158,8 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
         if "kv_cache_eager" in times:
             out["sampling_kv_cache_eager_s"] = times["kv_cache_eager"]
             out["cuda_graph_speedup"] = times["kv_cache_eager"] / times["kv_cache"]
+    if profiles:
+        out["profile"] = profiles
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -162,6 +183,10 @@ def table(r: dict) -> str:
     if "cuda_graph_speedup" in r:
         lines.append(f"sampling as CUDA graphs {r['sampling_kv_cache_s']:.4f} s, eager "
                      f"{r['sampling_kv_cache_eager_s']:.4f} s ({r['cuda_graph_speedup']:.1f}x)")
+    for phase, ops in r.get("profile", {}).items():
+        lines.append(f"profile of one {phase} call: CPU self time by operation")
+        lines += [f"  {o['op'].removeprefix('aten::')[:50]:<50}{o['ms']:>8.1f} ms{o['share']:>5.0%}"
+                  f"{o['calls']:>6} calls" for o in ops]
     lines.append(f"peak resident memory {r['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)
 
@@ -177,6 +202,7 @@ def main(argv=None):
     p.add_argument("--autocast", action="store_true", help="bf16 autocast for the log-probs and the update (GPU only; sampling stays fp32)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
     p.add_argument("--scaling", action="store_true", help="then the default PPO configuration at larger batches and models")
+    p.add_argument("--profile", action="store_true", help="add torch.profiler's top operations of sampling and update")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     a = p.parse_args(argv)
     if a.batch <= 0 or a.iters <= 0 or not 0 < a.max_new_tokens <= 256:
@@ -192,7 +218,7 @@ def main(argv=None):
     cfg = Config(algo=a.algo, batch=a.batch, max_new_tokens=a.max_new_tokens, d_model=a.d_model,
                  n_layer=a.n_layer, block_size=max(Config.block_size, 9 + a.max_new_tokens),
                  minibatch=min(Config.minibatch, a.batch) if a.batch % Config.minibatch == 0 else a.batch)
-    runs = [bench(cfg, device, a.iters, autocast=a.autocast)]
+    runs = [bench(cfg, device, a.iters, autocast=a.autocast, profile=a.profile)]
     if a.scaling:
         for batch in (32, 128, 256):
             runs.append(bench(Config(batch=batch, minibatch=32), device, a.iters, with_recompute=False))

@@ -65,8 +65,20 @@ def test_a_parameter_without_gradient_stays_put():
     assert torch.equal(a.value_head.weight, head) and not torch.equal(a.tok_emb.weight, emb)
 
 
+def good_state():
+    a, _ = two_models()
+    return AdamW(a.parameters(), lr=1e-2).state_dict()
+
+
 @pytest.mark.parametrize("bad", [None, {}, {"t": 1, "lr": 0.1, "m": torch.zeros(3), "v": torch.zeros(3)},
-                                 {"state": {}, "param_groups": []}])
+                                 {"state": {}, "param_groups": []},
+                                 {**good_state(), "t": -1}, {**good_state(), "t": True},
+                                 {**good_state(), "lr": float("nan")}, {**good_state(), "lr": "1"},
+                                 {**good_state(), "v": -torch.ones_like(good_state()["v"])},
+                                 {**good_state(), "m": torch.full_like(good_state()["m"], float("inf"))},
+                                 {**good_state(), "m": good_state()["m"].double()}],
+                         ids=["none", "empty", "shape", "torch-layout", "t<0", "t-bool", "lr-nan",
+                              "lr-str", "v<0", "m-inf", "m-float64"])
 def test_load_refuses_a_state_that_does_not_fit(bad):
     a, _ = two_models()
     opt = AdamW(a.parameters(), lr=1e-2)

@@ -1,0 +1,43 @@
+"""The benchmark (python -m minippo.bench): its figures follow from its timings and the stated FLOP
+formula, --json is machine-readable, and bad flags get one line and exit code 2."""
+import json
+
+import pytest
+import torch
+
+from minippo.bench import Config, bench, main
+
+
+def test_figures_are_consistent_with_the_formula():
+    cfg = Config(batch=8, minibatch=4, max_new_tokens=8)
+    r = bench(cfg, torch.device("cpu"), iters=1, warmup=1, profile=True)
+    S = 9 + cfg.max_new_tokens                                      # prompt + response columns
+    assert r["parameters"] == 108_161
+    n_weights = r["parameters"] - 29 * 64 - cfg.block_size * 64     # embeddings excluded
+    flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * cfg.epochs * cfg.batch * S
+    update = r["phases"]["update"]
+    assert r["update_flops_per_s"] * update["seconds"] == pytest.approx(flops)
+    assert update["tokens_per_s"] * update["seconds"] == pytest.approx(cfg.epochs * cfg.batch * S)
+    assert r["seconds_per_iteration"] == pytest.approx(sum(p["seconds"] for p in r["phases"].values()))
+    assert r["completions_per_s"] == pytest.approx(cfg.batch / r["seconds_per_iteration"])
+    assert r["kv_cache_speedup"] == pytest.approx(r["sampling_recompute_s"] / r["sampling_kv_cache_s"])
+    for ops in r["profile"].values():
+        shares = [o["share"] for o in ops]
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+    assert any("mm" in o["op"] for o in r["profile"]["update"])    # matmuls show up where expected
+
+
+def test_json_output(capsys):
+    main(["--json", "--algo", "reinforce", "--batch", "8", "--max-new-tokens", "6", "--iters", "1"])
+    r = json.loads(capsys.readouterr().out)
+    assert r["algo"] == "reinforce" and r["batch"] == 8 and r["completions_per_s"] > 0
+    assert r["phases"]["old+ref logprobs"]["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("args", [["--batch", "0"], ["--iters", "0"], ["--max-new-tokens", "300"],
+                                  ["--d-model", "30"], ["--n-layer", "0"], ["--autocast", "--device", "cpu"]])
+def test_bad_flags_exit_2_with_one_line(capsys, args):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error:")
