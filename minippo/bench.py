@@ -96,7 +96,7 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
         t2 = clock(device)
         mask = (tokens != pad).float()
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            if cfg.algo == "ppo":                # as train.py: REINFORCE reuses the sampled log-probs
+            if cfg.algo == "ppo" or autocast:    # as train.py: REINFORCE reuses the sampled log-probs
                 old_logprobs, old_values, _ = response_logprobs(policy, prompts, tokens, cfg.temperature)
             else:
                 old_logprobs, old_values = sampled_logprobs, None
@@ -125,7 +125,7 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
     L, S = cfg.max_new_tokens, P + cfg.max_new_tokens
     epochs = cfg.epochs if cfg.algo == "ppo" else 1
     tokens_of = {"sampling": cfg.batch * L, "scoring": cfg.batch * L,
-                 "old+ref logprobs": (2 if cfg.algo == "ppo" else 1) * cfg.batch * S, "update": epochs * cfg.batch * S}
+                 "old+ref logprobs": (2 if cfg.algo == "ppo" or autocast else 1) * cfg.batch * S, "update": epochs * cfg.batch * S}
     n_params = sum(p.numel() for p in policy.parameters())
     n_weights = n_params - policy.tok_emb.weight.numel() - policy.pos_emb.weight.numel()
     update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens_of["update"]

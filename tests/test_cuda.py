@@ -60,7 +60,8 @@ def test_bench_on_cuda_reports_graphs():
     assert r["cuda_graph_speedup"] > 0 and r["completions_per_s"] > 0
 
 
-def test_short_bf16_run_on_cuda_learns(tmp_path):
-    run("--out", str(tmp_path), *TINY, "--iters", "12", "--device", "cuda", "--bf16")
+@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
+def test_short_bf16_run_on_cuda_learns(tmp_path, algo):
+    run("--out", str(tmp_path), *TINY, "--iters", "12", "--device", "cuda", "--bf16", "--algo", algo)
     m = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert sum(r["reward"] for r in m[-3:]) / 3 > m[0]["reward"] + 0.3
