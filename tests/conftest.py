@@ -26,8 +26,10 @@ def peaked_model():
 
 # ----------------------------------------------------------------------------- train.py helpers
 TINY = ["--pretrain-steps", "250", "--corpus-lines", "4000", "--batch", "32", "--minibatch", "16",
-        "--eval-samples", "16", "--sample-every", "100", "--lr", "1e-3", "--no-anneal-lr"]
-# (a constant learning rate makes the first k iterations of any run the same: tests can run fewer)
+        "--eval-samples", "16", "--sample-every", "100", "--lr", "1e-3", "--no-anneal-lr",
+        "--device", "cpu"]
+# (a constant learning rate makes the first k iterations of any run the same: tests can run fewer;
+# the CPU, even where a GPU is present, because bit-exact reruns and resumes are a CPU promise)
 
 
 def run(*args, check=True):
