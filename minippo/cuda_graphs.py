@@ -112,7 +112,10 @@ class Sampler:
         n = 0
         while n < max_new_tokens:
             k = STEPS_PER_GRAPH if max_new_tokens - n >= STEPS_PER_GRAPH else 1
-            self.graphs[k].replay() if k in self.graphs else self._steps(model, k)
+            if k in self.graphs:
+                self.graphs[k].replay()             # CUDA: k recorded steps, one launch
+            else:
+                self._steps(model, k)               # CPU: the same steps, run one by one
             n += k
             if k == STEPS_PER_GRAPH and bool(s["done"].all()):
                 break
