@@ -2,8 +2,8 @@
 
 Nothing is downloaded: a small seeded grammar writes short review sentences such as
     "the food was very good but the staff is rude."
-one per line. `is_grammatical` decides exactly whether a line belongs to that grammar; it is how
-minippo measures fluency, because reward hacking breaks grammar long before it breaks the reward.
+one per line. minippo/extras/grammar.py decides exactly whether a line belongs to that grammar: it
+is how minippo measures fluency, since reward hacking breaks grammar long before the reward.
 
 Signpost: real systems train a subword tokenizer on terabytes of web text. Characters and a toy
 grammar keep the vocabulary tiny (about 30 symbols) so the whole policy pretrains in seconds on a
@@ -44,32 +44,6 @@ def make_corpus(n_lines: int, seed: int) -> list[str]:
     return [make_sentence(rng) for _ in range(n_lines)]
 
 
-def is_grammatical(line: str) -> bool:
-    """True exactly when `line` can be produced by make_sentence (a tiny hand-written parser)."""
-    if not line.endswith(".") or line != line.strip() or "  " in line:
-        return False
-    words = line[:-1].split(" ")
-
-    def subject_verb(i):        # index after "subject verb", or -1
-        if " ".join(words[i:i + 2]) in SUBJECTS and i + 2 < len(words) and words[i + 2] in VERBS:
-            return i + 3
-        return -1
-
-    def adjective_phrase(i):    # index after "[adverb] adjective", or -1
-        if i < len(words) and words[i] in ADVERBS:
-            i += 1
-        return i + 1 if i < len(words) and words[i] in ADJECTIVES else -1
-
-    i = subject_verb(0)
-    i = adjective_phrase(i) if i >= 0 else -1
-    if i < 0 or i == len(words):
-        return i == len(words)
-    if words[i] not in CONJUNCTIONS:
-        return False
-    j = subject_verb(i + 1)
-    return adjective_phrase(j if j >= 0 else i + 1) == len(words)
-
-
 def make_prompts(lines: list[str], n_words: int = 2) -> list[str]:
     """The queries x: the distinct first `n_words` words of the corpus lines, in first-seen order."""
     prompts = [" ".join(line.split()[:n_words]) for line in lines if len(line.split()) > n_words]
@@ -82,34 +56,23 @@ EOS = "\n"      # ends every response; the newline that ends the previous line a
 
 @dataclass(frozen=True)
 class Vocab:
-    """Characters of the corpus (always including EOS); the padding token PAD gets the next id."""
+    """The corpus's characters (always including EOS) have ids 0 .. size-1, the characters the model
+    predicts; PAD = size is an input-only id for padding, never in text and never predicted."""
     chars: str
 
     @classmethod
     def from_text(cls, text: str) -> "Vocab":
         return cls("".join(sorted(set(text) | {EOS})))
 
-    @property
-    def size(self) -> int:
-        return len(self.chars)              # tokens the model can predict (PAD is not one)
-
-    @property
-    def pad_id(self) -> int:
-        return len(self.chars)              # PAD is not EOS and never appears in text
-
-    @property
-    def eos_id(self) -> int:
-        return self.chars.index(EOS)
+    size = pad_id = property(lambda self: len(self.chars))
+    eos_id = property(lambda self: self.chars.index(EOS))
 
     def encode(self, text: str) -> list[int]:
-        ids = []
         for position, ch in enumerate(text):
-            i = self.chars.find(ch)
-            if i < 0:
+            if ch not in self.chars:
                 raise ValueError(f"character {ch!r} (at position {position} of {text[:40]!r}) "
                                  f"is not in the vocabulary {self.chars!r}")
-            ids.append(i)
-        return ids
+        return [self.chars.index(ch) for ch in text]
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids if i < len(self.chars))

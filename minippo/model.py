@@ -1,12 +1,10 @@
 """The policy pi_theta: a tiny decoder-only transformer over characters, with a value head.
 
 GPT-2 shape (token + position embeddings, pre-LayerNorm blocks of causal self-attention and an MLP,
-no dropout) at about 110k parameters. It knows nothing of RL: it maps tokens to next-token logits
-and, for PPO later, a scalar value V(s_t) per position from the same hidden states.
-
-Padding: batches of prompts are *left*-padded with PAD so every prompt ends at the same column and
-responses start together. PAD tokens are never attended to, and positions count only real tokens,
-so a sequence gives the same numbers alone or padded inside a batch (tests check this).
+no dropout), about 110k parameters. It knows nothing of RL: tokens in, next-token logits out, and
+for PPO a scalar value V(s_t) per position from the same hidden states. Prompts are *left*-padded
+with PAD so responses start in one column; PAD is never attended to and positions count only real
+tokens, so a sequence gives the same numbers alone or padded in a batch (tests check this).
 
 Signpost: production LLMs are ~10^5-10^7 times larger and add rotary positions, grouped-query
 attention and fused kernels; none of that changes what PPO does with the log-probs.
@@ -53,6 +51,13 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+def gpt2_init(m):
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, std=0.02)
+    if isinstance(m, nn.Linear) and m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
 class Policy(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -63,18 +68,10 @@ class Policy(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # PAD is never predicted
         self.value_head = nn.Linear(cfg.d_model, 1)     # V(s_t), used by PPO only
-        self.apply(self._init)
+        self.apply(gpt2_init)
         for block in self.blocks:       # GPT-2: scale residual projections by 1/sqrt(2 n_layer)
             nn.init.normal_(block.proj.weight, std=0.02 / math.sqrt(2 * cfg.n_layer))
         nn.init.zeros_(self.value_head.weight)          # V = 0 exactly at initialisation
-        nn.init.zeros_(self.value_head.bias)
-
-    @staticmethod
-    def _init(m):
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
 
     def forward(self, tokens, cache=None):
         """tokens (B, T) -> logits (B, T, V), values (B, T). With `cache`, tokens continue it."""
@@ -100,11 +97,9 @@ class Policy(nn.Module):
         x = self.ln_f(x)
         return self.lm_head(x), self.value_head(x).squeeze(-1)
 
-    def decode(self, token, cache):
-        """One sampling step: token (B,) continues the cache -> next-token logits (B, V).
-        The same computation as forward() for one new column, with the little it needs read from
-        the cache instead of rebuilt: the newest query may see every real key (itself included),
-        its position is the row's count of real tokens, and no value head (sampling needs none)."""
+    def next_logits(self, token, cache):
+        """forward() for one new token per row, token (B,) -> next-token logits (B, V): it may see
+        every real key in the cache, its position is the row's count of real tokens, no V head."""
         S = cache["len"]
         real = token != self.cfg.vocab_size                                 # (B,)
         cache["real"][:, S] = real
@@ -118,9 +113,8 @@ class Policy(nn.Module):
 
     def new_cache(self, batch_size: int, max_len: int):
         """A preallocated KV cache: keys and values for every layer, plus which columns are real."""
-        c = self.cfg
+        c, p = self.cfg, self.lm_head.weight
         shape = (batch_size, c.n_head, max_len, c.d_model // c.n_head)
-        p = self.lm_head.weight
         return {"len": 0, "real": torch.zeros(batch_size, max_len, dtype=torch.bool, device=p.device),
                 "kv": [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(c.n_layer)]}
 
@@ -133,23 +127,14 @@ def token_logprobs(logits, targets, temperature: float):
     return torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets).squeeze(-1)
 
 
-def logprobs(model, tokens, temperature: float):
-    """Teacher-forced log-probs of tokens[:, 1:] given their prefixes: (B, T) -> (B, T-1)."""
-    logits, _ = model(tokens)
-    return token_logprobs(logits[:, :-1], tokens[:, 1:], temperature)
-
-
 @torch.inference_mode()
-def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int, graphs: bool = True):
+def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int):
     """y ~ pi_theta(. | x) with a KV cache, each row stopping at its first EOS.
 
     prompts (B, P) left-padded -> tokens (B, L), logprobs (B, L) with L <= max_new_tokens.
     After a row's EOS its tokens are PAD and its log-probs 0. Each step feeds one new token per row
     and reads the keys/values of all earlier ones from the cache instead of recomputing them.
     """
-    if graphs and prompts.is_cuda:   # GPU: this loop with a static cache, replayed as CUDA graphs
-        from minippo.cuda_graphs import graph_sample                   # (off the reading path)
-        return graph_sample(model, prompts, max_new_tokens, temperature, eos_id)
     pad_id = model.cfg.vocab_size
     B = prompts.shape[0]
     cache = model.new_cache(B, prompts.shape[1] + max_new_tokens)
@@ -166,5 +151,5 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int,
         done = done | (nxt == eos_id)
         if bool(done.all()):
             break
-        logits = model.decode(nxt, cache)
+        logits = model.next_logits(nxt, cache)
     return torch.stack(tokens, 1), torch.stack(lps, 1)

@@ -13,9 +13,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minippo.data import is_grammatical
-from minippo.model import sample
-
 
 def line_starts(ids, eos_id: int, block_size: int):
     """Positions of the EOS tokens that begin a full window: every window starts a line."""
@@ -33,14 +30,6 @@ def get_batch(ids, starts, batch_size: int, block_size: int):
 def lm_loss(model, x, y):
     logits, _ = model(x)                                        # (B, T, V)
     return F.cross_entropy(logits.flatten(0, 1), y.flatten())   # -mean log p(next char)
-
-
-@torch.no_grad()
-def val_loss(model, ids, eos_id: int, block_size: int, max_windows: int = 64) -> float:
-    """Mean next-character loss over the first line-aligned windows of the held-out text."""
-    starts = line_starts(ids, eos_id, block_size)[:max_windows]
-    windows = ids[starts[:, None] + torch.arange(block_size + 1, device=ids.device)]
-    return lm_loss(model, windows[:, :-1], windows[:, 1:]).item()
 
 
 def learning_rate(step: int, total: int, peak: float) -> float:
@@ -61,7 +50,7 @@ def pretrain(model, optimizer, train_ids, eos_id, cfg, step: int = 0, should_sto
         if should_stop():
             bar.close()
             return step
-        optimizer.lr = learning_rate(step, cfg.pretrain_steps, cfg.pretrain_lr)
+        optimizer.param_groups[0]["lr"] = learning_rate(step, cfg.pretrain_steps, cfg.pretrain_lr)
         x, y = get_batch(train_ids, starts, cfg.pretrain_batch, cfg.block_size)
         loss = lm_loss(model, x, y)
         if not torch.isfinite(loss):
@@ -76,21 +65,3 @@ def pretrain(model, optimizer, train_ids, eos_id, cfg, step: int = 0, should_sto
     bar.close()
     model.eval()
     return cfg.pretrain_steps
-
-
-@torch.no_grad()
-def sample_lines(model, vocab, n: int, prompt: str = "", temperature: float = 1.0,
-                 max_new_tokens: int = 64) -> list[str]:
-    """n lines written by the model after `prompt` (each line begins after an EOS)."""
-    device = model.lm_head.weight.device
-    start = torch.tensor([[vocab.eos_id] + vocab.encode(prompt)] * n, device=device)
-    tokens, _ = sample(model, start, max_new_tokens, temperature, vocab.eos_id)
-    lines = []
-    for row in tokens.tolist():
-        text = vocab.decode(row)
-        lines.append(prompt + text[:-1] if text.endswith("\n") else prompt + text + " <no EOS>")
-    return lines
-
-
-def grammatical_fraction(lines) -> float:
-    return sum(map(is_grammatical, lines)) / max(1, len(lines))

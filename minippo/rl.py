@@ -3,21 +3,18 @@
 The objective (the lecture's):  J(theta) = E_x E_{y ~ pi_theta(.|x)}[ r(x, y) ] - beta KL(pi_theta || pi_ref)
 
 Design choices, all of Ziegler et al. 2019 / InstructGPT style PPO:
-- KL in the reward, per token: r_t = -beta (log pi_old - log pi_ref)_t at every response token, and
-  the score r(x, y) added at the last token (the EOS). Summed over t this is exactly the sampled
-  J(theta) integrand r(x, y) - beta log(pi(y|x) / pi_ref(y|x)).
+- KL in the reward, per token: r_t = -beta (log pi_old - log pi_ref)_t, and the score r(x, y) added
+  at the last token (the EOS). Summed over t: r(x, y) - beta log(pi(y|x) / pi_ref(y|x)), exactly
+  the sampled integrand of J(theta).
 - Advantages by GAE with gamma = 1 (a response is a finite episode) and lambda (default 1: the
-  unbiased Monte Carlo "reward-to-go minus V"; below 1 the learned V trades bias for variance).
-  Optionally whitened over the batch's response tokens (off by default: once the reward saturates
-  whitening magnifies noise and the policy drifts past the optimum).
-- Losses are summed over a response's tokens and averaged over responses, because J is an
-  expectation over responses: that sum is the unbiased gradient of J, whatever the lengths.
+  unbiased Monte Carlo "reward-to-go minus V"; below 1 the learned V trades bias for variance),
+  optionally whitened (off by default: once the reward saturates it magnifies noise).
+- Losses are summed over a response's tokens and averaged over responses: J is an expectation
+  over responses, and that sum is its unbiased gradient whatever the lengths.
 Shapes: B responses, L response tokens; `mask` (B, L) is 1 where the token is part of the response
 (up to and including EOS) and counts in the loss, 0 for padding after it.
 """
 import torch
-
-from minippo.dist import all_sum     # several processes: sums over the global batch (else identity)
 
 
 def seq_mean(x, mask):
@@ -31,10 +28,9 @@ def masked_mean(x, mask):
 
 
 def whiten(x, mask, eps: float = 1e-8):
-    """(x - mean) / std over the masked entries of the whole batch; finite on constant input."""
-    n = all_sum(mask.sum()).clamp(min=1)
-    mean = all_sum((x * mask).sum()) / n
-    var = all_sum(((x - mean) ** 2 * mask).sum()) / n
+    """(x - mean) / std over the masked entries of the batch; finite on constant input."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
@@ -86,8 +82,7 @@ def reinforce_loss(logprobs, scores, kl, mask, beta: float):
     b_i is the mean R of the *other* samples, so it does not depend on y_i and the estimate stays
     unbiased (a plain batch mean would shrink the gradient by (B-1)/B). (B, L) tensors, scores (B,)."""
     R = scores - beta * kl.sum(1)                             # (B,) R(x, y) with the KL penalty
-    n = all_sum(torch.tensor(len(R), dtype=R.dtype, device=R.device))   # responses in the batch
-    b = (all_sum(R.sum()) - R) / (n - 1)                      # leave-one-out baseline
+    b = (R.sum() - R) / (len(R) - 1)                          # leave-one-out baseline
     seq_logprob = (logprobs * mask).sum(1)                    # log pi_theta(y|x) = sum_t log pi(y_t|.)
     return -((R - b).detach() * seq_logprob).mean()
 
@@ -100,10 +95,9 @@ def entropy(logits, mask, temperature: float):
 
 def explained_variance(values, returns, mask) -> float:
     """1 - Var(returns - V) / Var(returns): 1 = V predicts the return, <= 0 = no better than a constant."""
+    var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
     err = returns - values
-    n, s_ret, s_err = (all_sum(t.sum()) for t in (mask, returns * mask, err * mask))
-    var = all_sum(((returns - s_ret / n) ** 2 * mask).sum()) / n
-    var_err = all_sum(((err - s_err / n) ** 2 * mask).sum()) / n
+    var_err = masked_mean((err - masked_mean(err, mask)) ** 2, mask)
     return float(1 - var_err / var) if var > 0 else float("nan")
 
 

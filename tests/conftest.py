@@ -11,6 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minippo.model import ModelConfig, Policy  # noqa: E402
+from minippo.rollout import response_logprobs  # noqa: E402
+
+
+def logprobs(model, tokens, temperature: float):
+    """Teacher-forced log-probs of tokens[:, 1:] given their prefixes: (B, T) -> (B, T-1)."""
+    return response_logprobs(model, tokens[:, :1], tokens[:, 1:], temperature)[0]
 
 
 @pytest.fixture

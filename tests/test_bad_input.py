@@ -1,5 +1,6 @@
 """Every bad input gives one clear line, exit code 2, no traceback, and leaves saved files alone."""
 import json
+from dataclasses import asdict
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import torch
 
 from conftest import ROOT, TINY
 from minippo.config import Config
-import train as train_module
+from minippo.extras import launch as train_module
 
 BAD_FLAGS = [
     (["--lr", "0"], "--lr"), (["--lr=-1e-3"], "--lr"), (["--nonsense", "1"], "--nonsense"), (["--batch", "0"], "--batch"),
@@ -104,7 +105,7 @@ def test_resume_refuses_other_settings_and_missing_runs(tmp_path, capsys):
     assert "--resume" in in_process(capsys, "--resume", str(tmp_path / "nothing"))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "config.json").write_text(json.dumps({**Config().to_dict(), "out": str(out), "lr": 0.001}))
+    (out / "config.json").write_text(json.dumps({**asdict(Config()), "out": str(out), "lr": 0.001}))
     err = in_process(capsys, "--resume", str(out))
     assert "--resume" in err and "--lr" in err
 

@@ -1,12 +1,13 @@
 """Checkpoints: round trip of policy, value head and optimizer; clear errors for bad files."""
+import copy
 import os
 
 import pytest
 import torch
 
-from minippo.adamw import AdamW
-from minippo import checkpoint as ckpt
-from minippo.config import UsageError
+from minippo.extras import checkpoint as ckpt
+from minippo.extras.cli import UsageError
+from minippo.extras.runs import load_optimizer
 from minippo.model import ModelConfig, Policy
 
 
@@ -17,7 +18,7 @@ class Custom:   # a pickled custom object must never be loaded
 def make():
     torch.manual_seed(0)
     model = Policy(ModelConfig(vocab_size=9, block_size=16, n_layer=1, n_head=2, d_model=16))
-    opt = AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tokens = torch.randint(0, 9, (2, 8))
     logits, values = model(tokens)
     (logits.logsumexp(-1).mean() + values.pow(2).mean() + values.mean()).backward()
@@ -35,12 +36,16 @@ def test_round_trip(tmp_path):
     model2, opt2 = make()
     model2.value_head.weight.data.fill_(3.0)
     model2.load_state_dict(state["model"])
-    opt2.load_state_dict(state["optimizer"])
+    load_optimizer(opt2, state, path)
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
         assert torch.equal(a, b)
     assert torch.equal(model2.value_head.weight, model.value_head.weight)
-    s1, s2 = opt.state_dict(), opt2.state_dict()
-    assert s1["t"] == s2["t"] == 1 and torch.equal(s1["m"], s2["m"]) and torch.equal(s1["v"], s2["v"])
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys() and len(s1) == len(list(model.parameters()))
+    for i in s1:
+        assert float(s1[i]["step"]) == float(s2[i]["step"]) == 1
+        assert torch.equal(s1[i]["exp_avg"], s2[i]["exp_avg"])
+        assert torch.equal(s1[i]["exp_avg_sq"], s2[i]["exp_avg_sq"])
     assert state["iter"] == 7
 
 
@@ -92,3 +97,34 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         ckpt.atomic_write(path, broken)
     assert ckpt.load(path, "rl")["n"] == 1
     assert os.listdir(tmp_path) == ["keep.pt"]
+
+
+def corrupt(change):
+    state = make()[1].state_dict()
+    change(state)
+    return state
+
+
+def set_first(key, value):
+    return lambda s: s["state"][0].__setitem__(key, value(s["state"][0][key]))
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s.clear(), lambda s: s.__setitem__("param_groups", []),
+    lambda s: s["param_groups"][0].__setitem__("lr", float("nan")),
+    lambda s: s["param_groups"][0].__setitem__("lr", "1"),
+    set_first("step", lambda t: t - 5), set_first("step", lambda t: t * float("nan")),
+    set_first("exp_avg", lambda t: t[:1]), set_first("exp_avg", lambda t: t.double()),
+    set_first("exp_avg", lambda t: t + float("inf")), set_first("exp_avg_sq", lambda t: t - 1),
+    lambda s: s["state"].__setitem__(99, s["state"][0])],
+    ids=["empty", "no-groups", "lr-nan", "lr-str", "step<0", "step-nan", "shape", "float64", "inf",
+         "v<0", "extra-parameter"])
+def test_an_optimizer_state_that_does_not_fit_is_one_line_and_changes_nothing(change):
+    model, opt = make()
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(UsageError, match="optimizer state does not fit") as e:
+        load_optimizer(opt, {"optimizer": corrupt(change)}, "checkpoint.pt")
+    assert "\n" not in str(e.value)
+    after = opt.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    assert all(torch.equal(after["state"][i]["exp_avg"], before["state"][i]["exp_avg"]) for i in before["state"])

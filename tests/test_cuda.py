@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from conftest import TINY, run
-from minippo.model import ModelConfig, Policy, logprobs, sample
+from conftest import logprobs
+from minippo.model import ModelConfig, Policy, sample
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
@@ -55,7 +56,7 @@ def test_cuda_graph_replay_sees_updated_weights_and_exact_law():
 
 
 def test_bench_on_cuda_reports_graphs():
-    from minippo.bench import Config, bench
+    from minippo.extras.bench import Config, bench
     r = bench(Config(algo="reinforce", batch=16, max_new_tokens=16), torch.device("cuda"), iters=1, warmup=1)
     assert r["cuda_graph_speedup"] > 0 and r["completions_per_s"] > 0
 

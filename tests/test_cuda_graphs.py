@@ -9,8 +9,8 @@ import weakref
 import pytest
 import torch
 
-from minippo.cuda_graphs import STEPS_PER_GRAPH, Sampler, graph_sample, static_decode
-from minippo.model import logprobs
+from minippo.extras.cuda_graphs import STEPS_PER_GRAPH, Sampler, graph_sample, static_decode
+from conftest import logprobs
 
 PAD, EOS = 11, 0
 
@@ -57,7 +57,7 @@ def test_static_decode_gives_the_eager_decode_logits(peaked_model):
         s["pos"].copy_(cache["pos"])
         s["col"].fill_(5)
         for t in range(12):
-            expect = peaked_model.decode(rest[:, t], eager)
+            expect = peaked_model.next_logits(rest[:, t], eager)
             got = static_decode(peaked_model, rest[:, t], s)
             assert torch.allclose(got, expect, atol=1e-5)
         assert torch.equal(s["pos"], eager["pos"])

@@ -3,8 +3,9 @@ import re
 
 import pytest
 
-from minippo.data import (ADJECTIVES, ADVERBS, CONJUNCTIONS, SUBJECTS, VERBS, Vocab, is_grammatical,
-                          make_corpus, make_prompts)
+from minippo.data import (ADJECTIVES, ADVERBS, CONJUNCTIONS, SUBJECTS, VERBS, Vocab, make_corpus,
+                          make_prompts)
+from minippo.extras.grammar import is_grammatical
 
 
 def test_corpus_is_deterministic_per_seed():

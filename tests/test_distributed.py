@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from conftest import TINY, metrics, with_reference
-from minippo import dist
 from minippo.config import Config
-from minippo.rl import explained_variance, gae, per_token_rewards, whiten
-from minippo.rollout import response_logprobs
+from minippo.extras import dist
+from minippo.extras.launch import main as train_main
+from minippo.extras.runs import global_steps
 from minippo.model import ModelConfig, Policy, sample
-
-import train
+from minippo.ppo import update
+from minippo.rl import gae, per_token_rewards, whiten
+from minippo.rollout import response_logprobs
 
 WORLD, B, T = 2, 16, 1.0
 
@@ -56,7 +57,7 @@ def in_two_processes(fn, *args):
 
 
 def fixed_batch():
-    """One global batch of rollouts from a small random policy: every input of train.update."""
+    """One global batch of rollouts from a small random policy: what minippo.ppo.update takes."""
     torch.manual_seed(0)
     policy = Policy(ModelConfig(vocab_size=5, block_size=12, n_layer=1, n_head=2, d_model=16))
     ref = Policy(ModelConfig(vocab_size=5, block_size=12, n_layer=1, n_head=2, d_model=16))
@@ -75,42 +76,65 @@ def fixed_batch():
         ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
         rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, 0.1)
         advantages, returns = gae(rewards, old_values, mask, 1.0, 0.95)
-    return policy, (x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns)
+    return policy, {"prompt_ids": x, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
+                    "old_logprobs": old_logprobs, "old_values": old_values,
+                    "advantages": advantages, "returns": returns}
 
 
-def one_update(rank, algo):
-    """train.update on this process's half of the fixed batch (rank None: the whole batch alone)."""
+HALVES = [slice(0, B // 2), slice(B // 2, B)]          # rows of process 0 and of process 1
+
+
+def one_update(rank, algo, whitened=False, part=slice(None)):
+    """One minippo.ppo.update with SGD on `part` of the fixed batch; with a rank, in a process
+    group, on that process's half, with the gradient-averaging hooks train.py installs."""
     if rank is not None:
-        dist.setup("cpu")
+        dist.setup("cpu")                  # first: one thread per process (a forked thread pool hangs)
     policy, batch = fixed_batch()
-    part = slice(None) if rank is None else slice(rank * B // WORLD, (rank + 1) * B // WORLD)
-    batch = [t[part] for t in batch]
-    batch[7] = whiten(batch[7], batch[2])                     # advantages, whitened over the global batch
-    cfg = Config(algo=algo, batch=B, minibatch=B, epochs=1, lr=0.5)
+    if rank is not None:
+        dist.average_gradients_in_backward(policy)
+        part = HALVES[rank]
+    batch = {k: v[part] for k, v in batch.items()}
+    if whitened:                                              # over this process's share only
+        batch["advantages"] = whiten(batch["advantages"], batch["mask"])
+    n = len(batch["tokens"])
+    cfg = Config(algo=algo, batch=n, minibatch=n, epochs=1, lr=0.5, max_grad_norm=1e9)
     # SGD: the step is the averaged gradient itself (Adam's g / |g| would magnify float rounding
     # of gradients that are ~0, like the key bias's, which softmax ignores)
     optimizer = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
-    log = train.update(policy, optimizer, cfg, 0.1, *batch)
-    ev = explained_variance(batch[6], batch[8], batch[2])
-    return {k: v.detach().clone() for k, v in policy.state_dict().items()}, log, ev, batch[7]
+    steps = global_steps(update(policy, optimizer, batch, cfg, 0.1))
+    return {k: v.detach().clone() for k, v in policy.state_dict().items()}, steps
 
 
-@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
-def test_two_process_update_equals_one_process_update(algo):
-    alone, alone_log, alone_ev, alone_adv = one_update(None, algo)
-    results = in_two_processes(one_update, algo)
-    for params, log, ev, _ in results:                        # every process: the same new weights
-        for name, value in alone.items():
-            assert torch.allclose(params[name], value, rtol=1e-5, atol=1e-6), name
-        for key in alone_log[0]:                              # logged figures: global batch's
+def assert_same_weights(a, b):
+    for name, value in a.items():
+        assert torch.allclose(b[name], value, rtol=1e-5, atol=1e-6), name
+
+
+@pytest.mark.parametrize("algo, whitened", [("ppo", False), ("ppo", True), ("reinforce", False)])
+def test_two_processes_step_with_the_mean_gradient_of_their_shares(algo, whitened):
+    """The promise under torchrun: each process computes the loss of its own share (whitening and
+    the REINFORCE baseline use that share's statistics) and all take the step of the mean gradient.
+    With SGD that step is the mean of the steps each share alone would take."""
+    shares = [one_update(None, algo, whitened, part)[0] for part in HALVES]
+    expect = {k: (shares[0][k] + shares[1][k]) / 2 for k in shares[0]}
+    for params, _ in in_two_processes(one_update, algo, whitened):   # every process: the same weights
+        assert_same_weights(expect, params)
+
+
+def test_two_process_ppo_update_equals_one_process_on_the_whole_batch():
+    """Without whitening PPO's loss is a sum over responses / B, so halves add up to the whole:
+    two processes take exactly the step of one process on the whole batch, and the figures they
+    log (per-token ones weighted by tokens) are the whole batch's."""
+    alone, alone_log = one_update(None, "ppo")
+    for params, log in in_two_processes(one_update, "ppo"):
+        assert_same_weights(alone, params)
+        for key in alone_log[0]:
             assert log[0][key] == pytest.approx(alone_log[0][key], rel=1e-5, abs=1e-6), key
-        assert ev == pytest.approx(alone_ev, rel=1e-5, abs=1e-6)
-    assert torch.allclose(torch.cat([r[3] for r in results]), alone_adv, atol=1e-6)
 
 
 def two_process_run(rank, out):
     torch.set_num_threads(1)
-    code = train.main(["--out", out, "--force", *TINY, "--iters", "6", "--eval-samples", "4"])
+    code = train_main(["--out", out, "--force", *TINY, "--iters", "6", "--eval-samples", "4"])
     return code
 
 
@@ -129,5 +153,5 @@ def test_two_process_run_learns_and_is_deterministic(reference, tmp_path):
 
 def test_batch_must_split_evenly():
     def bad(rank):
-        return train.main(["--out", "unused", "--batch", "9", "--minibatch", "9"])
+        return train_main(["--out", "unused", "--batch", "9", "--minibatch", "9"])
     assert in_two_processes(bad) == [2, 2]

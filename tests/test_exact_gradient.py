@@ -2,7 +2,7 @@
 
 A tiny autoregressive policy over 3 symbols writes responses of exactly 3 tokens: all 27 can be
 enumerated, so J(theta) = sum_y pi(y) r(y) - beta KL(pi || pi_ref) and its autograd gradient are
-exact. The sampled estimate from train.update (REINFORCE, or PPO's first step with GAE lambda = 1
+exact. The sampled estimate from minippo.ppo.update (REINFORCE, or PPO's first step with GAE lambda = 1
 and no whitening) must match it within Monte Carlo error.
 """
 import itertools
@@ -10,12 +10,11 @@ import itertools
 import pytest
 import torch
 
-from minippo.adamw import AdamW
 from minippo.config import Config
 from minippo.model import ModelConfig, Policy, sample
+from minippo.ppo import update
 from minippo.rl import gae, per_token_rewards, whiten
 from minippo.rollout import response_logprobs
-from train import update
 
 BETA, T, B, M = 0.5, 1.0, 128, 60
 
@@ -52,7 +51,8 @@ def exact_gradient(policy, ref, r):
 
 
 def rollout(policy, ref, r, n, beta, lam):
-    """n responses of 3 tokens to the one query, scored, with log pi_old, V, log pi_ref, GAE."""
+    """n responses of 3 tokens to the one query, scored, with log pi_old, V, log pi_ref, GAE:
+    the batch dict that minippo.ppo.update takes."""
     x = torch.zeros(n, 1, dtype=torch.long)
     tokens, _ = sample(policy, x, 3, T, eos_id=-1)                       # (n, 3), never stops early
     mask = torch.ones(n, 3)
@@ -62,7 +62,9 @@ def rollout(policy, ref, r, n, beta, lam):
         ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
         rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)
         advantages, returns = gae(rewards, old_values, mask, 1.0, lam)
-    return x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns
+    return {"prompt_ids": x, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
+            "old_logprobs": old_logprobs, "old_values": old_values, "advantages": advantages,
+            "returns": returns}
 
 
 def sampled_gradients(policy, ref, r, algo, beta_in_loss=BETA):
@@ -71,7 +73,7 @@ def sampled_gradients(policy, ref, r, algo, beta_in_loss=BETA):
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)             # read the gradient only
     grads = []
     for m in range(M):
-        update(policy, optimizer, cfg, beta_in_loss, *rollout(policy, ref, r, B, beta_in_loss, 1.0))
+        update(policy, optimizer, rollout(policy, ref, r, B, beta_in_loss, 1.0), cfg, beta_in_loss)
         grads.append(torch.cat([-p.grad.flatten() for p in trunk(policy)]))  # loss = -J
     return torch.stack(grads)
 
@@ -99,18 +101,17 @@ def test_first_ppo_minibatch_has_ratio_one_and_lr_zero_keeps_it(setting):
     policy, ref, r = setting
     torch.manual_seed(4)
     cfg = Config(batch=32, minibatch=8, epochs=4, lr=1e-2)
-    x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns = \
-        rollout(policy, ref, r, 32, BETA, 0.95)
-    advantages = whiten(advantages, mask)
+    batch = rollout(policy, ref, r, 32, BETA, 0.95)
+    batch["advantages"] = whiten(batch["advantages"], batch["mask"])
     with torch.no_grad():
         mb = torch.randperm(32)[:8]                      # a minibatch alone gives the same numbers
-        assert torch.equal(response_logprobs(policy, x[mb], tokens[mb], T)[0], old_logprobs[mb])
-    args = (x, tokens, mask, scores, kl, old_logprobs, old_values, advantages, returns)
+        assert torch.equal(response_logprobs(policy, batch["prompt_ids"][mb], batch["tokens"][mb], T)[0],
+                           batch["old_logprobs"][mb])
     frozen = [p.detach().clone() for p in policy.parameters()]
-    log = update(policy, AdamW(policy.parameters(), lr=0.0), cfg, BETA, *args)
+    log = update(policy, torch.optim.AdamW(policy.parameters(), lr=0.0), batch, cfg, BETA)
     assert len(log) == 16 and all(d["approx_kl"] == 0 and d["clipfrac"] == 0 for d in log)
     assert all(torch.equal(a, b) for a, b in zip(frozen, policy.parameters()))
-    log = update(policy, AdamW(policy.parameters(), lr=cfg.lr), cfg, BETA, *args)
+    log = update(policy, torch.optim.AdamW(policy.parameters(), lr=cfg.lr), batch, cfg, BETA)
     assert log[0]["approx_kl"] == 0 and log[0]["clipfrac"] == 0
     assert log[-1]["approx_kl"] != 0                     # later minibatches see the moved policy
     with torch.no_grad():

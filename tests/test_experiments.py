@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from conftest import TINY
-from minippo import plot, sweep
-from minippo.config import UsageError
-from minippo.human_eval import human_eval, load_run, wilson
-from minippo.human_eval import main as human_eval_main
+from minippo.extras import plot, sweep
+from minippo.extras.cli import UsageError
+from minippo.extras.human_eval import human_eval, load_run, wilson
+from minippo.extras.human_eval import main as human_eval_main
 
 METRICS = [{"iter": i, "reward": -0.1 + 0.2 * i, "kl": 0.3 * i, "objective": -0.1 + 0.17 * i, "beta": 0.1,
             "grammatical": 0.9, "distinct": 1 - 0.1 * i, "seconds": 0.2} for i in range(1, 6)]
@@ -183,7 +183,7 @@ def test_command_line_saves_judgements_and_refuses_without_answers(reference, tm
 
 
 def test_train_py_plot_and_human_eval_flags(reference, tmp_path, capsys, monkeypatch):
-    import train
+    from minippo.extras import launch as train
     from conftest import with_reference
     out = with_reference(reference, tmp_path, "flags")
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))        # nothing piped: refused before training

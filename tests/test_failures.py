@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-import train as train_module
+from minippo.extras import launch as train_module
 from conftest import TINY, with_reference
-from minippo import checkpoint as ckpt
+from minippo.extras import checkpoint as ckpt
 from minippo.rewards import NO_EOS_PENALTY
 from minippo.rollout import RewardError, score
 
@@ -68,17 +68,20 @@ def test_score_names_the_reward_prompt_and_response(bad, what):
 
 @pytest.mark.parametrize("algo", ["ppo", "reinforce"])
 def test_a_nan_never_reaches_the_weights(algo):
-    """update() checks the loss and gradient norm before optimizer.step(), not after."""
-    from minippo.adamw import AdamW
+    """The command guards the optimizer (runs.refuse_non_finite_gradients, installed by Run.start):
+    a step whose gradients are not finite raises before it changes any weight."""
     from minippo.config import Config
+    from minippo.extras.runs import refuse_non_finite_gradients
+    from minippo.ppo import update
     from test_distributed import B, fixed_batch
     policy, batch = fixed_batch()
-    batch = list(batch)
-    which = 7 if algo == "ppo" else 3                         # an advantage, or a score r(x, y)
+    which = "advantages" if algo == "ppo" else "scores"     # an advantage, or a score r(x, y)
     batch[which] = batch[which].clone()
     batch[which][0, ...] = math.nan
     before = [p.detach().clone() for p in policy.parameters()]
     cfg = Config(algo=algo, batch=B, minibatch=B, epochs=1)
-    with pytest.raises(FloatingPointError, match="loss became nan"):
-        train_module.update(policy, AdamW(policy.parameters(), lr=0.1), cfg, 0.1, *batch)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=0.1)
+    optimizer.register_step_pre_hook(refuse_non_finite_gradients)
+    with pytest.raises(FloatingPointError, match="gradient became non-finite"):
+        update(policy, optimizer, batch, cfg, 0.1)
     assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from minippo.model import logprobs, sample, token_logprobs
+from conftest import logprobs
+from minippo.model import sample, token_logprobs
 
 PAD, EOS = 11, 0
 

@@ -1,12 +1,13 @@
 """A seeded pretraining of a few hundred steps must actually learn the grammar."""
 import torch
 
-from minippo.adamw import AdamW
-from minippo.checkpoint import seed_everything
+from minippo.extras.checkpoint import seed_everything
 from minippo.config import Config
 from minippo.data import Vocab, make_corpus
 from minippo.model import ModelConfig, Policy
-from minippo.pretrain import grammatical_fraction, learning_rate, pretrain, sample_lines, val_loss
+from minippo.extras.grammar import grammatical_fraction
+from minippo.extras.runs import sample_lines, val_loss
+from minippo.pretrain import learning_rate, pretrain
 
 
 def test_pretraining_lowers_val_loss_and_raises_grammaticality():
@@ -19,7 +20,7 @@ def test_pretraining_lowers_val_loss_and_raises_grammaticality():
     model = Policy(ModelConfig(vocab.size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model))
     before_loss = val_loss(model, val_ids, vocab.eos_id, cfg.block_size)
     before_gram = grammatical_fraction(sample_lines(model, vocab, 128))
-    opt = AdamW(model.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
     assert pretrain(model, opt, train_ids, vocab.eos_id, cfg) == cfg.pretrain_steps
     after_loss = val_loss(model, val_ids, vocab.eos_id, cfg.block_size)
     after_gram = grammatical_fraction(sample_lines(model, vocab, 128))

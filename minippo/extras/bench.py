@@ -1,13 +1,15 @@
-"""Where the time of one RL iteration goes: `python -m minippo.bench [--json] [--device cuda]`.
+"""Where the time of one RL iteration goes: `python -m minippo.extras.bench [--json] [--device cuda]`.
 
-Off the reading path: nothing in minippo imports this file. It builds the default policy (random
-weights, so no pretraining is needed) and times the phases of train.py's loop on a fixed amount of
-work: every response runs to exactly --max-new-tokens (EOS is ignored), so runs compare.
+Off the reading path: nothing in the lesson imports this file. It builds the default policy (random
+weights, so no pretraining is needed) and times minippo.ppo.iteration, the loop's own function,
+on a fixed amount of work: every response runs to exactly --max-new-tokens (EOS is ignored until
+the last token), so runs compare. The phases come from wrapping what the iteration calls: the
+sampler, score() and update(); the rest (teacher-forced log-probs, KL, GAE) is the remainder.
 
-    python -m minippo.bench                                   # the default configuration
-    python -m minippo.bench --algo reinforce --batch 64 --max-new-tokens 48 --json   # TRL GRPO's work
-    python -m minippo.bench --scaling                         # cost as batch and model grow
-    python -m minippo.bench --profile                         # which operations take the time
+    python -m minippo.extras.bench                                   # the default configuration
+    python -m minippo.extras.bench --algo reinforce --batch 64 --max-new-tokens 48 --json   # TRL GRPO's work
+    python -m minippo.extras.bench --scaling                         # cost as batch and model grow
+    python -m minippo.extras.bench --profile                         # which operations take the time
 
 FLOP count of the update: per token, a forward pass costs 2 N FLOPs for the weights (N = parameters
 outside the embeddings) plus 4 n_layer S d for the attention scores and values (S = sequence length,
@@ -19,16 +21,23 @@ import json
 import resource
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
-from minippo.adamw import AdamW
+from minippo import ppo
 from minippo.config import Config
-from minippo.data import Vocab
+from minippo.data import Vocab, make_corpus, make_prompts
+from minippo.extras import launch
+from minippo.extras.cuda_graphs import graph_sample
 from minippo.model import ModelConfig, Policy, sample
 from minippo.rewards import REWARDS
-from minippo.rl import gae, per_token_rewards
-from minippo.rollout import decode_responses, response_logprobs, score
+from minippo.rollout import encode_prompts, score
+
+CHARS = "\n .abcdefghiklmnopqrstuvwxyz"          # the built-in corpus's characters
+PROMPT_ROOM = 1 + max(map(len, make_prompts(make_corpus(200, 0))))   # EOS + the longest prompt
+PHASES = ("sampling", "scoring", "log-probs, KL, GAE", "update")
 
 
 def clock(device):
@@ -74,58 +83,84 @@ def top_operations(prof, rows: int = 8) -> list:
              "calls": e.count} for e in events[:rows]]
 
 
+class PhaseTimer:
+    """Wraps the functions the loop calls so that each call adds its wall time to a phase."""
+
+    def __init__(self, device):
+        self.device, self.seconds = device, {}
+
+    def wrap(self, phase, fn):
+        def timed(*args, **kwargs):
+            t = clock(self.device)
+            result = fn(*args, **kwargs)
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + clock(self.device) - t
+            return result
+        return timed
+
+
+@contextmanager
+def patched(module, **replacements):
+    """Replace names in a module while timing (the loop looks them up at every call)."""
+    saved = {name: getattr(module, name) for name in replacements}
+    for name, fn in replacements.items():
+        setattr(module, name, fn)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(module, name, fn)
+
+
+def fixed_length(sample_fn):
+    """The loop's sampler with EOS ignored: every response has exactly max_new_tokens tokens, the
+    last one replaced by EOS so that every response is scored by the reward function."""
+    def sample_fixed(model, prompt_ids, max_new_tokens, temperature, eos_id):
+        tokens, logprobs = sample_fn(model, prompt_ids, max_new_tokens, temperature, -1)
+        return torch.cat([tokens[:, :-1], torch.full_like(tokens[:, -1:], eos_id)], 1), logprobs
+    return sample_fixed
+
+
 def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: bool = True,
           autocast: bool = False, profile: bool = False) -> dict:
-    from train import update                     # the loop's own update step, unchanged
+    """Times minippo.ppo.iteration itself (the loop's own code), split into phases by wrapping
+    the sampler, score() and update() that it calls."""
     torch.manual_seed(0)
-    vocab_size, pad = 28, 28
-    mcfg = ModelConfig(vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model)
+    vocab, prompts = Vocab(CHARS), make_prompts(make_corpus(200, 0))
+    mcfg = ModelConfig(vocab.size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model)
     policy = Policy(mcfg).to(device)
     ref = Policy(mcfg).to(device).requires_grad_(False)
-    optimizer = AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
-    P = 9                                         # EOS + "the food"-sized prompts
-    prompts = torch.randint(1, vocab_size, (cfg.batch, P), device=device)
-    vocab = Vocab("\n .abcdefghiklmnopqrstuvwxyz")          # the built-in corpus's characters
-    phases = {"sampling": 0.0, "scoring": 0.0, "old+ref logprobs": 0.0, "update": 0.0}
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=False)
+    cfg = replace(cfg, bf16=autocast)
+    base_sample = fixed_length(launch.sampler(cfg, device))   # what train.py passes to the loop
+    run_iteration = lambda sample_fn: ppo.iteration(policy, ref, optimizer, vocab, prompts,
+                                                    REWARDS[cfg.reward], cfg, cfg.beta, sample_fn)
+    total, timer = 0.0, PhaseTimer(device)
     for it in range(warmup + iters):
-        t0 = clock(device)
-        tokens, sampled_logprobs = sample(policy, prompts, cfg.max_new_tokens, cfg.temperature, eos_id=-1)
-        t1 = clock(device)
-        ys, finished = decode_responses(vocab, tokens)
-        scores = score(REWARDS[cfg.reward], ["the food"] * cfg.batch, ys, [True] * cfg.batch, device)
-        t2 = clock(device)
-        mask = (tokens != pad).float()
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            if cfg.algo == "ppo" or autocast:    # as train.py: REINFORCE reuses the sampled log-probs
-                old_logprobs, old_values, _ = response_logprobs(policy, prompts, tokens, cfg.temperature)
-            else:
-                old_logprobs, old_values = sampled_logprobs, None
-            ref_logprobs, _, _ = response_logprobs(ref, prompts, tokens, cfg.temperature)
-            rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
-            advantages, returns = (gae(rewards, old_values, mask, cfg.gamma, cfg.lam) if cfg.algo == "ppo"
-                                   else (None, None))
-        t3 = clock(device)
-        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            update(policy, optimizer, cfg, cfg.beta, prompts, tokens, mask, scores, kl, old_logprobs,
-                   old_values, advantages, returns)
-        t4 = clock(device)
-        if it >= warmup:
-            for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                phases[name] += dt / iters
+        if it == warmup:
+            timer.seconds = {}
+        t = clock(device)
+        with patched(ppo, score=timer.wrap("scoring", score), update=timer.wrap("update", ppo.update)), \
+                torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            run_iteration(timer.wrap("sampling", base_sample))
+        total += (clock(device) - t) if it >= warmup else 0.0
+    timer.seconds["log-probs, KL, GAE"] = total - sum(timer.seconds.values())
+    phases = {k: timer.seconds[k] / iters for k in PHASES}
     profiles = {}
-    if profile:                                   # one more sampling call and update, profiled
+    if profile:                                   # one more sampling call and iteration, profiled
         from torch.profiler import profile as profiler
+        ids = encode_prompts(vocab, [prompts[i % len(prompts)] for i in range(cfg.batch)], device)
         with profiler() as prof:
-            sample(policy, prompts, cfg.max_new_tokens, cfg.temperature, eos_id=-1)
+            base_sample(policy, ids, cfg.max_new_tokens, cfg.temperature, vocab.eos_id)
         profiles["sampling"] = top_operations(prof)
         with profiler() as prof, torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            update(policy, optimizer, cfg, cfg.beta, prompts, tokens, mask, scores, kl, old_logprobs,
-                   old_values, advantages, returns)
-        profiles["update"] = top_operations(prof)
+            run_iteration(base_sample)
+        profiles["iteration"] = top_operations(prof)
+    P = max(len(x) for x in prompts) + 1
     L, S = cfg.max_new_tokens, P + cfg.max_new_tokens
     epochs = cfg.epochs if cfg.algo == "ppo" else 1
     tokens_of = {"sampling": cfg.batch * L, "scoring": cfg.batch * L,
-                 "old+ref logprobs": (2 if cfg.algo == "ppo" or autocast else 1) * cfg.batch * S, "update": epochs * cfg.batch * S}
+                 "log-probs, KL, GAE": (2 if cfg.algo == "ppo" else 1) * cfg.batch * S,
+                 "update": epochs * cfg.batch * S}
     n_params = sum(p.numel() for p in policy.parameters())
     n_weights = n_params - policy.tok_emb.weight.numel() - policy.pos_emb.weight.numel()
     update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens_of["update"]
@@ -141,11 +176,13 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
     if with_recompute:
         policy.eval()
         times = {}
-        runs = [("kv_cache", lambda: sample(policy, prompts, L, cfg.temperature, eos_id=-1)),
-                ("recompute", lambda: recompute_sample(policy, prompts, L, cfg.temperature))]
-        if device.type == "cuda":     # the same KV-cache loop launched kernel by kernel, no graphs
-            runs.append(("kv_cache_eager", lambda: sample(policy, prompts, L, cfg.temperature, eos_id=-1,
-                                                         graphs=False)))
+        ids = encode_prompts(vocab, [prompts[i % len(prompts)] for i in range(cfg.batch)], device)
+        kv = fixed_length(sample)
+        runs = [("kv_cache", lambda: kv(policy, ids, L, cfg.temperature, vocab.eos_id)),
+                ("recompute", lambda: recompute_sample(policy, ids, L, cfg.temperature))]
+        if device.type == "cuda":     # the same KV-cache loop replayed as CUDA graphs
+            graphs = fixed_length(graph_sample)
+            runs.append(("kv_cache_graphs", lambda: graphs(policy, ids, L, cfg.temperature, vocab.eos_id)))
         for name, fn in runs:
             fn()                                  # warm-up
         for _ in range(3):                        # best of 3, interleaved: noise only ever adds time
@@ -155,9 +192,9 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
                 times[name] = min(times.get(name, float("inf")), clock(device) - t)
         out["sampling_kv_cache_s"], out["sampling_recompute_s"] = times["kv_cache"], times["recompute"]
         out["kv_cache_speedup"] = times["recompute"] / times["kv_cache"]
-        if "kv_cache_eager" in times:
-            out["sampling_kv_cache_eager_s"] = times["kv_cache_eager"]
-            out["cuda_graph_speedup"] = times["kv_cache_eager"] / times["kv_cache"]
+        if "kv_cache_graphs" in times:
+            out["sampling_kv_cache_graphs_s"] = times["kv_cache_graphs"]
+            out["cuda_graph_speedup"] = times["kv_cache"] / times["kv_cache_graphs"]
     if profiles:
         out["profile"] = profiles
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -181,8 +218,8 @@ def table(r: dict) -> str:
         lines.append(f"sampling {r['batch']} x {r['max_new_tokens']}: KV cache {r['sampling_kv_cache_s']:.3f} s, "
                      f"recompute {r['sampling_recompute_s']:.3f} s ({r['kv_cache_speedup']:.1f}x)")
     if "cuda_graph_speedup" in r:
-        lines.append(f"sampling as CUDA graphs {r['sampling_kv_cache_s']:.4f} s, eager "
-                     f"{r['sampling_kv_cache_eager_s']:.4f} s ({r['cuda_graph_speedup']:.1f}x)")
+        lines.append(f"sampling as CUDA graphs {r['sampling_kv_cache_graphs_s']:.4f} s, eager "
+                     f"{r['sampling_kv_cache_s']:.4f} s ({r['cuda_graph_speedup']:.1f}x)")
     for phase, ops in r.get("profile", {}).items():
         lines.append(f"profile of one {phase} call: CPU self time by operation")
         lines += [f"  {o['op'].removeprefix('aten::')[:50]:<50}{o['ms']:>8.1f} ms{o['share']:>5.0%}"
@@ -216,7 +253,7 @@ def main(argv=None):
     if a.autocast and device.type != "cuda":
         p.exit(2, "error: --autocast needs a CUDA GPU (bf16 matmuls on a CPU are ~50x slower than fp32)\n")
     cfg = Config(algo=a.algo, batch=a.batch, max_new_tokens=a.max_new_tokens, d_model=a.d_model,
-                 n_layer=a.n_layer, block_size=max(Config.block_size, 9 + a.max_new_tokens),
+                 n_layer=a.n_layer, block_size=max(Config.block_size, PROMPT_ROOM + a.max_new_tokens),
                  minibatch=min(Config.minibatch, a.batch) if a.batch % Config.minibatch == 0 else a.batch)
     runs = [bench(cfg, device, a.iters, autocast=a.autocast, profile=a.profile)]
     if a.scaling:

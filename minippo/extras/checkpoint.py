@@ -12,7 +12,7 @@ import random
 import numpy as np
 import torch
 
-from minippo.config import UsageError
+from minippo.extras.cli import UsageError
 
 
 def atomic_write(path: str, write) -> None:

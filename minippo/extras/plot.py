@@ -1,6 +1,6 @@
 """Curves of a run, and the reward-versus-KL frontier of a sweep (an optional extra: needs matplotlib).
 
-    python -m minippo.plot out [out_beta0 ...]     # writes out/curves.png for each run folder
+    python -m minippo.extras.plot out [out_beta0 ...]     # writes out/curves.png for each run folder
 
 Panels against iteration, from metrics.jsonl: reward; KL(pi_theta || pi_ref); the objective
 J = reward - beta KL with the exact optimum J* from summary.json as a horizontal line; the
@@ -12,7 +12,7 @@ import math
 import os
 import sys
 
-from minippo.config import UsageError
+from minippo.extras.cli import UsageError
 
 NO_MATPLOTLIB = "plotting needs matplotlib: pip install matplotlib"
 # (key in metrics.jsonl, panel title); a panel is drawn when its key is logged
@@ -124,7 +124,7 @@ def plot_frontier(rows: list[dict], path: str, title: str = "") -> str:
 
 def main(argv=None) -> int:
     run_dirs = sys.argv[1:] if argv is None else argv
-    usage = "usage: python -m minippo.plot RUN_DIR [RUN_DIR ...]  (writes RUN_DIR/curves.png)"
+    usage = "usage: python -m minippo.extras.plot RUN_DIR [RUN_DIR ...]  (writes RUN_DIR/curves.png)"
     if any(a in ("-h", "--help") for a in run_dirs):
         print(usage)
         return 0

@@ -1,10 +1,10 @@
 """Run train.py once per value of one setting and compare the results: a table, a CSV, a frontier plot.
 
-    python -m minippo.sweep --sweep beta=0,0.03,0.1,0.3,1 --out sweeps/beta
-    python -m minippo.sweep --sweep temperature=0.7,1.0,1.3 --out sweeps/temperature --iters 50
+    python -m minippo.extras.sweep --sweep beta=0,0.03,0.1,0.3,1 --out sweeps/beta
+    python -m minippo.extras.sweep --sweep temperature=0.7,1.0,1.3 --out sweeps/temperature --iters 50
 
 Any other flag goes to every run unchanged (see `python train.py --help`). Each value runs in
-OUT/NAME=VALUE, in this process, through train.main: the same checks, files and output as
+OUT/NAME=VALUE, in this process, through train.py's main (minippo/extras/launch.py): the same checks, files and output as
 `python train.py`. pi_ref is pretrained once: before a run starts, a reference.pt with the same
 pretraining settings (from an earlier run of the sweep, or --reference) is copied into its folder.
 Sweeping a pretraining setting (seed, d_model, ...) therefore pretrains once per value, as it must.
@@ -20,11 +20,13 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 
-from minippo import checkpoint as ckpt
-from minippo import plot
-from minippo.config import PRETRAIN_KEYS, Config, UsageError, one_line_error, parse_config
+from minippo.extras import checkpoint as ckpt
+from minippo.config import Config
+from minippo.extras import launch, plot
+from minippo.extras.cli import PRETRAIN_KEYS, UsageError, one_line_error, parse_config
+from minippo.rewards import REWARDS
 
 NOT_SWEPT = ("out", "resume", "force")
 # (column, header on screen, summary.json key); `seconds` is pretraining + RL time of the run
@@ -33,15 +35,6 @@ COLUMNS = [("setting", "setting", None), ("reward", "reward", "reward_policy"),
            ("objective_optimal", "J*", "objective_optimal"), ("optimality_gap", "gap", "optimality_gap"),
            ("grammatical", "grammatical", "grammatical_policy"), ("distinct", "distinct", "distinct_policy"),
            ("distinct_2", "distinct-2", "distinct_2grams_policy"), ("seconds", "seconds", None)]
-
-
-def import_train():
-    """train.py sits beside the package, not in it: make it importable from any working folder."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    import train
-    return train
 
 
 def parse_sweep(text: str):
@@ -97,7 +90,7 @@ def finished(cfg) -> bool:
         return False
     with open(config) as f:
         saved = json.load(f)
-    for key, value in cfg.to_dict().items():
+    for key, value in asdict(cfg).items():
         if key not in NOT_SWEPT and saved.get(key) != value:
             raise UsageError(f"{cfg.out} holds a finished run made with --{key.replace('_', '-')}="
                              f"{saved.get(key)!r}, this sweep has {value!r}; use another --out "
@@ -126,13 +119,12 @@ def table(rows: list[dict], columns) -> str:
 def sweep(name: str, values: list[str], out: str, train_args: list[str], reference: str = "") -> list[dict]:
     """Run (or reuse) one run per value; return the table rows. Raises UsageError, or SystemExit with
     train.py's exit code when a run fails or is interrupted."""
-    train = import_train()
     if reference and not os.path.isfile(reference):
         raise UsageError(f"--reference={reference}: no such file")
     settings = [f"{name}={v}" for v in values]
     argvs = [train_args + setting_flags(name, v) + ["--out", os.path.join(out, s.replace(os.sep, "_"))]
              for v, s in zip(values, settings)]
-    runs = [parse_config(argv, rewards=tuple(train.REWARDS)) for argv in argvs]  # all, before any work
+    runs = [parse_config(argv, rewards=tuple(REWARDS)) for argv in argvs]  # all, before any work
     candidates = ([reference] if reference else []) + [os.path.join(c.out, "reference.pt") for c in runs]
     for i, (setting, cfg, argv) in enumerate(zip(settings, runs, argvs)):
         if finished(cfg):
@@ -141,7 +133,7 @@ def sweep(name: str, values: list[str], out: str, train_args: list[str], referen
         print(f"\nsweep {i + 1}/{len(runs)}: {setting} -> {cfg.out}", flush=True)
         place_reference(cfg, candidates)
         interrupted = os.path.isfile(os.path.join(cfg.out, "config.json")) and not cfg.force
-        code = train.main(argv + (["--resume", cfg.out] if interrupted else []))
+        code = launch.main(argv + (["--resume", cfg.out] if interrupted else []))
         if code:
             print(f"sweep stopped at {setting}: train.py exited with code {code}; run the same command "
                   f"again to continue (finished runs are reused)", file=sys.stderr)
@@ -164,11 +156,11 @@ def report(rows: list[dict], name: str, out: str) -> None:
         print(f"plots skipped: {plot.NO_MATPLOTLIB}")
         return
     path = plot.plot_frontier(rows, os.path.join(out, "frontier.png"), f"{name} sweep: final reward vs KL")
-    print(f"wrote {path}; the curves of each run: python -m minippo.plot {os.path.join(out, name)}=*")
+    print(f"wrote {path}; the curves of each run: python -m minippo.extras.plot {os.path.join(out, name)}=*")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minippo.sweep", allow_abbrev=False,
+    p = argparse.ArgumentParser(prog="python -m minippo.extras.sweep", allow_abbrev=False,
                                 description="Run train.py once per value of one setting; any other "
                                 "flag goes to every run (see python train.py --help).")
     p.add_argument("--sweep", required=True, metavar="NAME=V1,V2,...", help="the setting and its values, "

@@ -1,14 +1,14 @@
 """More than one process: data parallelism with torch.distributed, in plain functions that do
-nothing at all in a single process (so the single-process reading path can skip them).
+nothing at all in a single process. The lesson (minippo/ppo.py) never calls them: the command does.
 
     torchrun --standalone --nproc_per_node 2 train.py ...
 
 torchrun starts N copies of train.py and tells each its RANK and the WORLD_SIZE through the
-environment. Each copy samples batch/N responses from its own random stream; before every
-optimizer step the gradients are averaged over the copies (what DistributedDataParallel does, in
-one loop), so all copies take the same step and keep identical weights. Every statistic that
-steers the algorithm (advantage whitening, the REINFORCE baseline, the KL controller) or is
-logged is reduced over the global batch, so the numbers mean what they mean in one process.
+environment. Each copy runs the loop on batch/N responses from its own random stream; hooks average
+the gradients over the copies before every optimizer step, so all copies take the same step and
+keep identical weights. The logged figures and the KL fed to the adaptive beta are reduced over the
+global batch, so beta follows the same trajectory everywhere. Advantage whitening and the REINFORCE
+leave-one-out baseline use each process's own share (still unbiased; see tests/test_distributed.py).
 Backend: gloo on CPU, nccl on CUDA.
 """
 import os
@@ -54,13 +54,21 @@ def all_mean(x: float) -> float:
     return all_sum(torch.tensor(float(x), dtype=torch.float64, device=_device())).item() / dist.get_world_size()
 
 
-def average_gradients(model) -> None:
-    """grad <- mean over processes of grad: the gradient of the loss averaged over the global batch."""
-    if active():
-        for p in model.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad /= dist.get_world_size()
+def average_gradients_in_backward(model) -> None:
+    """From now on, as soon as backward() has accumulated a parameter's gradient, it is replaced by
+    its mean over the processes: the gradient of the loss averaged over the global batch, which is
+    what DistributedDataParallel does (without its bucketing). Every process runs the same graph,
+    so the hooks fire in the same order everywhere. Nothing happens in a single process."""
+    if not active():
+        return
+
+    def average(p):
+        dist.all_reduce(p.grad)
+        p.grad /= dist.get_world_size()
+
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_post_accumulate_grad_hook(average)
 
 
 def gather(items: list) -> list:

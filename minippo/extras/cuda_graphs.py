@@ -13,7 +13,7 @@ shapes and fixed addresses, hence the three changes from the eager loop:
     which picks i with probability p_i (the smallest of independent Exp(p_i) waiting times,
     E_i / p_i, wins with probability p_i / sum_j p_j); it is what torch.multinomial does for one
     sample, written out so that only the graph-safe Philox generator is involved.
-The arithmetic is model.decode()'s. On a CPU the same static loop runs without graphs, which is how
+The arithmetic is model.next_logits()'s. On a CPU the same static loop runs without graphs, which is how
 tests compare it with the eager loop.
 """
 import weakref
@@ -27,7 +27,7 @@ _samplers = weakref.WeakKeyDictionary()       # model -> {(B, T, eos_id): Sample
 
 
 def static_decode(model, token, s):
-    """model.decode() with fixed shapes: token (B,) is written at column s["col"] -> logits (B, V)."""
+    """model.next_logits() with fixed shapes: token (B,) is written at column s["col"] -> logits (B, V)."""
     col = s["col"]                                                          # (1,) long
     real = token != model.cfg.vocab_size                                    # (B,)
     s["real"].index_copy_(1, col, real[:, None])

@@ -1,7 +1,7 @@
 """Blind human evaluation of a saved run: which response is better, pi_ref's or the tuned policy's?
 
-    python -m minippo.human_eval out --n 20                    # you answer in the terminal
-    printf '1\\n2\\nt\\n' | python -m minippo.human_eval out --n 3  # or pipe the answers in
+    python -m minippo.extras.human_eval out --n 20                    # you answer in the terminal
+    printf '1\\n2\\nt\\n' | python -m minippo.extras.human_eval out --n 3  # or pipe the answers in
 
 For N prompts from the run's prompt set it samples one response from pi_ref and one from the tuned
 policy, both at the run's temperature, and shows them in random order as 1: and 2:, never saying which
@@ -23,9 +23,10 @@ from dataclasses import fields
 
 import torch
 
-from minippo import checkpoint as ckpt
-from minippo import runs
-from minippo.config import Config, UsageError, one_line_error
+from minippo.extras import checkpoint as ckpt
+from minippo.config import Config
+from minippo.extras import runs
+from minippo.extras.cli import UsageError, one_line_error
 from minippo.model import Policy, sample
 from minippo.rollout import decode_responses, encode_prompts
 
@@ -157,7 +158,7 @@ def load_run(run_dir: str, device: str = "cpu"):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minippo.human_eval", description="Blind comparison of "
+    p = argparse.ArgumentParser(prog="python -m minippo.extras.human_eval", description="Blind comparison of "
                                 "a saved run's tuned policy with pi_ref; answers come from standard input.")
     p.add_argument("run_dir", help="a run folder written by train.py (config.json, checkpoint.pt, "
                    "reference.pt)")

@@ -1,0 +1,136 @@
+"""`python train.py`: the command around the lesson. It checks the flags, prepares the run folder,
+pretrains pi_ref (or loads it), calls minippo.ppo.train, evaluates against J* and reports.
+
+What it adds around the loop, and where: flags and their checks (cli.py); the run folder, resume,
+checkpoints and the metrics (runs.py); several processes under torchrun (dist.py); CUDA-graph
+sampling on a GPU (cuda_graphs.py); --bf16 autocast; Ctrl-C and SIGINT handling; the plots and the
+blind human evaluation at the end (plot.py, human_eval.py).
+"""
+import signal
+import sys
+from dataclasses import replace
+
+import torch
+
+from minippo import ppo
+from minippo.evaluate import evaluate
+from minippo.extras import dist, runs
+from minippo.extras.cli import UsageError, parse_config
+from minippo.extras.cuda_graphs import graph_sample
+from minippo.extras.human_eval import answer_stream, human_eval
+from minippo.extras.plot import NO_MATPLOTLIB, figure, plot_run
+from minippo.model import sample
+from minippo.rewards import REWARDS
+from minippo.rollout import RewardError, response_logprobs
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(argv, rewards=tuple(REWARDS))
+    stop = runs.StopFlag()                  # Ctrl-C: finish the current step, save, exit
+    previous_handler = signal.signal(signal.SIGINT, stop.request)
+    try:
+        return command(cfg, stop)
+    except KeyboardInterrupt:               # a second Ctrl-C: quit now, the last checkpoint stays
+        print(f"\nstopped without saving; the last checkpoint in {cfg.out} is intact", file=sys.stderr)
+        return 130
+    except UsageError as e:                 # a bad input: one line, exit 2, nothing saved is touched
+        if dist.is_first_process():
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (RewardError, FloatingPointError) as e:
+        print(f"error: {e}. The last good checkpoint is kept in {cfg.out}.", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        dist.close()
+
+
+def sampler(cfg, device):
+    """The sampler the loop calls: model.sample, or on a GPU the same loop replayed as CUDA graphs.
+    With --bf16 REINFORCE takes log pi_old from its sampler: re-scored here under the loop's
+    autocast, so that log pi_old and log pi_ref come from the same bf16 matmuls."""
+    if device.type != "cuda":
+        return sample
+    if not (cfg.bf16 and cfg.algo == "reinforce"):
+        return graph_sample
+
+    def bf16_sample(model, prompt_ids, max_new_tokens, temperature, eos_id):
+        tokens, _ = graph_sample(model, prompt_ids, max_new_tokens, temperature, eos_id)
+        with torch.no_grad():
+            logprobs = response_logprobs(model, prompt_ids, tokens, temperature)[0]
+        return tokens, logprobs * (tokens != model.cfg.vocab_size)
+    return bf16_sample
+
+
+def command(cfg, stop) -> int:
+    device_type = runs.pick_device(cfg.device).type
+    if cfg.bf16 and device_type != "cuda":
+        raise UsageError("--bf16 needs a CUDA GPU (--device cuda): on a CPU bf16 matmuls are slower")
+    # several processes (torchrun): which one is this, of how many; (0, 1) when run alone
+    rank, world = dist.setup(device_type)
+    if cfg.batch % world or cfg.minibatch % world:
+        raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly "
+                         f"over the {world} processes")
+    answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None  # refuse now, not later
+    if cfg.plot and figure(1, 1, (1, 1)) is None:
+        raise UsageError(f"--plot: {NO_MATPLOTLIB}")
+    run = runs.open_run(cfg, rank, world, stop)   # checks --out / --resume, loads data, picks the device
+    if rank == 0:
+        print(run.describe() + (f" | {world} processes" if world > 1 else ""))
+
+    # pi_ref: rank 0 pretrains (or reuses the cached reference.pt) while the others wait, then they
+    # load its reference.pt (pretraining takes seconds, and every process must start from one pi_ref)
+    policy, pretrain_seconds = runs.pretrained_policy(run) if rank == 0 else (None, 0.0)
+    if dist.any_process(rank == 0 and policy is None):   # (also makes the others wait)
+        return 130                          # interrupted during pretraining; its state is saved
+    if rank > 0:
+        policy, pretrain_seconds = runs.pretrained_policy(run, build=False)
+
+    # the lesson: each process tunes the policy on its share of the batch
+    share = replace(cfg, batch=cfg.batch // world, minibatch=cfg.minibatch // world)
+    sample_fn, reward_fn = sampler(cfg, run.device), REWARDS[cfg.reward]
+    try:
+        with torch.autocast(run.device.type, torch.bfloat16, enabled=cfg.bf16):   # --bf16 (GPU)
+            ref, beta = ppo.train(share, policy, run.vocab, run.prompts, reward_fn, run, sample_fn)
+    finally:
+        run.close_bar()                     # an error message then starts on a line of its own
+    if run.stopped:
+        return 130
+    if rank > 0:                            # several processes: rank 0 alone evaluates and reports
+        return 0
+
+    # ---------------------------------------------------------------- how close to J*?
+    torch.manual_seed(cfg.seed + runs.EVAL_SEED)
+    results, ref_texts, pol_texts = evaluate(policy, ref, run.vocab, run.prompts, reward_fn, cfg,
+                                             run.device, beta, sample_fn)   # with the final beta
+    results.update(runs.text_figures(ref_texts, pol_texts, run.grammar))
+    target = results["objective_reference"] + 0.9 * (results["objective_optimal"] - results["objective_reference"])
+    results.update(pretrain_seconds=pretrain_seconds, rl_seconds=run.rl_seconds, iters=cfg.iters,
+                   samples_drawn=cfg.iters * cfg.batch,
+                   samples_to_90pct=run.samples_to_reach(target))     # first batch with J >= 90% of the way
+    run.save_summary(results)
+    print(f"\nsame prompts, T = {cfg.temperature}:  reference pi_ref  |  tuned pi_theta")
+    for a, b in list(zip(ref_texts, pol_texts))[::cfg.eval_samples][:8]:   # one per prompt
+        print(f"  {a:<46} | {b}")
+    print(summary_table(results, beta))
+    if cfg.plot:
+        print(f"curves: {plot_run(cfg.out)}")
+    if cfg.human_eval:                      # the lecture's advice: evaluate with human feedback
+        human_eval(policy, ref, run.vocab, run.prompts, cfg, run.device, cfg.human_eval, cfg.seed,
+                   answers, sys.stdout, run.path("human_eval.jsonl"))
+    return 0
+
+
+def summary_table(s: dict, beta: float) -> str:
+    g = lambda k: f"{s[k]:>11.3f}" if k in s else f"{'-':>11}"
+    rows = [f"\n{'':<20}{'reward':>11}{'KL (nats)':>11}{'J':>11}{'grammatical':>12}{'distinct':>11}",
+            f"{'pi_ref':<20}{g('reward_reference')}{0:>11.3f}{g('objective_reference')}"
+            f"{g('grammatical_reference')} {g('distinct_reference')}",
+            f"{'pi_theta (tuned)':<20}{g('reward_policy')}{g('kl_policy')}{g('objective_policy')}"
+            f"{g('grammatical_policy')} {g('distinct_policy')}",
+            f"{'pi* (exact optimum)':<20}{'':>22}{g('objective_optimal')}  (J* = beta log E_ref exp(r/beta), "
+            f"+- {s['objective_optimal_se']:.3f})",
+            f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {s['optimality_gap']:.3f}   "
+            f"[beta {beta:.4g}, pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s; "
+            f"all figures in summary.json]"]
+    return "\n".join(rows)

@@ -1,0 +1,420 @@
+"""The run's plumbing, kept out of the algorithm: the output folder, data, the cached reference,
+resume, checkpoints, Ctrl-C and the figures of several processes. Nothing here is PPO; the loop
+(minippo/ppo.py) makes three calls to a Run: start(), log() and save().
+
+Files in --out:
+  config.json        the run's settings (a resumed run must repeat them)
+  reference.pt       the pretrained policy = pi_ref; a cache reused while its settings match
+  pretrain_state.pt  pretraining interrupted by Ctrl-C (removed once pretraining finishes)
+  checkpoint.pt      RL state: policy + value head, AdamW, beta, iteration, every RNG state
+  metrics.jsonl      one JSON object per RL iteration
+  samples.txt        prompt -> response samples every --sample-every iterations
+  summary.json       the final evaluation against J*
+"""
+import ctypes
+import ctypes.util
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, fields, replace
+
+import torch
+from tqdm import tqdm
+
+from minippo.config import Config
+from minippo.data import Vocab, make_corpus, make_prompts
+from minippo.extras.grammar import grammatical_fraction
+from minippo.extras import checkpoint as ckpt
+from minippo.extras import dist
+from minippo.extras.cli import PRETRAIN_KEYS, RESUMABLE, UsageError
+from minippo.model import ModelConfig, Policy, sample
+from minippo.pretrain import line_starts, lm_loss, pretrain
+
+# Seeds: pretraining (and the initial weights) use --seed itself; RL and the final evaluation draw
+# from their own streams, so that a cached pi_ref or a resumed run gives the same numbers.
+RL_SEED, EVAL_SEED = 1, 2          # added to --seed
+RANK_SEED_STRIDE = 1000            # under torchrun, process `rank` adds rank x 1000 to the RL seed
+PER_TOKEN = ("entropy", "approx_kl", "approx_kl_k3", "clipfrac")   # means over response tokens
+RUN_FILES = ("config.json", "pretrain_state.pt", "checkpoint.pt", "metrics.jsonl", "samples.txt",
+             "summary.json")
+
+
+class StopFlag:
+    """Set by the first Ctrl-C; loops finish their current step, save and exit. A second one quits."""
+    requested = False
+
+    def request(self, signum=None, frame=None):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: finishing this step, then saving (Ctrl-C again quits without saving)",
+              file=sys.stderr)
+
+
+def read_lines(path: str, flag: str = "data") -> list[str]:
+    """Non-empty lines of a UTF-8 text file, or UsageError naming what is wrong with it."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--{flag}={path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--{flag}={path}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise UsageError(f"--{flag}={path}: the file is empty; give one sentence per line")
+    return lines
+
+
+class Run:
+    def __init__(self, cfg: Config, rank: int = 0, world: int = 1, stop: "StopFlag" = None):
+        self.cfg, self.rank, self.world, self.stop = cfg, rank, world, stop or StopFlag()
+        self.stopped, self.rl_seconds = False, 0.0
+        self.path = lambda name: os.path.join(cfg.out, name)
+        self.device = pick_device(cfg.device)
+        lines = read_lines(cfg.data) if cfg.data else make_corpus(cfg.corpus_lines, cfg.seed)
+        self.grammar = not cfg.data           # fluency is only defined for the built-in grammar
+        n_val = max(1, len(lines) // 20)      # 5% of the lines are held out for validation
+        self.vocab = Vocab.from_text("\n".join(lines))
+        self.train_ids = torch.tensor(self.vocab.encode("\n" + "\n".join(lines[n_val:]) + "\n"))
+        self.val_ids = torch.tensor(self.vocab.encode("\n" + "\n".join(lines[:n_val]) + "\n"))
+        self.prompts = make_prompts(lines)
+        if cfg.prompts:
+            self.prompts = read_lines(cfg.prompts, "prompts")
+            for x in self.prompts:
+                try:
+                    self.vocab.encode(x)
+                except ValueError as e:
+                    raise UsageError(f"--prompts={cfg.prompts}: prompt {x!r}: {e}") from None
+        if not self.prompts or len(self.val_ids) < cfg.block_size + 2 or len(self.train_ids) < 4 * cfg.block_size:
+            raise UsageError(f"--data={cfg.data}: too short ({len(lines)} lines, {len(self.prompts)} "
+                             f"distinct prompts); give at least a few hundred lines of 3+ words")
+        longest = max(self.prompts, key=len)
+        if len(longest) + 1 + cfg.max_new_tokens > cfg.block_size:
+            raise UsageError(f"--max-new-tokens={cfg.max_new_tokens}: the prompt {longest!r} plus the "
+                             f"response exceed --block-size={cfg.block_size}")
+        self.model_config = ModelConfig(self.vocab.size, cfg.block_size,
+                                        cfg.n_layer, cfg.n_head, cfg.d_model)
+        self.identity = {"vocab": self.vocab.chars, "model_config": vars(self.model_config)}
+        defaults = Config()
+        flags = []                        # the flags that differ from the defaults
+        for f in fields(cfg):
+            value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+            if f.name not in ("out", "resume", "force") and value != getattr(defaults, f.name):
+                flags.append((flag if value else "--no-" + flag[2:]) if f.type is bool else f"{flag} {value}")
+        world = int(os.environ.get("WORLD_SIZE", "1"))      # set by torchrun
+        launcher = "python" if world == 1 else f"torchrun --standalone --nproc_per_node {world}"
+        self.resume_hint = " ".join([launcher, "train.py"] + flags + [f"--resume {cfg.out}"])
+
+    def describe(self) -> str:
+        c = self.cfg
+        return (f"minippo | device {self.device} | {len(self.prompts)} prompts | {c.algo}, reward "
+                f"{c.reward!r}, beta {c.beta}, T {c.temperature} | {c.batch} responses x <= "
+                f"{c.max_new_tokens} tokens per iteration, {c.iters} iterations | out: {c.out}")
+
+    # ---------------------------------------------------------------- the three calls of the loop
+    def start(self, policy, optimizer):
+        """Before the first iteration: (iteration, beta) to start from, restoring checkpoint.pt when
+        resuming; guards the optimizer (a step whose gradients are not finite raises instead of
+        reaching the weights) and, under torchrun, averages the gradients over the processes."""
+        optimizer.register_step_pre_hook(refuse_non_finite_gradients)
+        dist.average_gradients_in_backward(policy)
+        path, rank = self.path("checkpoint.pt"), self.rank
+        start, beta = 0, self.cfg.beta
+        if self.cfg.resume and os.path.exists(path):
+            state = ckpt.load(path, "rl")
+            ckpt.check_compatible(state, self.identity, path)
+            if len(state["rng"]) != self.world:
+                raise UsageError(f"--resume={self.cfg.out}: that run had {len(state['rng'])} processes, "
+                                 f"this one has {self.world}; resume with the same number")
+            policy.load_state_dict(state["model"])
+            load_optimizer(optimizer, state, path)
+            ckpt.set_rng_state(state["rng"][rank])
+            if rank == 0:
+                for name in ("metrics", "samples"):   # drop lines written after the checkpoint
+                    with open(self.path(f"{name}.{'jsonl' if name == 'metrics' else 'txt'}"), "r+b") as f:
+                        f.truncate(state[f"{name}_bytes"])
+                print(f"resuming at iteration {state['iter']} (beta {state['beta']:.4g})")
+            start, beta = state["iter"], state["beta"]
+        else:
+            if rank == 0:
+                for name in ("metrics.jsonl", "samples.txt"):
+                    open(self.path(name), "w").close()
+            ckpt.seed_everything(self.cfg.seed + RL_SEED + RANK_SEED_STRIDE * rank)
+        self.bar = tqdm(total=self.cfg.iters, initial=start, desc="rl", dynamic_ncols=True,
+                        disable=rank > 0)
+        self.t_start = self.t_last = time.time()
+        return start, beta
+
+    def log(self, it: int, beta: float, out: dict) -> dict:
+        """After iteration `it` (1-based): the metrics line of the whole batch (several processes:
+        means over all of them, texts gathered), written by rank 0. Returns it."""
+        texts = dist.gather(out["texts"])                                # (x, y, reached EOS)
+        n = len(texts)
+        reward, kl = dist.all_mean(out["reward"]), dist.all_mean(out["kl"])
+        m = {"iter": it, "reward": reward, "kl": kl, "objective": reward - beta * kl, "beta": beta}
+        steps = global_steps(out["steps"])
+        m.update({k: sum(d[k] for d in steps) / len(steps) for k in steps[0]})
+        m.update({"response_length": dist.all_mean(out["response_length"]),
+                  "no_eos": 1 - sum(done for _, _, done in texts) / n,
+                  "distinct": distinct([y for _, y, _ in texts]),
+                  "distinct_2grams": distinct_ngrams([y for _, y, _ in texts], 2)})
+        if out["explained_variance"] is not None:     # how well V(s_t) predicts the return
+            m["explained_variance"] = dist.all_mean(out["explained_variance"])
+        if self.grammar:
+            m["grammatical"] = grammatical_fraction([x + y for x, y, _ in texts])
+        m["responses"] = n
+        m["seconds"] = time.time() - self.t_last
+        self.t_last = time.time()
+        release_memory()
+        if self.rank == 0:
+            with open(self.path("metrics.jsonl"), "a") as f:
+                f.write(json.dumps(m) + "\n")
+            self.bar.update(1)
+            self.bar.set_postfix(reward=f"{reward:.2f}", kl=f"{kl:.2f}", J=f"{m['objective']:.3f}")
+            if it % self.cfg.sample_every == 0 or it == 1:
+                self.log_samples(it, [(x, y, r) for (x, y, _), r in zip(out["texts"][:4], out["scores"][:4])])
+        return m
+
+    def save(self, it: int, policy, optimizer, beta: float) -> bool:
+        """After iteration `it`: checkpoint.pt every --ckpt-every iterations, at the end and on Ctrl-C.
+        True when the loop must stop (Ctrl-C, in this or another process)."""
+        if not all(torch.isfinite(p).all() for p in policy.parameters()):   # NaN/inf spreads
+            raise FloatingPointError(f"parameters became non-finite by iteration {it}")
+        self.stopped = dist.any_process(self.stop.requested) and it < self.cfg.iters
+        if it % self.cfg.ckpt_every == 0 or it == self.cfg.iters or self.stopped:
+            rngs = dist.gather([ckpt.rng_state()])            # every process's random state
+            if self.rank == 0:
+                self.save_rl(policy, optimizer, it, beta, rngs)
+        if it == self.cfg.iters or self.stopped:
+            self.close_bar()
+            self.rl_seconds = time.time() - self.t_start
+        if self.stopped and self.rank == 0:
+            print(f"interrupted: saved iteration {it} in {self.cfg.out}; continue with "
+                  f"`{self.resume_hint}`", file=sys.stderr)
+        return self.stopped
+
+    def close_bar(self):
+        if getattr(self, "bar", None) is not None:
+            self.bar.close()
+
+    # ---------------------------------------------------------------- files
+    def log_samples(self, it, rows):
+        text = "".join(f"  [{r:+.2f}] {x!r} -> {y!r}\n" for x, y, r in rows)
+        with open(self.path("samples.txt"), "a") as f:
+            f.write(f"iteration {it}\n{text}")
+        self.bar.write(f"iteration {it}\n{text.rstrip()}")
+
+    def save_rl(self, policy, optimizer, it: int, beta: float, rngs: list):
+        """rngs: the random-generator state of every process (one in a single-process run)."""
+        ckpt.save({"kind": "rl", **self.identity, "config": asdict(self.cfg), "iter": it,
+                   "beta": beta, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
+                   "rng": rngs, "metrics_bytes": os.path.getsize(self.path("metrics.jsonl")),
+                   "samples_bytes": os.path.getsize(self.path("samples.txt"))}, self.path("checkpoint.pt"))
+
+    def samples_to_reach(self, objective: float):
+        """Responses sampled until the first iteration whose batch objective reached `objective`."""
+        with open(self.path("metrics.jsonl")) as f:
+            for line in f:
+                m = json.loads(line)
+                if m["objective"] >= objective:
+                    return m["iter"] * self.cfg.batch
+        return None
+
+    def save_summary(self, results: dict):
+        ckpt.save_json(results, self.path("summary.json"))
+
+
+def release_memory():
+    """Hand freed memory back to the OS. Tensors change size every iteration (responses differ in
+    length) and glibc's allocator otherwise keeps the freed blocks, so resident memory creeps up
+    (+8% from iteration 10 to 200, measured) although nothing leaks; with this it stays flat."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device=cuda: no CUDA GPU is available here; use --device cpu or auto")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                        "cpu" if name == "auto" else name)
+
+
+def distinct_ngrams(texts, n: int = 2) -> float:
+    """distinct-n (Li et al. 2016): distinct word n-grams / all word n-grams over the texts.
+    Near 1: varied responses; falling towards 0: the policy repeats itself (collapse)."""
+    grams = [tuple(words[i:i + n]) for t in texts for words in [t.split()]
+             for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def distinct(texts) -> float:
+    """The fraction of the texts that are distinct: 1 = all different, 1/n = one text n times."""
+    return len(set(texts)) / len(texts)
+
+
+def text_figures(ref_texts, pol_texts, grammar: bool) -> dict:
+    """The final evaluation's diversity (and grammar) of pi_ref's and pi_theta's samples."""
+    out = {}
+    for name, texts in (("policy", pol_texts), ("reference", ref_texts)):
+        out[f"distinct_{name}"] = distinct(texts)
+        out[f"distinct_2grams_{name}"] = distinct_ngrams(texts, 2)
+        if grammar:
+            out[f"grammatical_{name}"] = grammatical_fraction(texts)
+    return out
+
+
+def global_steps(steps: list) -> list:
+    """The statistics of each optimizer step over all processes: per-token figures weighted by
+    each process's tokens, as if one process had had the whole batch; the others averaged."""
+    return [{k: dist.all_mean(v * d["tokens"]) / dist.all_mean(d["tokens"]) if k in PER_TOKEN
+             else dist.all_mean(v) for k, v in d.items() if k != "tokens"} for d in steps]
+
+
+@torch.no_grad()
+def val_loss(model, ids, eos_id: int, block_size: int, max_windows: int = 64) -> float:
+    """Mean next-character loss over the first line-aligned windows of the held-out text."""
+    starts = line_starts(ids, eos_id, block_size)[:max_windows]
+    windows = ids[starts[:, None] + torch.arange(block_size + 1, device=ids.device)]
+    return lm_loss(model, windows[:, :-1], windows[:, 1:]).item()
+
+
+@torch.no_grad()
+def sample_lines(model, vocab, n: int, prompt: str = "", temperature: float = 1.0,
+                 max_new_tokens: int = 64) -> list[str]:
+    """n lines written by the model after `prompt` (each line begins after an EOS)."""
+    device = model.lm_head.weight.device
+    start = torch.tensor([[vocab.eos_id] + vocab.encode(prompt)] * n, device=device)
+    tokens, _ = sample(model, start, max_new_tokens, temperature, vocab.eos_id)
+    lines = []
+    for row in tokens.tolist():
+        text = vocab.decode(row)
+        lines.append(prompt + text[:-1] if text.endswith("\n") else prompt + text + " <no EOS>")
+    return lines
+
+
+def refuse_non_finite_gradients(optimizer, args, kwargs):
+    """An optimizer step pre-hook: a non-finite gradient never reaches the weights."""
+    grads = [p.grad.reshape(-1) for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
+    if grads and not bool(torch.isfinite(torch.cat(grads)).all()):
+        raise FloatingPointError("a gradient became non-finite (a reward too large, or a learning rate "
+                                 "too high?); that step was not taken")
+
+
+def open_run(cfg: Config, rank: int = 0, world: int = 1, stop: StopFlag = None) -> Run:
+    """Check the output folder against --resume / --force, load the data, write config.json."""
+    run = Run(cfg, rank, world, stop)      # validates data and sizes before any file is touched
+    if rank > 0:                           # several processes: only rank 0 checks and writes files
+        return run
+    here = [f for f in RUN_FILES if os.path.exists(run.path(f))]
+    if cfg.resume:
+        if "config.json" not in here:
+            raise UsageError(f"--resume={cfg.resume}: no run to resume there (no config.json)")
+        with open(run.path("config.json")) as f:
+            saved = json.load(f)
+        for key, value in asdict(cfg).items():
+            if key not in RESUMABLE and saved.get(key) != value:
+                raise UsageError(f"--resume={cfg.resume}: that run used --{key.replace('_', '-')}="
+                                 f"{saved.get(key)!r}, this command has {value!r}; repeat its settings")
+        return run
+    if here and not cfg.force:
+        raise UsageError(f"--out={cfg.out} already holds a run ({', '.join(here)}); continue it with "
+                         f"--resume {cfg.out}, or start afresh with --force (keeps reference.pt)")
+    os.makedirs(cfg.out, exist_ok=True)
+    for f in here:                         # --force: the old run goes, the cached reference stays
+        os.remove(run.path(f))
+    ckpt.save_json(asdict(cfg), run.path("config.json"))
+    return run
+
+
+def pretrained_policy(run: Run, build: bool = True):
+    """The pretrained policy (and the seconds pretraining took), from the cache or by pretraining
+    now (build=False: from the cache only, which another process has just written). None when
+    Ctrl-C interrupted pretraining (its state is saved)."""
+    cfg, path = run.cfg, run.path("reference.pt")
+    want = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
+    ckpt.seed_everything(cfg.seed)          # the initial weights too: torch seeds itself randomly
+    policy = Policy(run.model_config)
+    if build:                               # (the other processes of a torchrun stay quiet)
+        print(f"policy: {sum(p.numel() for p in policy.parameters()):,} parameters, vocabulary "
+              f"{run.vocab.size} characters {run.vocab.chars!r} + PAD")
+    seconds = 0.0
+    cached = ckpt.load(path, "reference") if os.path.exists(path) else None
+    if cached is not None and cached["pretrain"] == want:
+        ckpt.check_compatible(cached, run.identity, path)
+        policy.load_state_dict(cached["model"])
+        if build:
+            print(f"reference: reusing {path} ({cached['stats']})")
+    elif not build:
+        raise UsageError(f"{path}: not there for this process; with several machines --out must be a "
+                         f"folder they all share")
+    else:
+        if cached is not None:
+            changed = {k: (cached["pretrain"].get(k), v) for k, v in want.items() if cached["pretrain"].get(k) != v}
+            print(f"reference: {path} was pretrained with other settings {changed}; pretraining again")
+        policy.to(run.device)
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99),
+                                      foreach=False)
+        step, state_path = 0, run.path("pretrain_state.pt")
+        if cfg.resume and os.path.exists(state_path):
+            state = ckpt.load(state_path, "pretrain")
+            ckpt.check_compatible(state, run.identity, state_path)
+            policy.load_state_dict(state["model"])
+            load_optimizer(optimizer, state, state_path)
+            ckpt.set_rng_state(state["rng"])
+            step = state["step"]
+        t0 = time.time()
+        step = pretrain(policy, optimizer, run.train_ids.to(run.device), run.vocab.eos_id, cfg, step,
+                        should_stop=lambda: run.stop.requested)
+        if step < cfg.pretrain_steps:      # Ctrl-C: keep everything needed to continue exactly
+            ckpt.save({"kind": "pretrain", **run.identity, "step": step, "model": policy.state_dict(),
+                       "optimizer": optimizer.state_dict(), "rng": ckpt.rng_state()}, state_path)
+            print(f"interrupted: pretraining saved at step {step} in {cfg.out}; continue with "
+                  f"`{run.resume_hint}`", file=sys.stderr)
+            return None, 0.0
+        seconds = time.time() - t0
+        lines = sample_lines(policy, run.vocab, 256)
+        stats = {"val_loss": round(val_loss(policy, run.val_ids.to(run.device), run.vocab.eos_id, cfg.block_size), 4),
+                 "seconds": round(seconds, 1)}
+        if run.grammar:
+            stats["grammatical"] = grammatical_fraction(lines)
+        print(f"reference: pretrained in {seconds:.1f} s, {stats}; samples:")
+        print("".join(f"  {line}\n" for line in lines[:5]), end="")
+        ckpt.save({"kind": "reference", **run.identity, "pretrain": want, "stats": stats,
+                   "model": policy.state_dict()}, path)
+        if os.path.exists(state_path):
+            os.remove(state_path)
+    return policy.to(run.device).eval(), seconds
+
+
+def load_optimizer(optimizer, state: dict, path: str):
+    """Restore an AdamW state_dict, or UsageError (changing nothing) when it does not fit."""
+    saved = state.get("optimizer")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    try:
+        groups, per_param = saved["param_groups"], saved["state"]
+        assert len(groups) == len(optimizer.param_groups)
+        assert all(isinstance(g.get("lr"), (int, float)) and math.isfinite(g["lr"]) and g["lr"] >= 0
+                   for g in groups)
+        for i, p in enumerate(params):
+            if i not in per_param:
+                continue
+            s = per_param[i]
+            assert set(s) == {"step", "exp_avg", "exp_avg_sq"}
+            assert float(s["step"]) >= 0 and math.isfinite(float(s["step"]))
+            for k in ("exp_avg", "exp_avg_sq"):
+                t = s[k]
+                assert isinstance(t, torch.Tensor) and t.shape == p.shape and t.dtype == p.dtype
+                assert bool(torch.isfinite(t).all())
+            assert bool((s["exp_avg_sq"] >= 0).all())       # a mean of squares
+        assert all(i < len(params) for i in per_param)
+        optimizer.load_state_dict(saved)
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+        raise UsageError(f"{path}: its optimizer state does not fit this model (from another minippo "
+                         f"version?); delete it, or start afresh with --force") from None

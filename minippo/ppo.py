@@ -1,0 +1,107 @@
+"""The loop: KL-penalised PPO (or REINFORCE) on a pretrained policy. One iteration is one screen:
+draw queries x, sample y ~ pi_theta(.|x) at temperature T, score r(x, y), log pi_old, V(s_t) and
+log pi_ref of the sampled tokens with the per-token KL, advantages, then update() pi_theta.
+
+`python train.py` (minippo/extras/launch.py) wraps train() from outside: it pretrains or loads
+pi_ref, and hands train() a `run` (minippo/extras/runs.py) whose three calls restore a saved run,
+write metrics and checkpoints, and stop on Ctrl-C. Under torchrun each process runs this same loop
+on its share of the batch while hooks average the gradients (what DistributedDataParallel does).
+"""
+import copy
+
+import torch
+
+from minippo.model import sample
+from minippo.rl import (entropy, explained_variance, gae, per_token_rewards, ppo_losses,
+                        reinforce_loss, update_beta, whiten)
+from minippo.rollout import decode_responses, encode_prompts, response_logprobs, score
+
+
+def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, sample=sample) -> dict:
+    """One iteration on cfg.batch responses; returns what it sampled and the figures to log.
+    `sample` is minippo.model.sample (on a GPU the command passes the same loop as CUDA graphs)."""
+    device = policy.lm_head.weight.device
+    # ---- 1. draw queries x; sample responses y ~ pi_theta(.|x) at temperature T
+    xs = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch,)).tolist()]
+    prompt_ids = encode_prompts(vocab, xs, device)                       # (B, P)
+    tokens, sampled_logprobs = sample(policy, prompt_ids, cfg.max_new_tokens, cfg.temperature,
+                                      vocab.eos_id)                      # (B, L) each
+    mask = (tokens != vocab.pad_id).float()                              # (B, L) 1 = response token
+    ys, finished = decode_responses(vocab, tokens)
+
+    # ---- 2. score them: r(x, y), plain Python on strings
+    scores = score(reward_fn, xs, ys, finished, device)                  # (B,)
+
+    # ---- 3. log pi_old, V(s_t) and log pi_ref of the sampled tokens, at the same T; per-token KL
+    with torch.no_grad():
+        if cfg.algo == "ppo":
+            old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, cfg.temperature)
+        else:       # REINFORCE needs no V(s_t), and sampling already computed log pi_old(y_t)
+            old_logprobs, old_values = sampled_logprobs, None
+        ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, cfg.temperature)
+        rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)  # (B, L) each
+
+        # ---- 4. advantages (PPO): GAE over the per-token rewards, optionally whitened
+        advantages = returns = None                 # REINFORCE needs neither
+        if cfg.algo == "ppo":
+            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)   # (B, L) each
+            if cfg.whiten:
+                advantages = whiten(advantages, mask)
+
+    # ---- 5. update pi_theta on this batch
+    batch = {"prompt_ids": prompt_ids, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
+             "old_logprobs": old_logprobs, "old_values": old_values, "advantages": advantages,
+             "returns": returns}
+    steps = update(policy, optimizer, batch, cfg, beta)
+    ev = explained_variance(old_values, returns, mask) if cfg.algo == "ppo" else None  # V's fit
+    return {"texts": list(zip(xs, ys, finished)), "scores": scores.tolist(), "steps": steps,
+            "reward": scores.mean().item(),                  # E[r(x, y)] over the batch
+            "kl": kl.sum(1).mean().item(),                   # KL(pi_theta || pi_ref), nats per response
+            "response_length": mask.sum(1).mean().item(), "explained_variance": ev}
+
+
+def update(policy, optimizer, batch, cfg, beta) -> list:
+    """PPO: cfg.epochs passes over shuffled minibatches of the batch. REINFORCE: one step on the
+    whole batch. Returns one dict of statistics per optimizer step."""
+    B = len(batch["tokens"])
+    epochs, mb_size = (cfg.epochs, cfg.minibatch) if cfg.algo == "ppo" else (1, B)
+    log = []
+    for epoch in range(epochs):
+        for idx in torch.randperm(B, device=batch["tokens"].device).split(mb_size):
+            mb = {k: v[idx] for k, v in batch.items() if v is not None}
+            mb_logprobs, mb_values, mb_logits = response_logprobs(
+                policy, mb["prompt_ids"], mb["tokens"], cfg.temperature)    # (mb, L) each
+            mb_entropy = entropy(mb_logits, mb["mask"], cfg.temperature)
+            if cfg.algo == "ppo":
+                pg_loss, vf_loss, stats = ppo_losses(
+                    mb_logprobs, mb["old_logprobs"], mb["advantages"], mb_values, mb["old_values"],
+                    mb["returns"], mb["mask"], cfg.clip)
+                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy
+                stats["vf_loss"] = vf_loss
+            else:
+                loss = pg_loss = reinforce_loss(mb_logprobs, mb["scores"], mb["kl"], mb["mask"], beta)
+                stats = {}
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            log.append({"pg_loss": pg_loss, "entropy": mb_entropy, **stats, "tokens": mb["mask"].sum()})
+    # tensors -> floats, one read per step (on a GPU: one sync)
+    return [dict(zip(d, torch.stack([v.detach() for v in d.values()]).tolist())) for d in log]
+
+
+def train(cfg, policy, vocab, prompts, reward_fn, run, sample=sample):
+    """Tune the pretrained `policy` with cfg.iters iterations; returns pi_ref and the final beta."""
+    ref = copy.deepcopy(policy).requires_grad_(False).eval()    # pi_ref: the pretrained model, frozen
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=False)
+    start, beta = run.start(policy, optimizer)        # (0, cfg.beta), or where a saved run stopped
+    for it in range(start, cfg.iters):
+        if cfg.anneal_lr:   # a step size that decays to 0 lets noisy gradient ascent converge
+            optimizer.param_groups[0]["lr"] = cfg.lr * (1 - it / cfg.iters)
+        out = iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, sample)
+        m = run.log(it + 1, beta, out)       # metrics.jsonl and the progress bar (figures of the batch)
+        if cfg.target_kl > 0:                # adaptive beta, after logging the beta that was used
+            beta = update_beta(beta, m["kl"], cfg.target_kl, m["responses"], cfg.kl_horizon)
+        if run.save(it + 1, policy, optimizer, beta):    # checkpoint.pt now and then; True: Ctrl-C
+            break
+    return ref, beta
