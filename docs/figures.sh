@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Regenerates the numbers and figures of docs/walkthrough.md and the README's experiments section:
-# the default run, the beta and temperature sweeps, the toy bandit (about 8 minutes on a 2-core CPU).
-# Plots need matplotlib (pip install matplotlib).
+# Regenerates every training figure that the README and the docs quote, and the two figures: the
+# toy bandit, the default run (seeds 0, 1, 2), REINFORCE (seeds 0, 1, 2), beta = 0, and the beta and
+# temperature sweeps (about 5 minutes on a 2-core CPU). Plots need matplotlib. Each command's output
+# is kept in figures_out/, and the summary lines are printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python toy_bandit.py
-python train.py --out out --force --plot          # reuses out/reference.pt when it is there
+mkdir -p figures_out
+log() { local name=$1; shift; echo "+ $*"; /usr/bin/time -f "$name: %e s wall, %M KB peak" "$@" \
+          > "figures_out/$name.txt" 2> >(tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" > "figures_out/$name.err"); }
+log bandit python toy_bandit.py
+log seed0 python train.py --out out --force --plot          # reuses out/reference.pt when it is there
 cp out/curves.png docs/curves.png
-python -m minippo.sweep --sweep beta=0,0.03,0.1,0.3,1 --out sweeps/beta --reference out/reference.pt --force
+for s in 1 2; do log seed$s python train.py --out out_s$s --seed $s --force; done
+reuse() { mkdir -p "$2"; cp "$1/reference.pt" "$2/"; }   # the same seed's pi_ref, not pretrained again
+reuse out out_r0; reuse out_s1 out_r1; reuse out_s2 out_r2; reuse out out_b0
+log reinforce0 python train.py --out out_r0 --algo reinforce --force
+for s in 1 2; do log reinforce$s python train.py --out out_r$s --seed $s --algo reinforce --force; done
+log beta0 python train.py --out out_b0 --beta 0 --force
+log sweep_beta python -m minippo.extras.sweep --sweep beta=0,0.03,0.1,0.3,1 --out sweeps/beta --reference out/reference.pt --force
 cp sweeps/beta/frontier.png docs/frontier_beta.png
-python -m minippo.sweep --sweep temperature=0.7,1.0,1.3 --out sweeps/temperature --reference out/reference.pt --force
+log sweep_temperature python -m minippo.extras.sweep --sweep temperature=0.7,1.0,1.3 --out sweeps/temperature --reference out/reference.pt --force
+for f in figures_out/*.txt; do echo "== $f"; grep -A2 "^pi_theta\|^optimality gap" "$f" || tail -8 "$f"; grep "wall" "${f%.txt}.err" || true; done

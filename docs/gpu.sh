@@ -12,12 +12,12 @@ py=${PYTHON:-python3}
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   $py -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
   $py -m pytest -q tests/test_cuda.py tests/test_cuda_graphs.py 2>&1 | tail -15
-  $py -m minippo.bench --device cuda
-  $py -m minippo.bench --device cuda --algo reinforce --batch 64 --max-new-tokens 48
-  $py -m minippo.bench --device cuda --algo reinforce --batch 256 --max-new-tokens 64 --d-model 256 --n-layer 4
-  $py -m minippo.bench --device cuda --autocast
-  $py -m minippo.bench --device cuda --algo reinforce --batch 256 --max-new-tokens 64 --d-model 256 --n-layer 4 --autocast
-  $py -m minippo.bench --device cuda --scaling --iters 3
+  $py -m minippo.extras.bench --device cuda
+  $py -m minippo.extras.bench --device cuda --algo reinforce --batch 64 --max-new-tokens 48
+  $py -m minippo.extras.bench --device cuda --algo reinforce --batch 256 --max-new-tokens 64 --d-model 256 --n-layer 4
+  $py -m minippo.extras.bench --device cuda --autocast
+  $py -m minippo.extras.bench --device cuda --algo reinforce --batch 256 --max-new-tokens 64 --d-model 256 --n-layer 4 --autocast
+  $py -m minippo.extras.bench --device cuda --scaling --iters 3
   start=$(date +%s%N)
   $py train.py --device cuda --out "$out/run" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$"
   echo "train.py --device cuda: $(( ($(date +%s%N) - start) / 1000000 )) ms wall"
