@@ -22,16 +22,76 @@ def test_every_named_function_exists(path, name):
     assert re.search(rf"^\s*(def|class) {name}\b", source, re.M), f"{path} has no {name}"
 
 
+def indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def check_excerpt(source: str, code: str):
+    """An excerpt quotes its file's lines as they stand, contiguous, with `...` marking every place
+    where lines are left out: between quoted runs, and at the start or the end when the excerpt
+    begins or stops inside a block. So a truncated excerpt (one that stops before the block it
+    quotes ends, as a loop missing its last line would) fails unless it says so."""
+    lines = [line for line in source.splitlines() if line.strip()]       # blank lines do not count
+    stripped = [line.strip() for line in lines]
+    runs, run = [], []
+    for want in code.splitlines() + ["..."]:
+        if want.strip() == "...":
+            runs.append(run)
+            run = []
+        elif want.strip():
+            run.append(want.strip())
+    elided_start, elided_end = not runs[0], not runs[-1]
+    at, spans = 0, []
+    for run in filter(None, runs):
+        starts = [i for i in range(at, len(lines)) if stripped[i:i + len(run)] == run]
+        assert starts, f"not in the file as contiguous lines in this order: {run}"
+        spans.append((starts[0], starts[0] + len(run)))
+        at = starts[0] + len(run)
+    first, last = spans[0][0], spans[-1][1]
+    level = min(indent(lines[i]) for i in range(first, last))
+    after = lines[last] if last < len(lines) else None
+    before = lines[first - 1] if first > 0 else None
+    if not elided_end:       # the excerpt must close its block: what follows is less indented
+        assert after is None or indent(after) < level or after.strip().startswith(("def ", "class ", "@")), \
+            f"the excerpt stops inside a block without `...`; next line: {after!r}"
+    if not elided_start:     # ... and open it: what precedes is a header or less indented
+        assert (before is None or indent(before) < level or before.rstrip().endswith((":", '"""'))
+                or stripped[first].startswith(("def ", "class ", "@"))), \
+            f"the excerpt starts inside a block without `...`; line before: {before!r}"
+
+
 @pytest.mark.parametrize("path,code", EXCERPTS, ids=[f"{p}#{i}" for i, (p, _) in enumerate(EXCERPTS)])
 def test_every_excerpt_is_still_in_its_file(path, code):
-    lines = [line.strip() for line in (ROOT / path).read_text(encoding="utf-8").splitlines()]
-    at = 0
-    for want in (line.strip() for line in code.splitlines()):
-        if not want or want == "...":            # "..." marks lines left out of the excerpt
-            continue
-        assert want in lines[at:], f"{path}: this line of the walkthrough is not in the file " \
-                                   f"(or not in this order): {want!r}"
-        at += lines[at:].index(want) + 1
+    check_excerpt((ROOT / path).read_text(encoding="utf-8"), code)
+
+
+GAE = """def gae(rewards, values, mask, gamma, lam):
+    values = values * mask
+    advantages = torch.zeros_like(rewards)
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_adv = delta + gamma * lam * next_adv
+        advantages[:, t] = next_adv
+        next_value = values[:, t]
+    return advantages
+"""
+
+
+@pytest.mark.parametrize("excerpt, ok", [
+    (GAE, True),
+    ("    for t in reversed(range(rewards.shape[1])):\n        delta = rewards[:, t] + gamma * next_value - values[:, t]\n"
+     "        next_adv = delta + gamma * lam * next_adv\n        advantages[:, t] = next_adv\n", False),   # truncated loop
+    ("    ...\n    for t in reversed(range(rewards.shape[1])):\n        delta = rewards[:, t] + gamma * next_value - values[:, t]\n"
+     "        ...\n", True),                                                                  # marked elisions
+    ("    advantages = torch.zeros_like(rewards)\n    ...\n    return advantages\n", False),     # starts inside
+    ("def gae(rewards, values, mask, gamma, lam):\n    values = values * mask\n    return advantages\n", False),
+])
+def test_the_excerpt_check_catches_a_truncation(excerpt, ok):
+    if ok:
+        check_excerpt(GAE, excerpt)
+    else:
+        with pytest.raises(AssertionError):
+            check_excerpt(GAE, excerpt)
 
 
 def test_figures_exist_and_readme_links_the_walkthrough():
