@@ -16,6 +16,7 @@ import json, sys
 d, flags = sys.argv[1], sys.argv[2]
 s = json.load(open(f"{d}/summary.json"))
 m = [json.loads(line) for line in open(f"{d}/metrics.jsonl")]
+betas = ", ".join("%.3f" % m[i - 1]["beta"] for i in (8, 21, 41, 70) if i <= len(m))
 print(f"{flags or '(default)':<40} reward {s['reward_policy']:.3f} (pi_ref {s['reward_reference']:.3f})  "
       f"KL {s['kl_policy']:.2f}  gap {s['optimality_gap']:.3f}  grammatical {s.get('grammatical_policy', float('nan')):.3f}  "
       f"distinct {s['distinct_policy']:.3f}  beta {s['beta']:.3f}")
@@ -25,7 +26,7 @@ print(f"{'':<40} clipfrac at iterations 1, 8, max from 22: {m[0]['clipfrac'] if 
       f"{max(m, key=lambda x: x.get('approx_kl_k3', 0))['iter']};  batch KL range after 10: "
       f"{min(x['kl'] for x in m[10:]):.2f}-{max(x['kl'] for x in m[10:]):.2f};  "
       f"explained variance {min(x.get('explained_variance', 0) for x in m):.3f}..{max(x.get('explained_variance', 0) for x in m):.3f};  "
-      f"beta at 8, 21, 41, 70: {', '.join(f'{m[i-1]["beta"]:.3f}' for i in (8, 21, 41, 70) if i <= len(m))}")
+      f"beta at 8, 21, 41, 70: {betas}")
 PY
 }
 # 1. REINFORCE without its baseline: (R - b) -> R in a copy of the code

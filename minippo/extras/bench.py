@@ -129,7 +129,7 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
     mcfg = ModelConfig(vocab.size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model)
     policy = Policy(mcfg).to(device)
     ref = Policy(mcfg).to(device).requires_grad_(False)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     cfg = replace(cfg, bf16=autocast)
     base_sample = fixed_length(launch.sampler(cfg, device))   # what train.py passes to the loop
     run_iteration = lambda sample_fn: ppo.iteration(policy, ref, optimizer, vocab, prompts,

@@ -359,8 +359,7 @@ def pretrained_policy(run: Run, build: bool = True):
             changed = {k: (cached["pretrain"].get(k), v) for k, v in want.items() if cached["pretrain"].get(k) != v}
             print(f"reference: {path} was pretrained with other settings {changed}; pretraining again")
         policy.to(run.device)
-        optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99),
-                                      foreach=False)
+        optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
         step, state_path = 0, run.path("pretrain_state.pt")
         if cfg.resume and os.path.exists(state_path):
             state = ckpt.load(state_path, "pretrain")
