@@ -14,6 +14,16 @@ from minippo.model import ModelConfig, Policy  # noqa: E402
 from minippo.rollout import response_logprobs  # noqa: E402
 
 
+def needs_matplotlib(reason="plots need matplotlib (pip install matplotlib)"):
+    """Skip without matplotlib, except in CI (CI=true), which installs it: there a missing
+    matplotlib must fail, so that no test of a shipped feature is silently skipped."""
+    import os
+    if os.environ.get("CI") == "true":
+        import matplotlib  # noqa: F401
+    else:
+        pytest.importorskip("matplotlib", reason=reason)
+
+
 def logprobs(model, tokens, temperature: float):
     """Teacher-forced log-probs of tokens[:, 1:] given their prefixes: (B, T) -> (B, T-1)."""
     return response_logprobs(model, tokens[:, :1], tokens[:, 1:], temperature)[0]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import TINY
+from conftest import TINY, needs_matplotlib
 from minippo.extras import plot, sweep
 from minippo.extras.cli import UsageError
 from minippo.extras.human_eval import human_eval, load_run, wilson
@@ -30,7 +30,7 @@ def small_run(tmp_path, lines=None):
 
 # ----------------------------------------------------------------------------- plots
 def test_plot_writes_a_png(tmp_path, capsys):
-    pytest.importorskip("matplotlib", reason=NEEDS_MATPLOTLIB)
+    needs_matplotlib(NEEDS_MATPLOTLIB)
     run = small_run(tmp_path)
     assert plot.main([str(run)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {run / 'curves.png'}"
@@ -189,7 +189,7 @@ def test_train_py_plot_and_human_eval_flags(reference, tmp_path, capsys, monkeyp
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))        # nothing piped: refused before training
     assert train.main(["--out", str(out), *TINY, "--iters", "1", "--human-eval", "2"]) == 2
     assert "answers" in capsys.readouterr().err and not (out / "config.json").exists()
-    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install matplotlib)")
+    needs_matplotlib("--plot needs matplotlib (pip install matplotlib)")
     monkeypatch.setattr(sys, "stdin", io.StringIO("1\nt\n"))
     args = ["--out", str(out), *TINY, "--iters", "1", "--eval-samples", "2", "--plot", "--human-eval", "2"]
     assert train.main(args) == 0
