@@ -4,21 +4,22 @@ import json
 import pytest
 import torch
 
-from conftest import TINY, run
-from conftest import logprobs
+from conftest import TINY, logprobs, run
+from minippo.extras.cuda_graphs import graph_sample
 from minippo.model import ModelConfig, Policy, sample
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
 
-def test_sampled_logprobs_equal_teacher_forced_on_cuda():
+@pytest.mark.parametrize("sampler", [sample, graph_sample], ids=["eager", "cuda-graphs"])
+def test_sampled_logprobs_equal_teacher_forced_on_cuda(sampler):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     model = Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32)).cuda().eval()
     prompts = torch.randint(1, 11, (32, 4), device="cuda")
     prompts[:8, :2] = 11
     for temperature in (0.7, 1.0, 1.5):
-        tokens, sampled = sample(model, prompts, 30, temperature, eos_id=0)
+        tokens, sampled = sampler(model, prompts, 30, temperature, eos_id=0)
         forced = logprobs(model, torch.cat([prompts, tokens], 1), temperature)[:, 3:]
         mask = tokens != 11
         assert (forced - sampled)[mask].abs().max() <= 1e-4
@@ -38,19 +39,19 @@ def test_cuda_graph_replay_sees_updated_weights_and_exact_law():
     model = Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32)).cuda().eval()
     prompts = torch.randint(1, 11, (64, 5), device="cuda")
     for _ in range(2):
-        tokens, sampled = sample(model, prompts, 20, 1.0, eos_id=0)
+        tokens, sampled = graph_sample(model, prompts, 20, 1.0, eos_id=0)
         forced = logprobs(model, torch.cat([prompts, tokens], 1), 1.0)[:, 4:]
         assert (forced - sampled)[tokens != 11].abs().max() <= 1e-4
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.5 * torch.randn_like(p))
     for n in (1, 8, 11):                                   # one-step graph, chunk graph, both
-        tokens, _ = sample(model, prompts, n, 1.0, eos_id=-1)
+        tokens, _ = graph_sample(model, prompts, n, 1.0, eos_id=-1)
         assert tokens.shape == (64, n) and (tokens != 11).all()
     prompt = torch.tensor([[3, 1, 4]], device="cuda")
     with torch.no_grad():
         p = torch.softmax(model(prompt)[0][0, -1] / 1.3, -1).double().cpu()
-    tokens, _ = sample(model, prompt.expand(20000, 3), 1, 1.3, eos_id=0)
+    tokens, _ = graph_sample(model, prompt.expand(20000, 3), 1, 1.3, eos_id=0)
     freq = torch.bincount(tokens[:, 0].cpu(), minlength=11).double() / 20000
     assert ((freq - p).abs() <= 4 * (p * (1 - p) / 20000).sqrt() + 1e-3).all()
 

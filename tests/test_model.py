@@ -74,3 +74,15 @@ def test_logprobs_unaffected_by_padding_in_the_batch(peaked_model):
     padded = torch.cat([torch.full((1, 5), PAD), seq], 1)       # left-padded beside a longer row
     batch = logprobs(peaked_model, torch.cat([padded, other]), 1.0)
     assert torch.allclose(batch[0, 5:], alone[0], atol=1e-6)
+
+
+def test_a_rescored_sampler_gives_the_same_tokens_and_teacher_forced_logprobs(peaked_model):
+    """What train.py --bf16 passes REINFORCE on a GPU: log pi_old recomputed by teacher forcing."""
+    from minippo.extras.launch import rescored
+    prompts = torch.randint(1, 11, (16, 4), generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(6)
+    tokens, sampled = sample(peaked_model, prompts, 20, 1.3, eos_id=EOS)
+    torch.manual_seed(6)
+    tokens2, forced = rescored(sample)(peaked_model, prompts, 20, 1.3, EOS)
+    assert torch.equal(tokens, tokens2) and (tokens == PAD).any()
+    assert (forced - sampled).abs().max() <= 1e-5 and (forced[tokens == PAD] == 0).all()

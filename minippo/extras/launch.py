@@ -47,19 +47,21 @@ def main(argv=None) -> int:
 
 def sampler(cfg, device):
     """The sampler the loop calls: model.sample, or on a GPU the same loop replayed as CUDA graphs.
-    With --bf16 REINFORCE takes log pi_old from its sampler: re-scored here under the loop's
-    autocast, so that log pi_old and log pi_ref come from the same bf16 matmuls."""
+    With --bf16 REINFORCE takes log pi_old from its sampler: re-scored under the loop's autocast,
+    so that log pi_old and log pi_ref come from the same bf16 matmuls."""
     if device.type != "cuda":
         return sample
-    if not (cfg.bf16 and cfg.algo == "reinforce"):
-        return graph_sample
+    return rescored(graph_sample) if cfg.bf16 and cfg.algo == "reinforce" else graph_sample
 
-    def bf16_sample(model, prompt_ids, max_new_tokens, temperature, eos_id):
-        tokens, _ = graph_sample(model, prompt_ids, max_new_tokens, temperature, eos_id)
+
+def rescored(sample_fn):
+    """sample_fn's tokens, with log-probs recomputed by teacher forcing (0 after EOS, as sampled)."""
+    def sample_rescored(model, prompt_ids, max_new_tokens, temperature, eos_id):
+        tokens, _ = sample_fn(model, prompt_ids, max_new_tokens, temperature, eos_id)
         with torch.no_grad():
             logprobs = response_logprobs(model, prompt_ids, tokens, temperature)[0]
         return tokens, logprobs * (tokens != model.cfg.vocab_size)
-    return bf16_sample
+    return sample_rescored
 
 
 def command(cfg, stop) -> int:
