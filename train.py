@@ -1,6 +1,6 @@
 """minippo: pretrain a tiny character-level GPT, then tune it with KL-penalised PPO (or REINFORCE).
 
-    python train.py                      # ~55 s on a 2-core CPU: pretrain, then 70 PPO iterations
+    python train.py                      # ~25 s on a 2-core CPU: pretrain, then 70 PPO iterations
     python train.py --algo reinforce     # the log-derivative trick, one step per batch
     torchrun --standalone --nproc_per_node 2 train.py   # the same, data-parallel
     python train.py --help               # every setting, with its meaning and typical range

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of the README's performance section, on one CUDA GPU (about 3 minutes on an H200):
+# The GPU figures of docs/performance.md, on one CUDA GPU (about 3 minutes on an H200):
 # the CUDA tests, the benchmark at the default, peer and larger settings, bf16 autocast, the scaling
 # table, and the default training run. Usage: bash docs/gpu.sh [OUT_DIR]   (default gpu_out)
 set -u

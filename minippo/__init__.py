@@ -1,1 +1,1 @@
-"""minippo: a minimal, from-scratch PPO for language models. Start reading at train.py."""
+"""minippo: a minimal, from-scratch PPO for language models. Start reading at minippo/model.py; the README gives the order."""

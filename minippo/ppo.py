@@ -91,7 +91,8 @@ def update(policy, optimizer, batch, cfg, beta) -> list:
 
 
 def train(cfg, policy, vocab, prompts, reward_fn, run, sample=sample):
-    """Tune the pretrained `policy` with cfg.iters iterations; returns pi_ref and the final beta."""
+    """Tune the pretrained `policy` with cfg.iters iterations; returns pi_ref and the final beta.
+    run.log() returns the batch's figures (of every process's share), its KL per response among them."""
     ref = copy.deepcopy(policy).requires_grad_(False).eval()    # pi_ref: the pretrained model, frozen
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     start, beta = run.start(policy, optimizer)        # (0, cfg.beta), or where a saved run stopped

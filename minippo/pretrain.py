@@ -11,7 +11,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 
 def line_starts(ids, eos_id: int, block_size: int):
@@ -40,28 +39,17 @@ def learning_rate(step: int, total: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to peak/10
 
 
-def pretrain(model, optimizer, train_ids, eos_id, cfg, step: int = 0, should_stop=lambda: False):
-    """Train from `step` to cfg.pretrain_steps; returns the step reached (less if stopped early)."""
+def pretrain(model, optimizer, train_ids, eos_id, cfg, steps):
+    """One AdamW step for each step number in `steps` (the command passes range(cfg.pretrain_steps)
+    in a progress bar that ends early on Ctrl-C)."""
     starts = line_starts(train_ids, eos_id, cfg.block_size)
     model.train()
-    bar = tqdm(range(step, cfg.pretrain_steps), desc="pretrain", initial=step,
-               total=cfg.pretrain_steps, dynamic_ncols=True)
-    for step in bar:
-        if should_stop():
-            bar.close()
-            return step
+    for step in steps:
         optimizer.param_groups[0]["lr"] = learning_rate(step, cfg.pretrain_steps, cfg.pretrain_lr)
         x, y = get_batch(train_ids, starts, cfg.pretrain_batch, cfg.block_size)
         loss = lm_loss(model, x, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step}; "
-                                     f"lower --pretrain-lr")
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
     model.eval()
-    return cfg.pretrain_steps

@@ -4,16 +4,10 @@ A prompt is fed as [EOS] + its characters: the newline that ends a line also mar
 one starts, just as in the pretraining text. Prompts of different lengths are left-padded, so all
 responses start in the same column P and one batched KV-cache loop samples them together.
 """
-import math
-
 import torch
 
 from minippo.model import token_logprobs
 from minippo.rewards import NO_EOS_PENALTY
-
-
-class RewardError(Exception):
-    """The reward function raised or returned something that is not a finite number."""
 
 
 def encode_prompts(vocab, prompts, device):
@@ -35,20 +29,8 @@ def decode_responses(vocab, tokens):
 
 def score(reward_fn, prompts, texts, finished, device):
     """r(x, y) for every response, or NO_EOS_PENALTY if it never ended; (B,) float tensor."""
-    scores = []
-    for x, y, done in zip(prompts, texts, finished):
-        if not done:
-            scores.append(NO_EOS_PENALTY)
-            continue
-        where = f"reward {reward_fn.__name__!r} on prompt {x!r} and response {y!r}"
-        try:
-            r = reward_fn(x, y)
-        except Exception as e:
-            raise RewardError(f"{where} raised {type(e).__name__}: {e}") from None
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
-            raise RewardError(f"{where} returned {r!r}; a reward must be a finite float")
-        scores.append(float(r))
-    return torch.tensor(scores, device=device)
+    return torch.tensor([float(reward_fn(x, y)) if done else NO_EOS_PENALTY
+                         for x, y, done in zip(prompts, texts, finished)], device=device)
 
 
 def response_logprobs(model, prompt_ids, tokens, temperature: float):

@@ -22,6 +22,7 @@ BAD_FLAGS = [
     (["--device", "tpu"], "--device"), (["--batch", "many"], "--batch"),
     (["--max-new-tokens", "200"], "--max-new-tokens"), (["--n-head", "3"], "--n-head"),
     (["--bf16", "--device", "cpu"], "--bf16"),
+    (["--algo", "reinforce", "--batch", "1", "--minibatch", "1"], "--batch"),
 ]
 if not torch.cuda.is_available():
     BAD_FLAGS.append((["--device", "cuda"], "--device"))

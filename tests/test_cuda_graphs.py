@@ -1,4 +1,4 @@
-"""The GPU sampler's static loop (minippo/cuda_graphs.py), run on the CPU without graphs: the same
+"""The GPU sampler's static loop (minippo/extras/cuda_graphs.py), run on the CPU without graphs: the same
 log-probs as teacher forcing, the same stopping as the eager loop, draws from the right law, and
 buffers that carry nothing from one call to the next. Its CUDA-graph replay is checked in
 test_cuda.py where a GPU is present."""

@@ -151,7 +151,10 @@ def test_two_process_run_learns_and_is_deterministic(reference, tmp_path):
     assert (tmp_path / "a" / "summary.json").exists()
 
 
-def test_batch_must_split_evenly():
+@pytest.mark.parametrize("args", [["--batch", "9", "--minibatch", "9"],
+                                  ["--algo", "reinforce", "--batch", "2", "--minibatch", "2"]],
+                         ids=["uneven", "reinforce-share-of-one"])
+def test_batch_must_split_evenly_and_reinforce_needs_two_per_process(args):
     def bad(rank):
-        return train_main(["--out", "unused", "--batch", "9", "--minibatch", "9"])
+        return train_main(["--out", "unused", *args])
     assert in_two_processes(bad) == [2, 2]

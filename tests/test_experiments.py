@@ -1,5 +1,5 @@
-"""The experiment extras: curves (minippo/plot.py), sweeps (minippo/sweep.py) and blind human
-evaluation (minippo/human_eval.py). They reuse the session's tiny run (conftest `reference`)."""
+"""The experiment extras: curves (minippo/extras/plot.py), sweeps (minippo/extras/sweep.py) and blind human
+evaluation (minippo/extras/human_eval.py). They reuse the session's tiny run (conftest `reference`)."""
 import csv
 import io
 import json

@@ -10,7 +10,8 @@ from minippo.extras import launch as train_module
 from conftest import TINY, with_reference
 from minippo.extras import checkpoint as ckpt
 from minippo.rewards import NO_EOS_PENALTY
-from minippo.rollout import RewardError, score
+from minippo.extras.launch import RewardError, checked
+from minippo.rollout import score
 
 
 def run_in_process(capsys, *args):
@@ -60,10 +61,10 @@ def test_score_names_the_reward_prompt_and_response(bad, what):
             raise bad
         return bad
     with pytest.raises(RewardError) as e:
-        score(odd, ["the food"], [" is good."], [True], "cpu")
+        score(checked(odd), ["the food"], [" is good."], [True], "cpu")
     assert str(e.value).startswith("reward 'odd' on prompt 'the food' and response ' is good.'")
     assert what in str(e.value)
-    assert score(odd, ["the food"], [" is goo"], [False], "cpu").tolist() == [NO_EOS_PENALTY]
+    assert score(checked(odd), ["the food"], [" is goo"], [False], "cpu").tolist() == [NO_EOS_PENALTY]
 
 
 @pytest.mark.parametrize("algo", ["ppo", "reinforce"])

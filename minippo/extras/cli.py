@@ -82,6 +82,8 @@ def check(cfg: Config, rewards=()):
         bad("n_head", f"must divide --d-model={cfg.d_model}")
     if cfg.batch % cfg.minibatch:
         bad("minibatch", f"must divide --batch={cfg.batch}")
+    if cfg.algo == "reinforce" and cfg.batch < 2:
+        bad("batch", "must be at least 2 with --algo reinforce (its baseline is the others' mean return)")
     if cfg.max_new_tokens >= cfg.block_size:
         bad("max_new_tokens", f"must be < --block-size={cfg.block_size} (the prompt needs room)")
     if cfg.algo not in ALGOS:

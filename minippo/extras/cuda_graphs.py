@@ -1,6 +1,7 @@
 """Sampling on a GPU as CUDA graphs: model.sample()'s loop, replayed instead of launched.
 
-Off the reading path: model.sample() hands over to graph_sample() on CUDA only. Why it exists: at
+Off the reading path: on CUDA the command passes graph_sample() to the loop instead of
+model.sample() (minippo/extras/launch.py:sampler). Why it exists: at
 ~110k parameters one decode step is ~60 tiny kernels, and launching a kernel costs the CPU more
 (~5 us) than running it costs the GPU, so an eager GPU waits on Python. A CUDA graph records the
 kernels of several decode steps once and then replays them all with one launch. Replay needs fixed
@@ -134,7 +135,7 @@ def graph_sample(model, prompts, max_new_tokens: int, temperature: float, eos_id
                          f"block_size {model.cfg.block_size}")
     if model.cfg.block_size < STEPS_PER_GRAPH:      # too short to record a chunk of steps
         from minippo.model import sample
-        return sample(model, prompts, max_new_tokens, temperature, eos_id, graphs=False)
+        return sample(model, prompts, max_new_tokens, temperature, eos_id)
     key = (prompts.shape[0], float(temperature), eos_id)
     samplers = _samplers.setdefault(model, {})
     with torch.autocast(prompts.device.type, enabled=False):

@@ -34,7 +34,7 @@ Z95 = 1.959964                     # the standard normal's 97.5% quantile
 ANSWERS = {"1": "1", "2": "2", "t": "t", "tie": "t", "s": "s", "skip": "s"}
 REFUSAL = ("standard input is not a terminal and no answers were piped in; run this in a terminal, "
            "or pipe one answer per line (1, 2, t or s), e.g. printf '1\\n2\\nt\\n' | python -m "
-           "minippo.human_eval RUN_DIR --n 3")
+           "minippo.extras.human_eval RUN_DIR --n 3")
 
 
 def wilson(wins: float, n: int, z: float = Z95):

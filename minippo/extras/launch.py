@@ -6,6 +6,7 @@ checkpoints and the metrics (runs.py); several processes under torchrun (dist.py
 sampling on a GPU (cuda_graphs.py); --bf16 autocast; Ctrl-C and SIGINT handling; the plots and the
 blind human evaluation at the end (plot.py, human_eval.py).
 """
+import math
 import signal
 import sys
 from dataclasses import replace
@@ -21,7 +22,7 @@ from minippo.extras.human_eval import answer_stream, human_eval
 from minippo.extras.plot import NO_MATPLOTLIB, figure, plot_run
 from minippo.model import sample
 from minippo.rewards import REWARDS
-from minippo.rollout import RewardError, response_logprobs
+from minippo.rollout import response_logprobs
 
 
 def main(argv=None) -> int:
@@ -43,6 +44,26 @@ def main(argv=None) -> int:
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         dist.close()
+
+
+class RewardError(Exception):
+    """The reward function raised or returned something that is not a finite number."""
+
+
+def checked(reward_fn):
+    """reward_fn, made to stop the run with one line naming the reward, the prompt and the response
+    when it raises or returns something that is not a finite number."""
+    def reward(x, y):
+        where = f"reward {reward_fn.__name__!r} on prompt {x!r} and response {y!r}"
+        try:
+            r = reward_fn(x, y)
+        except Exception as e:
+            raise RewardError(f"{where} raised {type(e).__name__}: {e}") from None
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
+            raise RewardError(f"{where} returned {r!r}; a reward must be a finite float")
+        return r
+    reward.__name__ = reward_fn.__name__
+    return reward
 
 
 def sampler(cfg, device):
@@ -73,6 +94,9 @@ def command(cfg, stop) -> int:
     if cfg.batch % world or cfg.minibatch % world:
         raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly "
                          f"over the {world} processes")
+    if cfg.algo == "reinforce" and cfg.batch // world < 2:
+        raise UsageError(f"--batch={cfg.batch}: with --algo reinforce each of the {world} processes needs "
+                         f"at least 2 responses (the baseline of each is the others' mean return)")
     answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None  # refuse now, not later
     if cfg.plot and figure(1, 1, (1, 1)) is None:
         raise UsageError(f"--plot: {NO_MATPLOTLIB}")
@@ -90,7 +114,8 @@ def command(cfg, stop) -> int:
 
     # the lesson: each process tunes the policy on its share of the batch
     share = replace(cfg, batch=cfg.batch // world, minibatch=cfg.minibatch // world)
-    sample_fn, reward_fn = sampler(cfg, run.device), REWARDS[cfg.reward]
+    sample_fn, reward_fn = sampler(cfg, run.device), checked(REWARDS[cfg.reward])
+    eval_sample = graph_sample if run.device.type == "cuda" else sample   # (no re-scoring: fp32)
     try:
         with torch.autocast(run.device.type, torch.bfloat16, enabled=cfg.bf16):   # --bf16 (GPU)
             ref, beta = ppo.train(share, policy, run.vocab, run.prompts, reward_fn, run, sample_fn)
@@ -104,7 +129,7 @@ def command(cfg, stop) -> int:
     # ---------------------------------------------------------------- how close to J*?
     torch.manual_seed(cfg.seed + runs.EVAL_SEED)
     results, ref_texts, pol_texts = evaluate(policy, ref, run.vocab, run.prompts, reward_fn, cfg,
-                                             run.device, beta, sample_fn)   # with the final beta
+                                             run.device, beta, eval_sample)   # with the final beta
     results.update(runs.text_figures(ref_texts, pol_texts, run.grammar))
     target = results["objective_reference"] + 0.9 * (results["objective_optimal"] - results["objective_reference"])
     results.update(pretrain_seconds=pretrain_seconds, rl_seconds=run.rl_seconds, iters=cfg.iters,

@@ -167,7 +167,6 @@ class Run:
             m["grammatical"] = grammatical_fraction([x + y for x, y, _ in texts])
         m["responses"] = n
         m["seconds"] = time.time() - self.t_last
-        self.t_last = time.time()
         release_memory()
         if self.rank == 0:
             with open(self.path("metrics.jsonl"), "a") as f:
@@ -181,7 +180,7 @@ class Run:
     def save(self, it: int, policy, optimizer, beta: float) -> bool:
         """After iteration `it`: checkpoint.pt every --ckpt-every iterations, at the end and on Ctrl-C.
         True when the loop must stop (Ctrl-C, in this or another process)."""
-        if not all(torch.isfinite(p).all() for p in policy.parameters()):   # NaN/inf spreads
+        if not bool(torch.stack([torch.isfinite(p).all() for p in policy.parameters()]).all()):
             raise FloatingPointError(f"parameters became non-finite by iteration {it}")
         self.stopped = dist.any_process(self.stop.requested) and it < self.cfg.iters
         if it % self.cfg.ckpt_every == 0 or it == self.cfg.iters or self.stopped:
@@ -194,6 +193,7 @@ class Run:
         if self.stopped and self.rank == 0:
             print(f"interrupted: saved iteration {it} in {self.cfg.out}; continue with "
                   f"`{self.resume_hint}`", file=sys.stderr)
+        self.t_last = time.time()           # the next iteration's seconds start here
         return self.stopped
 
     def close_bar(self):
@@ -369,8 +369,20 @@ def pretrained_policy(run: Run, build: bool = True):
             ckpt.set_rng_state(state["rng"])
             step = state["step"]
         t0 = time.time()
-        step = pretrain(policy, optimizer, run.train_ids.to(run.device), run.vocab.eos_id, cfg, step,
-                        should_stop=lambda: run.stop.requested)
+        optimizer.register_step_pre_hook(refuse_non_finite_gradients)   # e.g. a --pretrain-lr too high
+        reached = [step]
+
+        def steps():                       # step numbers, with a progress bar, until Ctrl-C
+            bar = tqdm(range(step, cfg.pretrain_steps), desc="pretrain", initial=step,
+                       total=cfg.pretrain_steps, dynamic_ncols=True)
+            for s in bar:
+                if run.stop.requested:
+                    break
+                yield s
+                reached[0] = s + 1
+            bar.close()
+        pretrain(policy, optimizer, run.train_ids.to(run.device), run.vocab.eos_id, cfg, steps())
+        step = reached[0]
         if step < cfg.pretrain_steps:      # Ctrl-C: keep everything needed to continue exactly
             ckpt.save({"kind": "pretrain", **run.identity, "step": step, "model": policy.state_dict(),
                        "optimizer": optimizer.state_dict(), "rng": ckpt.rng_state()}, state_path)

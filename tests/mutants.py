@@ -1,0 +1,162 @@
+"""Mutation testing of the lesson: plant one single-line bug at a time, run the tests, count the
+bugs they catch. A surviving mutant is a bug the suite would let through.
+
+    python tests/mutants.py                  # every mutant against the fast tests (about 5 minutes)
+    python tests/mutants.py --tests tests    # against the whole suite
+    python tests/mutants.py --only M3 M21    # some of them
+
+Each mutant is applied to a fresh copy of the repository (never to this one), then
+`python -m pytest -x -q TESTS` runs there: a failing run kills the mutant. Not run by CI (it takes
+minutes); docs/testing.md gives the last score and the reason for each mutant left alive.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["tests/test_rl.py", "tests/test_model.py", "tests/test_exact_gradient.py",
+        "tests/test_loop.py", "tests/test_evaluate.py", "tests/test_estimators.py",
+        "tests/test_data.py", "tests/test_train.py"]
+
+# (id, file, the line as it is, the line as the mutant has it, what the bug is)
+MUTANTS = [
+    ("M1", "minippo/ppo.py", "ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, cfg.temperature)",
+     "ref_logprobs, _, _ = response_logprobs(policy, prompt_ids, tokens, cfg.temperature)",
+     "log pi_ref computed with the policy: the KL is always 0"),
+    ("M2", "minippo/ppo.py", "mask = (tokens != vocab.pad_id).float()",
+     "mask = ((tokens != vocab.pad_id) & (tokens != vocab.eos_id)).float()",
+     "the response mask drops the EOS token"),
+    ("M3", "minippo/ppo.py", '"kl": kl.sum(1).mean().item(),',
+     '"kl": kl.sum(1).mean().item() / mask.sum(1).mean().item(),',
+     "the KL logged (and fed to the adaptive beta) per token instead of per response"),
+    ("M4", "minippo/ppo.py", 'beta = update_beta(beta, m["kl"], cfg.target_kl, m["responses"], cfg.kl_horizon)',
+     'beta = update_beta(beta, m["kl"] / 40, cfg.target_kl, m["responses"], cfg.kl_horizon)',
+     "the adaptive beta reads a per-token KL"),
+    ("M5", "minippo/ppo.py", "optimizer.param_groups[0][\"lr\"] = cfg.lr * (1 - it / cfg.iters)",
+     "optimizer.param_groups[0][\"lr\"] = cfg.lr * (it / cfg.iters)",
+     "the learning rate grows instead of annealing"),
+    ("M6", "minippo/ppo.py", "loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy",
+     "loss = pg_loss + cfg.vf_coef * vf_loss + cfg.ent_coef * mb_entropy",
+     "the entropy bonus with the wrong sign"),
+    ("M7", "minippo/ppo.py", "torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)",
+     "pass",
+     "no gradient clipping"),
+    ("M8", "minippo/ppo.py", "if cfg.whiten:",
+     "if not cfg.whiten:",
+     "advantages whitened when they should not be, and not when they should"),
+    ("M9", "minippo/ppo.py", 'mb_logprobs, mb["old_logprobs"], mb["advantages"], mb_values, mb["old_values"],',
+     'mb_logprobs, mb["old_logprobs"], mb["returns"], mb_values, mb["old_values"],',
+     "PPO weighs the ratio by the returns instead of the advantages"),
+    ("M10", "minippo/rl.py", "b = (R.sum() - R) / (len(R) - 1)                          # leave-one-out baseline",
+     "b = R.mean()                          # leave-one-out baseline",
+     "the REINFORCE baseline includes the sample itself: the gradient shrinks by (B-1)/B"),
+    ("M11", "minippo/rl.py", "vf_loss = 0.5 * seq_mean(torch.maximum((values - returns) ** 2, (values_clipped - returns) ** 2), mask)",
+     "vf_loss = 0.5 * seq_mean(torch.minimum((values - returns) ** 2, (values_clipped - returns) ** 2), mask)",
+     "the value-loss clip takes the min, not the max"),
+    ("M12", "minippo/rl.py", "values = values * mask",
+     "values = values",
+     "GAE leaves V non-zero on padding"),
+    ("M13", "minippo/rl.py", "rewards = -beta * kl",
+     "rewards = beta * kl",
+     "the KL penalty with the wrong sign"),
+    ("M14", "minippo/rl.py", "pg_loss = seq_mean(pg_losses, mask)",
+     "pg_loss = masked_mean(pg_losses, mask)",
+     "PPO's loss a mean over tokens instead of a sum over tokens, mean over responses"),
+    ("M15", "minippo/rl.py", "-advantages * ratio.clamp(1 - clip, 1 + clip))",
+     "-advantages * ratio.clamp(1 - clip, 1 + 2 * clip))",
+     "an asymmetric clip"),
+    ("M16", "minippo/rl.py", "pg_losses = torch.maximum(-advantages * ratio,            # pessimistic of the two surrogates",
+     "pg_losses = torch.minimum(-advantages * ratio,            # pessimistic of the two surrogates",
+     "the optimistic instead of the pessimistic surrogate"),
+    ("M17", "minippo/rl.py", "next_adv = delta + gamma * lam * next_adv",
+     "next_adv = delta + gamma * next_adv",
+     "GAE ignores lambda"),
+    ("M18", "minippo/rl.py", "error = min(max(kl / target - 1, -0.2), 0.2)",
+     "error = min(max(kl / target - 1, -2.0), 2.0)",
+     "the adaptive beta's step is not bounded"),
+    ("M19", "minippo/rl.py", "last = mask.sum(1).long() - 1                             # index of EOS (or of the last token)",
+     "last = mask.sum(1).long() * 0                             # index of EOS (or of the last token)",
+     "r(x, y) paid at the first token instead of the last"),
+    ("M20", "minippo/evaluate.py", '"optimality_gap": (j_star - j_pol) / (j_star - j_ref) if j_star > j_ref else float("nan"),',
+     '"optimality_gap": (j_pol - j_star) / (j_star - j_ref) if j_star > j_ref else float("nan"),',
+     "the optimality gap with its sign reversed"),
+    ("M21", "minippo/evaluate.py", "j_ref = r_ref.mean().item()",
+     "j_ref = r_pol.mean().item()",
+     "J(pi_ref) estimated from the policy's samples"),
+    ("M22", "minippo/evaluate.py", "j_pol = (r_pol - beta * kl_pol).mean().item()",
+     "j_pol = r_pol.mean().item()",
+     "the evaluation drops the policy's KL"),
+    ("M23", "minippo/evaluate.py", "se = beta * (w.std() / (w.mean() * math.sqrt(len(w)))).item()",
+     "se = beta * (w.std() / w.mean()).item()",
+     "the standard error of J* without its 1/sqrt(n)"),
+    ("M24", "minippo/evaluate.py", "value = r.max().item() + beta * math.log(w.mean().item())",
+     "value = r.mean().item()",
+     "J* replaced by the mean reward"),
+    ("M25", "minippo/evaluate.py", "- response_logprobs(ref, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]",
+     "- response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]",
+     "the evaluation's KL against the policy itself"),
+    ("M26", "minippo/evaluate.py", '"objective_policy_se": (r_pol - beta * kl_pol).std().item() / math.sqrt(len(xs)),',
+     '"objective_policy_se": (r_pol - beta * kl_pol).std().item() / len(xs),',
+     "the standard error of J(theta) divided by n instead of sqrt(n)"),
+    ("M27", "minippo/evaluate.py", "j_star = sum(j_star) / len(prompts)",
+     "j_star = max(j_star)",
+     "J* the best prompt's instead of the mean over prompts"),
+    ("M28", "minippo/rollout.py", "return torch.tensor([float(reward_fn(x, y)) if done else NO_EOS_PENALTY",
+     "return torch.tensor([float(reward_fn(x, y)) if True else NO_EOS_PENALTY",
+     "a response without EOS is scored by the reward instead of the penalty"),
+    ("M29", "minippo/rollout.py", "return torch.tensor([[vocab.pad_id] * (P - len(r)) + r for r in rows], device=device)",
+     "return torch.tensor([r + [vocab.pad_id] * (P - len(r)) for r in rows], device=device)",
+     "prompts right-padded: responses no longer start right after their prompt"),
+    ("M30", "minippo/model.py", "mask = ((k_col <= q_col) & real[:, None, None, :]) | (k_col == q_col)  # (B, 1, T, S)",
+     "mask = ((k_col <= q_col + 1) & real[:, None, None, :]) | (k_col == q_col)  # (B, 1, T, S)",
+     "attention sees one token of the future"),
+    ("M31", "minippo/model.py", "logp = torch.log_softmax(logits / temperature, dim=-1)              # log pi at temperature T",
+     "logp = torch.log_softmax(logits, dim=-1)              # log pi at temperature T",
+     "sampling ignores the temperature"),
+    ("M32", "minippo/rl.py", "return float(1 - var_err / var) if var > 0 else float(\"nan\")",
+     "return float(1 - var / var_err) if var > 0 else float(\"nan\")",
+     "explained variance inverted"),
+]
+
+
+def apply(root: str, path: str, old: str, new: str) -> None:
+    full = os.path.join(root, path)
+    text = open(full).read()
+    if text.count(old) != 1:
+        raise SystemExit(f"mutant does not apply: {path} has {text.count(old)} copies of {old!r}")
+    open(full, "w").write(text.replace(old, new))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tests", nargs="+", default=FAST, help="what pytest runs [default: the fast tests]")
+    p.add_argument("--only", nargs="+", default=[], help="mutant ids, e.g. M1 M21")
+    args = p.parse_args(argv)
+    chosen = [m for m in MUTANTS if not args.only or m[0] in args.only]
+    survivors = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mid, path, old, new, what in chosen:
+            copy = os.path.join(tmp, mid)
+            shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
+                ".git", "out*", "sweeps", "figures_out", "exercises", "__pycache__", ".pytest_cache"))
+            apply(copy, path, old.strip(), new.strip())
+            t = time.time()
+            result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                                     *args.tests], cwd=copy, capture_output=True, text=True)
+            killed = result.returncode != 0
+            print(f"{mid:<4} {'killed ' if killed else 'SURVIVED'} {time.time() - t:5.1f} s  {path}: {what}",
+                  flush=True)
+            if not killed:
+                survivors.append(mid)
+            shutil.rmtree(copy)
+    n = len(chosen)
+    print(f"\nscore: {n - len(survivors)} of {n} mutants killed; survivors: {' '.join(survivors) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
