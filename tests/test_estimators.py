@@ -55,3 +55,18 @@ def test_gae_ignores_values_after_the_response_ended(lam):
     adv, ret = gae(rewards, values, mask, 1.0, lam)
     assert torch.allclose(adv, naive_gae(rewards, values * mask, mask, 1.0, lam), atol=1e-5)
     assert (adv[mask == 0] == 0).all() and (ret[mask == 0] == 0).all()
+
+
+@pytest.mark.parametrize("ratio, advantage, expected", [
+    (1.3, 1.0, -1.2),     # A > 0, ratio above 1 + eps: the clipped term, -A (1 + eps), is the larger loss
+    (1.1, 1.0, -1.1),     # inside the trust region: the plain surrogate
+    (0.7, 1.0, -0.7),     # A > 0, ratio below 1 - eps: the plain term is the larger loss, no clipping
+    (0.7, -1.0, 0.8),     # A < 0, ratio below 1 - eps: clipped, -A (1 - eps)
+    (1.3, -1.0, 1.3)])    # A < 0, ratio above 1 + eps: the plain term is the larger loss
+def test_the_clipped_surrogate_takes_the_pessimistic_term(ratio, advantage, expected):
+    """L = max(-A rho, -A clip(rho, 1 - eps, 1 + eps)) with eps = 0.2, at one token."""
+    one = torch.ones(1, 1)
+    logprobs = one * torch.log(torch.tensor(ratio))
+    pg_loss, _, stats = ppo_losses(logprobs, one * 0, one * advantage, one * 0, one * 0, one * 0, one, clip=0.2)
+    assert pg_loss.item() == pytest.approx(expected, rel=1e-6)
+    assert stats["clipfrac"].item() == (abs(ratio - 1) > 0.2)

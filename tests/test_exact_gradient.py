@@ -91,7 +91,12 @@ def test_sampled_gradient_matches_the_exact_gradient(setting, algo):
     exact = exact_gradient(policy, ref, r)
     z = z_scores(sampled_gradients(policy, ref, r, algo), exact)
     assert len(z) > 200
-    assert (z ** 2).mean() < 1.4, (z ** 2).mean()          # ~1 for an unbiased estimator
+    # Each z is (mean of M estimates - exact) / its estimated standard error: for an unbiased
+    # estimator a t-statistic with M - 1 = 59 degrees of freedom, so E[z^2] = 59/57 = 1.04. The
+    # mean over ~250 coordinates (correlated, so it varies more than 250 independent ones would)
+    # stays well below 1.4; a bias of half a standard error already lifts it to 1.3, and the wrong
+    # loss below to > 3.
+    assert (z ** 2).mean() < 1.4, (z ** 2).mean()
     # the same check has power: forgetting the KL penalty in the loss is caught
     z_wrong = z_scores(sampled_gradients(policy, ref, r, algo, beta_in_loss=0.0), exact)
     assert (z_wrong ** 2).mean() > 3, (z_wrong ** 2).mean()

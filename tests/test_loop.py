@@ -191,6 +191,43 @@ def test_the_gradient_is_clipped_to_max_grad_norm(models, monkeypatch):
     assert torch.allclose(clipped, free * (clipped.norm() / free.norm()), atol=1e-9)
 
 
+def test_the_policy_gradient_uses_the_advantages_return_minus_value(monkeypatch):
+    """With a value head that is not zero, PPO's first step (ratio 1, lambda = 1) has the gradient
+    -1/B sum_b sum_t (G_bt - V_bt) grad log pi_bt, G the reward to go of r_t = -beta kl_t (+ r(x, y)
+    at the last token), all computed here from unpadded sequences."""
+    policy, ref = tiny_policy(0, 0.5), tiny_policy(1, 0.5).requires_grad_(False).eval()
+    with torch.no_grad():
+        policy.value_head.weight.normal_(0, 1.0)
+        policy.value_head.bias.fill_(0.3)
+    beta = 0.4
+    out, seen, grad = one_iteration(policy, ref, config("ppo"), beta, monkeypatch)
+    xs = [x for x, _, _ in out["texts"]]
+    kl = naive_kl(policy, ref, xs, seen["tokens"])
+    policy.zero_grad()
+    total = 0.0
+    for x, row, k, r in zip(xs, seen["tokens"], kl, seen["scores"]):
+        n = len(k)
+        seq = torch.tensor([[VOCAB.eos_id] + VOCAB.encode(x) + row[:n].tolist()])
+        logits, values = policy(seq)
+        logp = torch.log_softmax(logits[0, -n - 1:-1] / T, -1).gather(1, seq[0, -n:, None])[:, 0]
+        rewards = -beta * k
+        rewards[-1] += r
+        advantages = rewards.flip(0).cumsum(0).flip(0) - values[0, -n - 1:-1].detach()
+        total = total - (advantages * logp).sum()
+    (total / B).backward()
+    expected = trunk_grad(policy)
+    assert seen["old_values"].abs().max() > 0.1
+    assert torch.allclose(grad, expected, atol=1e-5, rtol=1e-4), (grad - expected).abs().max()
+
+
+def test_a_response_without_eos_gets_the_penalty_not_the_reward():
+    from minippo.rewards import NO_EOS_PENALTY
+    from minippo.rollout import score
+    calls = []
+    scores = score(lambda x, y: calls.append(y) or 0.5, ["a", "b"], ["ab", "abab"], [True, False], "cpu")
+    assert scores.tolist() == [0.5, NO_EOS_PENALTY] and calls == ["ab"]
+
+
 class FakeRun:
     """The three calls the loop makes to the command's Run, recording what it is told."""
 

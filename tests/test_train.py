@@ -8,7 +8,7 @@ def test_short_seeded_run_raises_reward_and_keeps_kl_bounded(reference):
     m = metrics(reference)
     assert len(m) == 12 and [r["iter"] for r in m] == list(range(1, 13))
     first, last = m[0]["reward"], sum(r["reward"] for r in m[-3:]) / 3
-    assert last > first + 0.3, (first, last)
+    assert last > first + 0.3, (first, last)    # rewards lie in [-1, 1]: 0.3 is a clear rise, not noise
     assert all(r["kl"] < 10 for r in m)                      # bounded: no runaway from pi_ref
     assert m[0]["approx_kl"] > -1e-3 and m[0]["clipfrac"] < 0.5
     summary = json.load(open(reference / "summary.json"))
