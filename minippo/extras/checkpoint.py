@@ -6,6 +6,7 @@ holding anything else is refused. Every write goes to a temporary file first and
 over the old one: a crash or Ctrl-C mid-write never leaves a half-written checkpoint behind.
 """
 import json
+import math
 import os
 import random
 
@@ -33,10 +34,23 @@ def save(obj: dict, path: str) -> None:
 
 
 def save_json(obj, path: str) -> None:
+    """JSON as the standard has it: a NaN or infinite figure (a gap that cannot be computed, say)
+    is written as null, never as NaN or Infinity."""
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
+            json.dump(finite(obj), f, indent=2, allow_nan=False)
     atomic_write(path, write)
+
+
+def finite(x):
+    """x with every float that is NaN or infinite replaced by None, in nested dicts and lists."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x
 
 
 def load(path: str, kind: str) -> dict:
@@ -80,6 +94,21 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_rng_state(state) -> None:
+    """Raise (TypeError, ValueError, KeyError, RuntimeError) if `state` is not what rng_state()
+    returns, trying each part on a fresh generator so the running ones are left alone."""
+    if not isinstance(state, dict):
+        raise TypeError("not a dict")
+    random.Random().setstate(_tuples(state["python"]))
+    if not isinstance(state["torch"], torch.Tensor):
+        raise TypeError("torch state is not a tensor")
+    torch.Generator().set_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    if not isinstance(keys, torch.Tensor):
+        raise TypeError("numpy keys are not a tensor")
+    np.random.RandomState().set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 def _tuples(x):

@@ -20,6 +20,11 @@ PRETRAIN_KEYS = ("seed", "data", "n_layer", "n_head", "d_model", "block_size", "
                  "pretrain_steps", "pretrain_batch", "pretrain_lr")
 
 
+UPPER = {"n_layer": 64, "n_head": 64, "d_model": 4096, "block_size": 4096, "corpus_lines": 10_000_000,
+         "pretrain_steps": 10_000_000, "pretrain_batch": 65_536, "iters": 10_000_000, "batch": 65_536,
+         "epochs": 100, "kl_horizon": 10 ** 12, "eval_samples": 100_000, "human_eval": 10_000}
+
+
 class UsageError(Exception):
     """A bad setting or input file: the message is one line, the exit code 2."""
 
@@ -67,6 +72,13 @@ def check(cfg: Config, rewards=()):
                  "kl_horizon", "sample_every", "ckpt_every", "eval_samples"):
         if getattr(cfg, name) <= 0:
             bad(name, "must be a positive integer")
+    for name, most in UPPER.items():       # beyond these a run would exhaust memory or never end
+        if getattr(cfg, name) > most:
+            bad(name, f"must be at most {most:,}")
+    if not 0 <= cfg.seed < 2 ** 63:
+        bad("seed", "must be in 0 .. 2^63 - 1")
+    if not cfg.out.strip():
+        bad("out", "must name a folder")
     for name in ("pretrain_lr", "lr", "temperature", "max_grad_norm"):
         if getattr(cfg, name) <= 0:
             bad(name, "must be > 0")
@@ -82,6 +94,9 @@ def check(cfg: Config, rewards=()):
         bad("n_head", f"must divide --d-model={cfg.d_model}")
     if cfg.batch % cfg.minibatch:
         bad("minibatch", f"must divide --batch={cfg.batch}")
+    if cfg.target_kl > 0 and cfg.kl_horizon <= 0.2 * cfg.batch:
+        bad("kl_horizon", f"must be above 0.2 x --batch = {0.2 * cfg.batch:g} with --target-kl: a step "
+                          f"moves beta by up to 20% x batch / horizon, and beta must stay above 0")
     if cfg.algo == "reinforce" and cfg.batch < 2:
         bad("batch", "must be at least 2 with --algo reinforce (its baseline is the others' mean return)")
     if cfg.max_new_tokens >= cfg.block_size:

@@ -7,10 +7,13 @@ sampling on a GPU (cuda_graphs.py); --bf16 autocast; Ctrl-C and SIGINT handling;
 blind human evaluation at the end (plot.py, human_eval.py).
 """
 import math
+import numbers
+import os
 import signal
 import sys
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from minippo import ppo
@@ -28,40 +31,67 @@ from minippo.rollout import response_logprobs
 def main(argv=None) -> int:
     cfg = parse_config(argv, rewards=tuple(REWARDS))
     stop = runs.StopFlag()                  # Ctrl-C: finish the current step, save, exit
-    previous_handler = signal.signal(signal.SIGINT, stop.request)
+    stop.quiet = not dist.is_first_process()
+    previous = {sig: signal.signal(sig, stop.request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return command(cfg, stop)
     except KeyboardInterrupt:               # a second Ctrl-C: quit now, the last checkpoint stays
-        print(f"\nstopped without saving; the last checkpoint in {cfg.out} is intact", file=sys.stderr)
+        if dist.is_first_process():
+            print(f"\nstopped without saving; {kept(cfg.out)}", file=sys.stderr)
         return 130
     except UsageError as e:                 # a bad input: one line, exit 2, nothing saved is touched
         if dist.is_first_process():
             print(f"error: {e}", file=sys.stderr)
         return 2
     except (RewardError, FloatingPointError) as e:
-        print(f"error: {e}. The last good checkpoint is kept in {cfg.out}.", file=sys.stderr)
+        size = REWARDS_SEEN["largest"]
+        hint = REWARD_SIZE_HINT.format(size) if isinstance(e, FloatingPointError) and size > 1e6 else ""
+        print(f"error: {e}{hint}. {kept(cfg.out).capitalize()}.", file=sys.stderr)
+        return 1
+    except OSError as e:                    # the file system refused a write: full, read-only, ...
+        where = e.filename or cfg.out
+        print(f"error: {where}: {e.strerror or e}; files written before it are intact",
+              file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         dist.close()
+
+
+def kept(out: str) -> str:
+    if os.path.exists(os.path.join(out, "checkpoint.pt")):
+        return f"the last good checkpoint is kept in {out}"
+    return f"no checkpoint had been saved yet in {out}"
 
 
 class RewardError(Exception):
     """The reward function raised or returned something that is not a finite number."""
 
 
+REWARDS_SEEN = {"largest": 0.0}          # the largest |r(x, y)| of this process, for error messages
+REWARD_SIZE_HINT = ("; the reward returned values as large as {:.3g}: keep r(x, y) bounded, say in "
+                    "[-1, 1]")
+
+
 def checked(reward_fn):
     """reward_fn, made to stop the run with one line naming the reward, the prompt and the response
-    when it raises or returns something that is not a finite number."""
+    when it raises, exits, or returns something that is not a finite number. Any real number is
+    taken (a Python or numpy float or integer, a one-element tensor), as a float."""
     def reward(x, y):
         where = f"reward {reward_fn.__name__!r} on prompt {x!r} and response {y!r}"
         try:
             r = reward_fn(x, y)
         except Exception as e:
             raise RewardError(f"{where} raised {type(e).__name__}: {e}") from None
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
+        except SystemExit as e:
+            raise RewardError(f"{where} called sys.exit({e.code!r})") from None
+        if isinstance(r, torch.Tensor) and r.numel() == 1 and r.dtype != torch.bool:
+            r = r.item()
+        if isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real) or not math.isfinite(r):
             raise RewardError(f"{where} returned {r!r}; a reward must be a finite float")
-        return r
+        REWARDS_SEEN["largest"] = max(REWARDS_SEEN["largest"], abs(float(r)))
+        return float(r)
     reward.__name__ = reward_fn.__name__
     return reward
 
@@ -100,7 +130,21 @@ def command(cfg, stop) -> int:
     answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None  # refuse now, not later
     if cfg.plot and figure(1, 1, (1, 1)) is None:
         raise UsageError(f"--plot: {NO_MATPLOTLIB}")
-    run = runs.open_run(cfg, rank, world, stop)   # checks --out / --resume, loads data, picks the device
+    refusal = None
+    try:
+        run = runs.open_run(cfg, rank, world, stop)   # checks --out / --resume, loads data, the device
+    except UsageError as e:
+        refusal = e
+    if dist.any_process(refusal is not None):      # rank 0 checks the folder: a refusal there ends
+        raise refusal or UsageError("refused by process 0")   # every process, said once (main)
+    try:
+        return tune_and_evaluate(cfg, run, answers)
+    finally:
+        runs.unlock(run)
+
+
+def tune_and_evaluate(cfg, run, answers) -> int:
+    rank, world, stop = run.rank, run.world, run.stop
     if rank == 0:
         print(run.describe() + (f" | {world} processes" if world > 1 else ""))
 
@@ -125,6 +169,7 @@ def command(cfg, stop) -> int:
         return 130
     if rank > 0:                            # several processes: rank 0 alone evaluates and reports
         return 0
+    stop.immediate = True                   # nothing left to save: Ctrl-C from here on quits at once
 
     # ---------------------------------------------------------------- how close to J*?
     torch.manual_seed(cfg.seed + runs.EVAL_SEED)
@@ -149,7 +194,9 @@ def command(cfg, stop) -> int:
 
 
 def summary_table(s: dict, beta: float) -> str:
-    g = lambda k: f"{s[k]:>11.3f}" if k in s else f"{'-':>11}"
+    g = lambda k: f"{s[k]:>11.3f}" if isinstance(s.get(k), float) and math.isfinite(s[k]) else f"{'-':>11}"
+    gap = (f"{s['optimality_gap']:.3f}" if math.isfinite(s["optimality_gap"]) else
+           "n/a (J* is not above J(pi_ref): no room to improve, or too few --eval-samples)")
     rows = [f"\n{'':<20}{'reward':>11}{'KL (nats)':>11}{'J':>11}{'grammatical':>12}{'distinct':>11}",
             f"{'pi_ref':<20}{g('reward_reference')}{0:>11.3f}{g('objective_reference')}"
             f"{g('grammatical_reference')} {g('distinct_reference')}",
@@ -157,7 +204,7 @@ def summary_table(s: dict, beta: float) -> str:
             f"{g('grammatical_policy')} {g('distinct_policy')}",
             f"{'pi* (exact optimum)':<20}{'':>22}{g('objective_optimal')}  (J* = beta log E_ref exp(r/beta), "
             f"+- {s['objective_optimal_se']:.3f})",
-            f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {s['optimality_gap']:.3f}   "
+            f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {gap}   "
             f"[beta {beta:.4g}, pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s; "
             f"all figures in summary.json]"]
     return "\n".join(rows)

@@ -13,9 +13,11 @@ Files in --out:
 """
 import ctypes
 import ctypes.util
+import fcntl
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import asdict, fields, replace
@@ -42,15 +44,19 @@ RUN_FILES = ("config.json", "pretrain_state.pt", "checkpoint.pt", "metrics.jsonl
 
 
 class StopFlag:
-    """Set by the first Ctrl-C; loops finish their current step, save and exit. A second one quits."""
-    requested = False
+    """Set by the first Ctrl-C (or SIGTERM, what a scheduler or `docker stop` sends): loops finish
+    their current step, save and exit. A second one quits at once, and so does the first when
+    nothing is left to save (`immediate`, e.g. during the final evaluation)."""
+    requested = immediate = False
+    quiet = False                       # several processes: only rank 0 says so
 
     def request(self, signum=None, frame=None):
-        if self.requested:
+        if self.requested or self.immediate:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: finishing this step, then saving (Ctrl-C again quits without saving)",
-              file=sys.stderr)
+        if not self.quiet:
+            print("\nCtrl-C: finishing this step, then saving (Ctrl-C again quits without saving)",
+                  file=sys.stderr)
 
 
 def read_lines(path: str, flag: str = "data") -> list[str]:
@@ -71,7 +77,7 @@ def read_lines(path: str, flag: str = "data") -> list[str]:
 class Run:
     def __init__(self, cfg: Config, rank: int = 0, world: int = 1, stop: "StopFlag" = None):
         self.cfg, self.rank, self.world, self.stop = cfg, rank, world, stop or StopFlag()
-        self.stopped, self.rl_seconds = False, 0.0
+        self.stopped, self.rl_seconds, self.rl_seconds_before = False, 0.0, 0.0
         self.path = lambda name: os.path.join(cfg.out, name)
         self.device = pick_device(cfg.device)
         lines = read_lines(cfg.data) if cfg.data else make_corpus(cfg.corpus_lines, cfg.seed)
@@ -103,10 +109,12 @@ class Run:
         for f in fields(cfg):
             value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
             if f.name not in ("out", "resume", "force") and value != getattr(defaults, f.name):
-                flags.append((flag if value else "--no-" + flag[2:]) if f.type is bool else f"{flag} {value}")
+                flags.append((flag if value else "--no-" + flag[2:]) if f.type is bool
+                             else f"{flag} {shlex.quote(str(value))}")
         world = int(os.environ.get("WORLD_SIZE", "1"))      # set by torchrun
         launcher = "python" if world == 1 else f"torchrun --standalone --nproc_per_node {world}"
-        self.resume_hint = " ".join([launcher, "train.py"] + flags + [f"--resume {cfg.out}"])
+        self.resume_hint = " ".join([launcher, "train.py"] + flags + [f"--resume {shlex.quote(cfg.out)}"])
+        self.lock_fd = None
 
     def describe(self) -> str:
         c = self.cfg
@@ -126,18 +134,23 @@ class Run:
         if self.cfg.resume and os.path.exists(path):
             state = ckpt.load(path, "rl")
             ckpt.check_compatible(state, self.identity, path)
-            if len(state["rng"]) != self.world:
-                raise UsageError(f"--resume={self.cfg.out}: that run had {len(state['rng'])} processes, "
-                                 f"this one has {self.world}; resume with the same number")
-            policy.load_state_dict(state["model"])
+            check_rl_state(state, path, self.cfg, self.world)
+            load_model(policy, state["model"], path)
             load_optimizer(optimizer, state, path)
             ckpt.set_rng_state(state["rng"][rank])
             if rank == 0:
-                for name in ("metrics", "samples"):   # drop lines written after the checkpoint
-                    with open(self.path(f"{name}.{'jsonl' if name == 'metrics' else 'txt'}"), "r+b") as f:
-                        f.truncate(state[f"{name}_bytes"])
+                for name in ("metrics.jsonl", "samples.txt"):   # drop lines written after the checkpoint
+                    size, saved = file_size(self.path(name)), state[f"{name.split('.')[0]}_bytes"]
+                    if size < saved:        # never extend a file: that would pad it with NUL bytes
+                        raise UsageError(f"{self.path(name)}: {size} bytes, but it had {saved} when "
+                                         f"{path} was saved: lines were lost; restore it, or start "
+                                         f"afresh with --force")
+                for name in ("metrics.jsonl", "samples.txt"):
+                    with open(self.path(name), "r+b") as f:
+                        f.truncate(state[f"{name.split('.')[0]}_bytes"])
                 print(f"resuming at iteration {state['iter']} (beta {state['beta']:.4g})")
             start, beta = state["iter"], state["beta"]
+            self.rl_seconds_before = state.get("rl_seconds", 0.0)
         else:
             if rank == 0:
                 for name in ("metrics.jsonl", "samples.txt"):
@@ -189,7 +202,7 @@ class Run:
                 self.save_rl(policy, optimizer, it, beta, rngs)
         if it == self.cfg.iters or self.stopped:
             self.close_bar()
-            self.rl_seconds = time.time() - self.t_start
+            self.rl_seconds = self.rl_seconds_before + time.time() - self.t_start
         if self.stopped and self.rank == 0:
             print(f"interrupted: saved iteration {it} in {self.cfg.out}; continue with "
                   f"`{self.resume_hint}`", file=sys.stderr)
@@ -211,7 +224,8 @@ class Run:
         """rngs: the random-generator state of every process (one in a single-process run)."""
         ckpt.save({"kind": "rl", **self.identity, "config": asdict(self.cfg), "iter": it,
                    "beta": beta, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                   "rng": rngs, "metrics_bytes": os.path.getsize(self.path("metrics.jsonl")),
+                   "rng": rngs, "rl_seconds": self.rl_seconds_before + time.time() - self.t_start,
+                   "metrics_bytes": os.path.getsize(self.path("metrics.jsonl")),
                    "samples_bytes": os.path.getsize(self.path("samples.txt"))}, self.path("checkpoint.pt"))
 
     def samples_to_reach(self, objective: float):
@@ -308,29 +322,164 @@ def refuse_non_finite_gradients(optimizer, args, kwargs):
 
 
 def open_run(cfg: Config, rank: int = 0, world: int = 1, stop: StopFlag = None) -> Run:
-    """Check the output folder against --resume / --force, load the data, write config.json."""
+    """Check the output folder against --resume / --force, load the data, write config.json.
+    Every input is checked before the first file is written or removed."""
     run = Run(cfg, rank, world, stop)      # validates data and sizes before any file is touched
     if rank > 0:                           # several processes: only rank 0 checks and writes files
         return run
+    existed = os.path.isdir(cfg.out)
+    run.lock_fd = lock(cfg.out)            # one writer per run folder
+    try:
+        check_folder(run)
+    except BaseException:                  # refused: leave the folder as it was
+        unlock(run)
+        if not existed and not os.listdir(cfg.out):
+            os.rmdir(cfg.out)
+        raise
+    return run
+
+
+def check_folder(run: Run) -> None:
+    """--resume: the saved run's settings must match; a fresh start: the folder must hold no run
+    (or --force, which removes only a minippo run's files). Then config.json is written."""
+    cfg = run.cfg
     here = [f for f in RUN_FILES if os.path.exists(run.path(f))]
     if cfg.resume:
         if "config.json" not in here:
             raise UsageError(f"--resume={cfg.resume}: no run to resume there (no config.json)")
-        with open(run.path("config.json")) as f:
-            saved = json.load(f)
+        saved = read_run_config(run.path("config.json"))
+        check_cached_reference(run)
         for key, value in asdict(cfg).items():
             if key not in RESUMABLE and saved.get(key) != value:
                 raise UsageError(f"--resume={cfg.resume}: that run used --{key.replace('_', '-')}="
                                  f"{saved.get(key)!r}, this command has {value!r}; repeat its settings")
-        return run
+        return
     if here and not cfg.force:
         raise UsageError(f"--out={cfg.out} already holds a run ({', '.join(here)}); continue it with "
-                         f"--resume {cfg.out}, or start afresh with --force (keeps reference.pt)")
-    os.makedirs(cfg.out, exist_ok=True)
+                         f"--resume {shlex.quote(cfg.out)}, or start afresh with --force (keeps reference.pt)")
+    if "config.json" in here:              # --force: only a minippo run's files go
+        read_run_config(run.path("config.json"))
+    check_cached_reference(run)
     for f in here:                         # --force: the old run goes, the cached reference stays
         os.remove(run.path(f))
     ckpt.save_json(asdict(cfg), run.path("config.json"))
-    return run
+
+
+LOCK_NOTE = "in_use"                       # inside a locked folder: which process holds it
+
+
+def lock(folder: str) -> int:
+    """Hold `folder` until this process releases it or ends: a second train.py, --resume or
+    --force on the same folder is refused with one line naming the holder. The kernel drops the
+    lock when its process ends, however it ends, so a killed run never blocks the next one.
+    Leftover temporary files of an interrupted write are removed (nobody else writes here)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        raise UsageError(f"--out={folder}: {e.strerror}; give a folder this user can write") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        try:
+            with open(os.path.join(folder, LOCK_NOTE)) as f:
+                holder = f.read().strip() or "another process"
+        except OSError:
+            holder = "another process"
+        raise UsageError(f"--out={folder} is in use by {holder}; wait for it to end, or use another "
+                         f"folder") from None
+    with open(os.path.join(folder, LOCK_NOTE), "w") as f:
+        f.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+    for name in os.listdir(folder):
+        if ".tmp" in name:
+            os.remove(os.path.join(folder, name))
+    return fd
+
+
+def unlock(run: Run) -> None:
+    if run.lock_fd is not None:
+        try:
+            os.remove(run.path(LOCK_NOTE))
+        except OSError:
+            pass
+        os.close(run.lock_fd)
+        run.lock_fd = None
+
+
+def read_run_config(path: str) -> dict:
+    """A run's config.json, or UsageError when the file is not one minippo wrote."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: not a readable minippo run configuration ({type(e).__name__}); "
+                         f"this folder holds something else: use another --out") from None
+    if not isinstance(saved, dict) or not {"out", "seed", "algo", "beta", "iters"} <= set(saved):
+        raise UsageError(f"{path}: not a minippo run configuration; this folder holds something "
+                         f"else: use another --out")
+    return saved
+
+
+def check_cached_reference(run: Run) -> None:
+    """A reference.pt that this run would reuse must load and fit, before anything is written."""
+    path = run.path("reference.pt")
+    if os.path.exists(path):
+        cached = ckpt.load(path, "reference")
+        want = {k: getattr(run.cfg, k) for k in PRETRAIN_KEYS}
+        if cached.get("pretrain") == want:
+            ckpt.check_compatible(cached, run.identity, path)
+            load_model(Policy(run.model_config), cached.get("model"), path)
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        raise UsageError(f"{path}: missing; it belongs to the run being resumed: restore it, or "
+                         f"start afresh with --force") from None
+
+
+def load_model(model, state, path: str) -> None:
+    """model.load_state_dict(state), or UsageError when the weights do not fit or are not finite."""
+    want = model.state_dict()
+    if not isinstance(state, dict) or set(state) != set(want):
+        raise UsageError(f"{path}: its weights are not this model's (other or missing tensors); "
+                         f"delete it, or start afresh with --force")
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor) or t.shape != want[name].shape or t.dtype != want[name].dtype:
+            raise UsageError(f"{path}: its weight {name} has the wrong shape or type; delete it, or "
+                             f"start afresh with --force")
+        if not bool(torch.isfinite(t).all()):
+            raise UsageError(f"{path}: its weight {name} is not finite (NaN or inf); delete it, or "
+                             f"start afresh with --force")
+    model.load_state_dict(state)
+
+
+def check_rl_state(state: dict, path: str, cfg: Config, world: int) -> None:
+    """The fields of checkpoint.pt that are not weights: present, of the right type and in range."""
+    it, beta, rng = state.get("iter"), state.get("beta"), state.get("rng")
+    if type(it) is not int or it < 0:
+        raise UsageError(f"{path}: its iteration {it!r} is not a count; delete it, or start afresh with --force")
+    if it > cfg.iters:
+        raise UsageError(f"--iters={cfg.iters}: that run already did {it} iterations; resume with "
+                         f"--iters {it} or more")
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta < 0:
+        raise UsageError(f"{path}: its beta {beta!r} is not a number >= 0; delete it, or start afresh with --force")
+    if not isinstance(rng, list) or len(rng) != world:
+        count = len(rng) if isinstance(rng, list) else "?"
+        raise UsageError(f"--resume={cfg.out}: that run had {count} processes, this one has {world}; "
+                         f"resume with the same number")
+    for key in ("metrics_bytes", "samples_bytes"):
+        if type(state.get(key)) is not int or state[key] < 0:
+            raise UsageError(f"{path}: its {key} {state.get(key)!r} is not a size; delete it, or start "
+                             f"afresh with --force")
+    for r in rng:
+        try:
+            ckpt.check_rng_state(r)
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
+            raise UsageError(f"{path}: its random-generator state is malformed ({e}); delete it, or "
+                             f"start afresh with --force") from None
 
 
 def pretrained_policy(run: Run, build: bool = True):
@@ -346,9 +495,9 @@ def pretrained_policy(run: Run, build: bool = True):
               f"{run.vocab.size} characters {run.vocab.chars!r} + PAD")
     seconds = 0.0
     cached = ckpt.load(path, "reference") if os.path.exists(path) else None
-    if cached is not None and cached["pretrain"] == want:
+    if cached is not None and cached.get("pretrain") == want:
         ckpt.check_compatible(cached, run.identity, path)
-        policy.load_state_dict(cached["model"])
+        load_model(policy, cached.get("model"), path)
         if build:
             print(f"reference: reusing {path} ({cached['stats']})")
     elif not build:
@@ -356,7 +505,8 @@ def pretrained_policy(run: Run, build: bool = True):
                          f"folder they all share")
     else:
         if cached is not None:
-            changed = {k: (cached["pretrain"].get(k), v) for k, v in want.items() if cached["pretrain"].get(k) != v}
+            saved = cached.get("pretrain") if isinstance(cached.get("pretrain"), dict) else {}
+            changed = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
             print(f"reference: {path} was pretrained with other settings {changed}; pretraining again")
         policy.to(run.device)
         optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
@@ -364,10 +514,18 @@ def pretrained_policy(run: Run, build: bool = True):
         if cfg.resume and os.path.exists(state_path):
             state = ckpt.load(state_path, "pretrain")
             ckpt.check_compatible(state, run.identity, state_path)
-            policy.load_state_dict(state["model"])
+            step = state.get("step")
+            if type(step) is not int or not 0 <= step <= cfg.pretrain_steps:
+                raise UsageError(f"{state_path}: its step {step!r} is not one of 0 .. {cfg.pretrain_steps}; "
+                                 f"delete it, or start afresh with --force")
+            try:
+                ckpt.check_rng_state(state.get("rng"))
+            except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
+                raise UsageError(f"{state_path}: its random-generator state is malformed ({e}); delete "
+                                 f"it, or start afresh with --force") from None
+            load_model(policy, state.get("model"), state_path)
             load_optimizer(optimizer, state, state_path)
             ckpt.set_rng_state(state["rng"])
-            step = state["step"]
         t0 = time.time()
         optimizer.register_step_pre_hook(refuse_non_finite_gradients)   # e.g. a --pretrain-lr too high
         reached = [step]

@@ -1,0 +1,253 @@
+"""Nothing lost, nothing cryptic: the edges a hostile sweep found, each as a case that failed before
+the fix. One writer per run folder; a resume never pads a file; beta stays positive; a checkpoint
+whose fields are wrong is refused; nothing is written before every input is checked; messages
+name the right thing; rewards of any real type; NaN never written as a figure."""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, TINY, metrics, with_reference
+from minippo.config import Config
+from minippo.extras import checkpoint as ckpt
+from minippo.extras import launch
+from minippo.extras.cli import UsageError
+from minippo.extras.launch import RewardError, checked, summary_table
+from minippo.extras.runs import Run, lock
+
+
+def in_process(capsys, *args):
+    try:
+        code = launch.main(list(args))
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def one_line(code, err, *words):
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("rl:", "pretrain:"))]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def snapshot(folder):
+    return {f.name: f.read_bytes() for f in folder.iterdir()}
+
+
+# ----------------------------------------------------------------------------- one writer
+def test_a_folder_in_use_is_refused_and_free_again_when_its_holder_dies(tmp_path):
+    folder = str(tmp_path / "run")
+    fd = lock(folder)
+    with pytest.raises(UsageError, match=f"in use by process {os.getpid()}"):
+        lock(folder)                                   # a second writer, even in this process
+    os.close(fd)
+    os.close(lock(folder))                             # released: free again
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+                               "from minippo.extras.runs import lock; lock(sys.argv[2]); print('held', "
+                               "flush=True); time.sleep(60)", str(ROOT), folder], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(UsageError, match=f"process {holder.pid}"):
+        lock(folder)
+    holder.send_signal(signal.SIGKILL)                 # a killed run leaves no lock behind
+    holder.wait()
+    os.close(lock(folder))
+
+
+def test_force_or_resume_on_a_folder_in_use_changes_nothing(reference, tmp_path, capsys):
+    out = tmp_path / "busy"
+    shutil.copytree(reference, out)
+    before = snapshot(out)
+    fd = lock(str(out))
+    for flags in (["--force"], ["--resume", str(out)]):
+        code, err = in_process(capsys, "--out", str(out), *TINY, "--iters", "14", *flags)
+        one_line(code, err, "in use by process")
+    os.close(fd)
+    assert {k: v for k, v in snapshot(out).items() if k != "in_use"} == before
+
+
+# ----------------------------------------------------------------------------- resume
+def test_a_resume_never_pads_a_shortened_metrics_file(reference, tmp_path, capsys):
+    out = tmp_path / "short"
+    shutil.copytree(reference, out)
+    text = (out / "metrics.jsonl").read_text()
+    (out / "metrics.jsonl").write_text(text[: len(text) // 2])       # lost lines, e.g. a power loss
+    before = snapshot(out)
+    code, err = in_process(capsys, "--resume", str(out), *TINY, "--iters", "14")
+    one_line(code, err, "metrics.jsonl", "lines were lost")
+    assert snapshot(out) == before and b"\0" not in (out / "metrics.jsonl").read_bytes()
+    (out / "metrics.jsonl").unlink()
+    code, err = in_process(capsys, "--resume", str(out), *TINY, "--iters", "14")
+    one_line(code, err, "metrics.jsonl", "missing")
+
+
+def corrupt_checkpoint(out, change):
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    change(state)
+    torch.save(state, out / "checkpoint.pt")
+
+
+def nan_weight(state):
+    state["model"]["lm_head.weight"][0, 0] = math.nan
+
+
+def wrong_shape(state):
+    state["model"]["lm_head.weight"] = state["model"]["lm_head.weight"][:3]
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda s: s.update(iter=-5), ["iteration -5"]),
+    (lambda s: s.update(iter="7"), ["iteration '7'"]),
+    (lambda s: s.update(beta=math.nan), ["beta nan"]),
+    (lambda s: s.pop("beta"), ["beta None"]),
+    (nan_weight, ["lm_head.weight", "not finite"]),
+    (wrong_shape, ["lm_head.weight", "shape"]),
+    (lambda s: s["model"].pop("lm_head.weight"), ["weights are not this model's"]),
+    (lambda s: s["rng"][0].update(torch=torch.zeros(3, dtype=torch.uint8)), ["random-generator state"]),
+    (lambda s: s.update(rng=["not a state"]), ["random-generator state"]),
+    (lambda s: s.update(metrics_bytes=-1), ["metrics_bytes"]),
+], ids=["iter<0", "iter-str", "beta-nan", "beta-missing", "nan-weight", "shape", "missing-weight",
+        "rng-torch", "rng-garbage", "bytes<0"])
+def test_a_checkpoint_whose_fields_are_wrong_is_refused(reference, tmp_path, capsys, change, words):
+    out = tmp_path / "bad"
+    shutil.copytree(reference, out)
+    corrupt_checkpoint(out, change)
+    before = snapshot(out)
+    code, err = in_process(capsys, "--resume", str(out), *TINY, "--iters", "14")
+    one_line(code, err, "checkpoint.pt", *words)
+    assert snapshot(out) == before
+
+
+def test_resume_with_fewer_iterations_than_done_is_refused(reference, tmp_path, capsys):
+    out = tmp_path / "fewer"
+    shutil.copytree(reference, out)
+    code, err = in_process(capsys, "--resume", str(out), *TINY, "--iters", "5")
+    one_line(code, err, "--iters=5", "already did 12")
+
+
+def test_a_reference_with_nan_weights_is_refused_before_anything_is_written(reference, tmp_path, capsys):
+    out = tmp_path / "ref"
+    out.mkdir()
+    state = torch.load(reference / "reference.pt", weights_only=True)
+    state["model"]["tok_emb.weight"][1, 1] = math.inf
+    torch.save(state, out / "reference.pt")
+    before = snapshot(out)
+    code, err = in_process(capsys, "--out", str(out), *TINY, "--iters", "2")
+    one_line(code, err, "reference.pt", "tok_emb.weight")
+    assert snapshot(out) == before                     # no config.json: fixing the file is enough
+
+
+def test_a_corrupt_reference_leaves_no_config_behind(tmp_path, capsys):
+    out = tmp_path / "corrupt"
+    out.mkdir()
+    (out / "reference.pt").write_bytes(b"\x80\x02garbage")
+    code, err = in_process(capsys, "--out", str(out), *TINY, "--iters", "2")
+    one_line(code, err, "reference.pt")
+    assert sorted(f.name for f in out.iterdir()) == ["reference.pt"]
+
+
+@pytest.mark.parametrize("content", ['{"name": "my web app"}', "not json at all", "[1, 2]", ""])
+def test_force_never_removes_files_that_are_not_a_minippo_run(tmp_path, capsys, content):
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "config.json").write_text(content)
+    (out / "metrics.jsonl").write_text("their data\n")
+    before = snapshot(out)
+    code, err = in_process(capsys, "--out", str(out), *TINY, "--force")
+    one_line(code, err, "config.json", "not a")
+    assert snapshot(out) == before
+
+
+def test_a_pretraining_state_out_of_range_is_refused(tmp_path, capsys):
+    out = tmp_path / "pre"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({**Config().__dict__, **{
+        "out": str(out), "pretrain_steps": 250, "corpus_lines": 4000, "batch": 32, "minibatch": 16,
+        "eval_samples": 16, "sample_every": 100, "lr": 1e-3, "anneal_lr": False, "device": "cpu"}}))
+    run = Run(Config(out=str(out), corpus_lines=4000, pretrain_steps=250))
+    torch.save({"kind": "pretrain", **run.identity, "step": 999, "model": {}, "optimizer": {},
+                "rng": ckpt.rng_state()}, out / "pretrain_state.pt")
+    code, err = in_process(capsys, "--resume", str(out), *TINY)
+    one_line(code, err, "pretrain_state.pt", "step 999")
+
+
+def test_leftover_temporary_files_are_removed(reference, tmp_path):
+    out = with_reference(reference, tmp_path, "tmp")
+    (out / "checkpoint.pt.tmp4242").write_bytes(b"half a checkpoint")
+    fd = lock(str(out))
+    os.close(fd)
+    assert not (out / "checkpoint.pt.tmp4242").exists()
+
+
+# ----------------------------------------------------------------------------- beta and figures
+def test_summary_json_never_holds_nan_and_the_table_says_n_a(tmp_path):
+    path = str(tmp_path / "s.json")
+    ckpt.save_json({"optimality_gap": math.nan, "rows": [1.0, math.inf], "ok": 0.5}, path)
+    assert json.loads(open(path).read()) == {"optimality_gap": None, "rows": [1.0, None], "ok": 0.5}
+    s = {"optimality_gap": math.nan, "objective_optimal_se": 0.0, "pretrain_seconds": 1.0,
+         "rl_seconds": 2.0, "objective_optimal": 0.5}
+    assert "optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = n/a" in summary_table(s, 0.1)
+
+
+# ----------------------------------------------------------------------------- rewards
+@pytest.mark.parametrize("value, expected", [(np.float32(0.5), 0.5), (np.int64(1), 1.0),
+                                             (torch.tensor(0.25), 0.25), (np.float64(-1.0), -1.0), (3, 3.0)])
+def test_a_reward_of_any_real_type_is_taken(value, expected):
+    assert checked(lambda x, y: value)("the food", " is good.") == expected
+
+
+@pytest.mark.parametrize("value, words", [(np.bool_(True), "returned"), (torch.tensor([1.0, 2.0]), "returned"),
+                                          (np.float32("nan"), r"returned np.float32\(nan\)")])
+def test_a_reward_that_is_not_a_finite_number_is_named(value, words):
+    with pytest.raises(RewardError, match=words):
+        checked(lambda x, y: value)("the food", " is good.")
+
+
+def test_a_reward_that_calls_sys_exit_is_an_error_not_a_success():
+    def quits(x, y):
+        sys.exit(0)
+    with pytest.raises(RewardError, match=r"reward 'quits' .* called sys.exit\(0\)"):
+        checked(quits)("the food", " is good.")
+
+
+def test_a_huge_reward_is_named_when_the_gradient_overflows(reference, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(launch.REWARDS, "huge", lambda x, y: 1e300)
+    monkeypatch.setitem(launch.REWARDS_SEEN, "largest", 0.0)
+    out = with_reference(reference, tmp_path, "huge")
+    code, err = in_process(capsys, "--out", str(out), *TINY, "--iters", "3", "--reward", "huge")
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 1 and len(lines) == 1, err
+    assert "non-finite" in lines[0] and "1e+300" in lines[0] and "bounded" in lines[0]
+    assert "No checkpoint had been saved yet" in lines[0]      # none was: it does not claim one
+
+
+# ----------------------------------------------------------------------------- messages
+def test_the_resume_hint_is_shell_quoted(tmp_path):
+    run = Run(Config(out=str(tmp_path / "my runs" / "a'b"), corpus_lines=400, data=""))
+    assert run.resume_hint.endswith("--resume '" + str(tmp_path / "my runs" / "a") + "'\"'\"'b'")
+
+
+def test_sigterm_saves_like_ctrl_c(reference, tmp_path):
+    out = with_reference(reference, tmp_path, "term")
+    args = [*TINY, "--iters", "8", "--ckpt-every", "100"]
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--out", str(out), *args],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    start = time.time()
+    while time.time() - start < 120 and not ((out / "metrics.jsonl").exists() and
+                                             len((out / "metrics.jsonl").read_text().splitlines()) >= 2):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "--resume" in err, err[-2000:]
+    assert (out / "checkpoint.pt").exists()
+    subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "--resume", str(out)], cwd=ROOT,
+                   capture_output=True, check=True, timeout=300)
+    assert metrics(out) == metrics(reference)[:8]
