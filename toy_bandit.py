@@ -131,6 +131,15 @@ def estimator_stats(theta, r, n, rng, repeats, noise=0.0):
                      "bias_in_se": float(np.linalg.norm(est.mean(0) - g) / se)}
     return out
 
+def finite(x):
+    """JSON has no NaN or Infinity: such a figure is written as null."""
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="K-armed bandit: the log-derivative trick checked against exact answers.")
@@ -160,7 +169,13 @@ def parse_args(argv=None):
              ("beta", a.beta >= 0, "must be >= 0"), ("noise", a.noise >= 0, "must be >= 0"),
              ("lr", a.lr > 0, "must be > 0"), ("temperature", a.temperature > 0, "must be > 0"),
              ("steps", a.steps >= 1, "must be >= 1"), ("samples", a.samples >= 1, "must be >= 1"),
-             ("seed", a.seed >= 0, "must be >= 0")]
+             ("seed", a.seed >= 0, "must be >= 0"),
+             # beyond these the exact answers overflow (exp(r / beta)) or the run takes hours
+             ("rewards", len(a.r) <= 1000 and np.abs(a.r).max() <= 1e3, "at most 1000 arms, each |r| <= 1000"),
+             ("steps", a.steps <= 10 ** 6, "must be <= 1000000"), ("samples", a.samples <= 10 ** 5, "must be <= 100000"),
+             ("seed", a.seed < 2 ** 63, "must be < 2^63"), ("noise", a.noise <= 1e3, "must be <= 1000"),
+             ("lr", a.lr <= 1e3, "must be <= 1000"), ("beta", a.beta <= 1e3, "must be <= 1000"),
+             ("temperature", 1e-3 <= a.temperature <= 1e3, "must be in [0.001, 1000]")]
     for name, ok, allowed in rules:             # the first broken rule wins: one line, exit code 2
         if not ok:
             p.error(f"--{name}={getattr(a, name)}: {allowed}")
@@ -239,7 +254,7 @@ def main(argv=None):
         say(f"{temp:>9.3g} | {in_play:8.2f}     |" + "".join(f"{p:8.3f}" for p in p_best)
             + f"  | {greedy:6.0%}    | {mean_r:.3f}")
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(json.dumps(finite(out), indent=1, allow_nan=False))
 
 if __name__ == "__main__":
     main()

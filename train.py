@@ -15,7 +15,10 @@ around it (flags, run folder, resume, Ctrl-C, torchrun, CUDA graphs) is minippo/
 """
 import sys
 
-from minippo.extras.launch import main
-
 if __name__ == "__main__":
+    try:
+        from minippo.extras.launch import main          # importing torch takes seconds
+    except KeyboardInterrupt:
+        print("\nstopped before anything was written", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

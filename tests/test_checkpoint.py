@@ -93,8 +93,8 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     def broken(tmp):
         open(tmp, "wb").write(b"partial")
         raise RuntimeError("disk full")
-    with pytest.raises(RuntimeError):
-        ckpt.atomic_write(path, broken)
+    with pytest.raises(OSError, match="could not write .*disk full"):   # torch.save's RuntimeError, as
+        ckpt.atomic_write(path, broken)                                 # the OSError it is
     assert ckpt.load(path, "rl")["n"] == 1
     assert os.listdir(tmp_path) == ["keep.pt"]
 

@@ -242,10 +242,10 @@ def main(argv=None):
     p.add_argument("--profile", action="store_true", help="add torch.profiler's top operations of sampling and update")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     a = p.parse_args(argv)
-    if a.batch <= 0 or a.iters <= 0 or not 0 < a.max_new_tokens <= 256:
-        p.exit(2, "error: need --batch > 0, --iters > 0, 0 < --max-new-tokens <= 256\n")
-    if a.d_model <= 0 or a.n_layer <= 0 or a.d_model % Config.n_head:
-        p.exit(2, f"error: need --n-layer > 0 and --d-model a positive multiple of {Config.n_head}\n")
+    if not 0 < a.batch <= 65_536 or not 0 < a.iters <= 1000 or not 0 < a.max_new_tokens <= 256:
+        p.exit(2, "error: need 0 < --batch <= 65536, 0 < --iters <= 1000, 0 < --max-new-tokens <= 256\n")
+    if not 0 < a.d_model <= 4096 or not 0 < a.n_layer <= 64 or a.d_model % Config.n_head:
+        p.exit(2, f"error: need 0 < --n-layer <= 64 and --d-model a multiple of {Config.n_head} up to 4096\n")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.exit(2, "error: --device=cuda: no CUDA GPU is available here\n")
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else

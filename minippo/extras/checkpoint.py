@@ -20,7 +20,11 @@ def atomic_write(path: str, write) -> None:
     """write(tmp_path) then rename: readers see the old file or the new one, never a partial one."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except RuntimeError as e:           # torch.save's own words for a failed write (disk full)
+            raise OSError(f"could not write {path} ({str(e).splitlines()[0][:120]}): disk full or a "
+                          f"file-size limit?") from None
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -18,6 +18,10 @@ import torch
 import torch.distributed as dist
 
 
+PEER_TIMEOUT_MINUTES = 10   # a process that stops is noticed by the others within this; rank 0's
+                            # pretraining must fit in it (else pretrain once alone: it is cached)
+
+
 def setup(device_name: str) -> tuple[int, int]:
     """(rank, world size) of this process; joins the process group when started by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -25,7 +29,7 @@ def setup(device_name: str) -> tuple[int, int]:
         if device_name == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))   # one GPU per process
         dist.init_process_group("nccl" if device_name == "cuda" else "gloo",
-                                timeout=timedelta(hours=1))     # the others wait out pretraining
+                                timeout=timedelta(minutes=PEER_TIMEOUT_MINUTES))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # no core oversubscription
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 

@@ -142,8 +142,7 @@ def load_run(run_dir: str, device: str = "cpu"):
     if not os.path.isfile(path):
         raise UsageError(f"{run_dir}: no run there (no config.json); train one with "
                          f"python train.py --out {run_dir}")
-    with open(path) as f:
-        saved = json.load(f)
+    saved = runs.read_run_config(path)
     cfg = Config(**{f.name: saved[f.name] for f in fields(Config) if f.name in saved})
     cfg.out, cfg.resume, cfg.force, cfg.device = run_dir, "", False, device
     run = runs.Run(cfg)                     # rebuilds the vocabulary and prompts as train.py did
@@ -168,8 +167,8 @@ def main(argv=None) -> int:
     p.error = one_line_error
     args = p.parse_args(argv)
     try:
-        if args.n < 1:
-            raise UsageError(f"--n={args.n}: must be a positive integer")
+        if not 1 <= args.n <= 10_000:
+            raise UsageError(f"--n={args.n}: must be an integer from 1 to 10,000")
         if not os.path.isfile(os.path.join(args.run_dir, "config.json")):
             load_run(args.run_dir)          # says there is no run there, before asking for answers
         answers = answer_stream(sys.stdin)  # refuse before loading anything
@@ -179,6 +178,9 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:                     # e.g. human_eval.jsonl in a read-only folder
+        print(f"error: {e.filename or args.run_dir}: {e.strerror or e}", file=sys.stderr)
+        return 1
     return 0
 
 

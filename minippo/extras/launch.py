@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     cfg = parse_config(argv, rewards=tuple(REWARDS))
     stop = runs.StopFlag()                  # Ctrl-C: finish the current step, save, exit
     stop.quiet = not dist.is_first_process()
+    if hasattr(signal, "SIGXFSZ"):          # past a file-size limit a write fails (one line), not the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     previous = {sig: signal.signal(sig, stop.request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return command(cfg, stop)

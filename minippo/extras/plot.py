@@ -140,6 +140,9 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:                     # e.g. a read-only folder: one line, not a traceback
+        print(f"error: {e.filename or run_dirs[0]}: {e.strerror or e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -59,6 +59,11 @@ class StopFlag:
                   file=sys.stderr)
 
 
+def short(text: str, most: int = 40) -> str:
+    """repr(text), cut to `most` characters: an error line stays one short line."""
+    return repr(text) if len(text) <= most else repr(text[:most]) + "..."
+
+
 def read_lines(path: str, flag: str = "data") -> list[str]:
     """Non-empty lines of a UTF-8 text file, or UsageError naming what is wrong with it."""
     if not os.path.isfile(path):
@@ -93,14 +98,21 @@ class Run:
                 try:
                     self.vocab.encode(x)
                 except ValueError as e:
-                    raise UsageError(f"--prompts={cfg.prompts}: prompt {x!r}: {e}") from None
+                    raise UsageError(f"--prompts={cfg.prompts}: prompt {short(x)}: {e}") from None
         if not self.prompts or len(self.val_ids) < cfg.block_size + 2 or len(self.train_ids) < 4 * cfg.block_size:
-            raise UsageError(f"--data={cfg.data}: too short ({len(lines)} lines, {len(self.prompts)} "
-                             f"distinct prompts); give at least a few hundred lines of 3+ words")
+            if cfg.data:
+                raise UsageError(f"--data={cfg.data}: too short ({len(lines)} lines, {len(self.prompts)} "
+                                 f"distinct prompts); give at least a few hundred lines of 3+ words")
+            flag = "block_size" if cfg.block_size > Config.block_size else "corpus_lines"
+            raise UsageError(f"--{flag.replace('_', '-')}={getattr(cfg, flag)}: the {len(lines)} built-in "
+                             f"sentences hold {len(self.val_ids)} characters of held-out text, fewer than "
+                             f"--block-size + 2 = {cfg.block_size + 2}; raise --corpus-lines or lower --block-size")
         longest = max(self.prompts, key=len)
         if len(longest) + 1 + cfg.max_new_tokens > cfg.block_size:
-            raise UsageError(f"--max-new-tokens={cfg.max_new_tokens}: the prompt {longest!r} plus the "
-                             f"response exceed --block-size={cfg.block_size}")
+            flag = f"--prompts={cfg.prompts}: the prompt" if cfg.prompts else "the prompt"
+            raise UsageError(f"{flag} {short(longest)} ({len(longest)} characters) plus --max-new-tokens="
+                             f"{cfg.max_new_tokens} exceed --block-size={cfg.block_size}; shorten it, or "
+                             f"raise --block-size")
         self.model_config = ModelConfig(self.vocab.size, cfg.block_size,
                                         cfg.n_layer, cfg.n_head, cfg.d_model)
         self.identity = {"vocab": self.vocab.chars, "model_config": vars(self.model_config)}

@@ -121,6 +121,8 @@ def sweep(name: str, values: list[str], out: str, train_args: list[str], referen
     train.py's exit code when a run fails or is interrupted."""
     if reference and not os.path.isfile(reference):
         raise UsageError(f"--reference={reference}: no such file")
+    if reference:
+        ckpt.load(reference, "reference")       # a file that is not a reference is refused, not skipped
     settings = [f"{name}={v}" for v in values]
     argvs = [train_args + setting_flags(name, v) + ["--out", os.path.join(out, s.replace(os.sep, "_"))]
              for v, s in zip(values, settings)]
@@ -172,6 +174,10 @@ def main(argv=None) -> int:
     p.error = one_line_error
     args, train_args = p.parse_known_args(argv)
     try:
+        given = [a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv)]
+        for flag in ("--sweep", "--out", "--reference"):
+            if given.count(flag) > 1:
+                raise UsageError(f"{flag}: given {given.count(flag)} times; give it once")
         if any(a.split("=")[0] == "--resume" for a in train_args):
             raise UsageError("--resume: not used by a sweep; run the same sweep command again to continue it")
         name, values = parse_sweep(args.sweep)
@@ -186,6 +192,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:             # between runs: nothing half-done to save
         print("\nsweep interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+    except OSError as e:
+        print(f"error: {e.filename or args.out or 'sweeps'}: {e.strerror or e}", file=sys.stderr)
+        return 1
     return 0
 
 
