@@ -144,3 +144,24 @@ def test_optimal_value_matches_log_mean_exp_and_its_limits():
     assert optimal_value(r, 0.0) == (1.0, 0.0)                # beta -> 0: the best reward
     assert optimal_value(r, 1e4)[0] == pytest.approx(r.mean().item(), abs=1e-4)   # beta -> inf: the mean
     assert optimal_value(r * 100, 0.01)[0] == pytest.approx(100.0, abs=0.02)     # no overflow
+
+
+def test_j_star_is_the_mean_over_prompts_of_each_prompts_optimum():
+    """Two prompts whose rewards differ: J* = 1/K sum_x beta log E_{y ~ pi_ref}[exp(r(x, y)/beta)],
+    with the standard error sqrt(sum_x se_x^2) / K."""
+    def reward2(x, y):
+        return REWARD[y] if x == "a" else -REWARD[y]
+    torch.manual_seed(1)
+    cfg = Config(max_new_tokens=2, temperature=1.0, eval_samples=N)
+    got, _, _ = evaluate(BETWEEN, REF, VOCAB, ["a", "b"], reward2, cfg, "cpu", BETA, sample_table)
+    values, ses = [], []
+    for sign in (1, -1):
+        r = torch.where(R == NO_EOS_PENALTY, R, sign * R)         # the penalty stays -1 for both
+        w = (r / BETA).exp()
+        mean_w = (REF.p * w).sum()
+        values.append(BETA * mean_w.log().item())
+        ses.append((BETA * ((REF.p * (w - mean_w) ** 2).sum()).sqrt() / (mean_w * math.sqrt(N))).item())
+    se = math.sqrt(sum(s ** 2 for s in ses)) / 2
+    assert abs(values[0] - values[1]) > 0.1                        # the mean is not the max
+    assert got["objective_optimal"] == pytest.approx(sum(values) / 2, abs=4 * se)
+    assert got["objective_optimal_se"] == pytest.approx(se, rel=0.1)

@@ -251,3 +251,66 @@ def test_sigterm_saves_like_ctrl_c(reference, tmp_path):
     subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "--resume", str(out)], cwd=ROOT,
                    capture_output=True, check=True, timeout=300)
     assert metrics(out) == metrics(reference)[:8]
+
+
+# ----------------------------------------------------------------------------- file system and ranges
+@pytest.mark.parametrize("out", ["", "{file}", "{file}/sub", "/proc/minippo_out", "x" * 300])
+def test_an_out_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, out):
+    (tmp_path / "a_file").write_text("not a folder")
+    code, err = in_process(capsys, "--out", out.format(file=tmp_path / "a_file"), *TINY)
+    one_line(code, err, "--out")
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_a_file_size_limit_fails_the_write_with_one_line_and_keeps_what_was_saved(reference, tmp_path):
+    import resource
+    out = with_reference(reference, tmp_path, "limit")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # < a checkpoint
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "--out", str(out), *TINY, "--iters", "3",
+                        "--ckpt-every", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       preexec_fn=limit)
+    lines = [line for line in p.stderr.splitlines() if line.startswith("error")]
+    assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "checkpoint.pt" in lines[0]
+    assert len(metrics(out)) == 2 and not (out / "checkpoint.pt").exists()
+    assert not [f for f in os.listdir(out) if ".tmp" in f]
+    assert (out / "reference.pt").read_bytes() == (reference / "reference.pt").read_bytes()
+
+
+@pytest.mark.parametrize("args, flag", [(["--corpus-lines", "5"], "--corpus-lines"),
+                                        (["--block-size", "4000", "--corpus-lines", "1000"], "--block-size")])
+def test_a_corpus_too_short_names_the_flag_given_not_data(tmp_path, capsys, args, flag):
+    code, err = in_process(capsys, "--out", str(tmp_path / "o"), *args)
+    one_line(code, err, flag)
+    assert "--data" not in err
+
+
+def test_a_long_prompt_is_named_by_its_file_and_cut_short(tmp_path, capsys):
+    (tmp_path / "p.txt").write_text("the food " + "a" * 100_000 + "\n")
+    code, err = in_process(capsys, "--out", str(tmp_path / "o"), "--prompts", str(tmp_path / "p.txt"))
+    one_line(code, err, "--prompts", "100009 characters")
+    assert len(err) < 400
+
+
+def test_the_tools_refuse_sizes_out_of_range(capsys, tmp_path):
+    import toy_bandit
+    from minippo.extras import bench, human_eval, sweep
+    for call, args in ((toy_bandit.parse_args, ["--rewards=1e300,0"]), (toy_bandit.parse_args, ["--samples", "10000000000"]),
+                       (bench.main, ["--batch", "1000000000"]), (bench.main, ["--d-model", "65536"])):
+        with pytest.raises(SystemExit) as e:
+            call(args)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error"), err
+    assert human_eval.main([str(tmp_path), "--n", "1000000000"]) == 2
+    assert sweep.main(["--sweep", "beta=0", "--sweep", "beta=1"]) == 2
+    (tmp_path / "ref.pt").write_bytes(b"not a reference")
+    assert sweep.main(["--sweep", "beta=0", "--reference", str(tmp_path / "ref.pt"), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "--n" in err[0] and "--sweep" in err[1] and "ref.pt" in err[2], err
+    assert not (tmp_path / "s").exists()
+
+
+def test_toy_bandit_json_has_no_nan():
+    import toy_bandit
+    assert toy_bandit.finite({"a": [1.0, math.nan], "b": math.inf, "c": "x"}) == {"a": [1.0, None], "b": None, "c": "x"}
