@@ -23,6 +23,12 @@ BAD_FLAGS = [
     (["--max-new-tokens", "200"], "--max-new-tokens"), (["--n-head", "3"], "--n-head"),
     (["--bf16", "--device", "cpu"], "--bf16"),
     (["--algo", "reinforce", "--batch", "1", "--minibatch", "1"], "--batch"),
+    (["--target-kl", "1", "--kl-horizon", "1"], "--kl-horizon"),        # else beta goes negative
+    (["--seed", "99999999999999999999"], "--seed"), (["--d-model", "100000"], "--d-model"),
+    (["--n-layer", "1000"], "--n-layer"), (["--batch", "10000000000"], "--batch"),
+    (["--pretrain-batch", "10000000000"], "--pretrain-batch"), (["--eval-samples", "999999999"], "--eval-samples"),
+    (["--corpus-lines", "999999999999"], "--corpus-lines"), (["--human-eval", "10000000000"], "--human-eval"),
+    (["--out", ""], "--out"),
 ]
 if not torch.cuda.is_available():
     BAD_FLAGS.append((["--device", "cuda"], "--device"))

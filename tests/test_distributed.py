@@ -158,3 +158,16 @@ def test_batch_must_split_evenly_and_reinforce_needs_two_per_process(args):
     def bad(rank):
         return train_main(["--out", "unused", *args])
     assert in_two_processes(bad) == [2, 2]
+
+
+def test_a_refusal_on_rank_0_ends_every_process_with_one_line(reference, tmp_path, capfd):
+    """Rank 0 alone checks the run folder: a folder that already holds a run must stop rank 1 too
+    (not leave it waiting for a peer that quit), with exit code 2 and the error said once."""
+    out = with_reference(reference, tmp_path, "taken")
+    (out / "config.json").write_text((reference / "config.json").read_text())
+
+    def start(rank):
+        return train_main(["--out", str(out), *TINY, "--iters", "2"])
+    assert in_two_processes(start) == [2, 2]
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "already holds a run" in err[0], err

@@ -5,6 +5,7 @@ code 2. Off the reading path: the lesson reads a Config; this file makes one fro
 """
 import argparse
 import math
+import os
 import sys
 from dataclasses import fields
 
@@ -45,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_line_error(message):
-    """argparse's errors as one line and exit code 2 (argparse would print its whole usage block)."""
-    print(f"error: {message} (see --help)", file=sys.stderr)
+    """argparse's errors as one line and exit code 2 (argparse would print its whole usage block).
+    Under torchrun every process parses the flags; process 0 alone says what is wrong."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {message} (see --help)", file=sys.stderr)
     sys.exit(2)
 
 
@@ -124,6 +127,7 @@ def parse_config(argv=None, rewards=()) -> Config:
             cfg.out = cfg.resume
         check(cfg, rewards)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     return cfg
