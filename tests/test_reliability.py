@@ -314,3 +314,26 @@ def test_the_tools_refuse_sizes_out_of_range(capsys, tmp_path):
 def test_toy_bandit_json_has_no_nan():
     import toy_bandit
     assert toy_bandit.finite({"a": [1.0, math.nan], "b": math.inf, "c": "x"}) == {"a": [1.0, None], "b": None, "c": "x"}
+
+
+
+@pytest.mark.parametrize("content", ["{not json", "", "[1, 2, 3]", "\x00\x01binary"])
+def test_a_corrupt_config_on_resume_is_one_line_and_changes_nothing(reference, tmp_path, capsys, content):
+    out = tmp_path / "cfg"
+    shutil.copytree(reference, out)
+    (out / "config.json").write_text(content)
+    before = snapshot(out)
+    code, err = in_process(capsys, "--resume", str(out), *TINY, "--iters", "14")
+    one_line(code, err, "config.json")
+    assert snapshot(out) == before
+
+
+def test_rl_seconds_add_up_over_a_resume(reference, tmp_path, capsys):
+    out = tmp_path / "more"
+    shutil.copytree(reference, out)
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"]
+    assert saved > 0
+    code, _ = in_process(capsys, "--resume", str(out), *TINY, "--iters", "13")
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rl_seconds"] > saved and summary["iters"] == 13
