@@ -71,7 +71,7 @@ def test_force_or_resume_on_a_folder_in_use_changes_nothing(reference, tmp_path,
         code, err = in_process(capsys, "--out", str(out), *TINY, "--iters", "14", *flags)
         one_line(code, err, "in use by process")
     os.close(fd)
-    assert {k: v for k, v in snapshot(out).items() if k != "in_use"} == before
+    assert {k: v for k, v in snapshot(out).items() if k != ".minippo_in_use"} == before
 
 
 # ----------------------------------------------------------------------------- resume
@@ -114,8 +114,12 @@ def wrong_shape(state):
     (lambda s: s["rng"][0].update(torch=torch.zeros(3, dtype=torch.uint8)), ["random-generator state"]),
     (lambda s: s.update(rng=["not a state"]), ["random-generator state"]),
     (lambda s: s.update(metrics_bytes=-1), ["metrics_bytes"]),
+    (lambda s: s.update(rl_seconds="x"), ["rl_seconds"]),
+    (lambda s: s["optimizer"]["param_groups"][0].update(betas=(2.0, "a")), ["optimizer state"]),
+    (lambda s: s["optimizer"]["param_groups"][0].update(maximize=True), ["optimizer state"]),
+    (lambda s: s["optimizer"]["param_groups"][0].pop("weight_decay"), ["optimizer state"]),
 ], ids=["iter<0", "iter-str", "beta-nan", "beta-missing", "nan-weight", "shape", "missing-weight",
-        "rng-torch", "rng-garbage", "bytes<0"])
+        "rng-torch", "rng-garbage", "bytes<0", "seconds-str", "betas", "maximize", "no-decay"])
 def test_a_checkpoint_whose_fields_are_wrong_is_refused(reference, tmp_path, capsys, change, words):
     out = tmp_path / "bad"
     shutil.copytree(reference, out)
@@ -337,3 +341,26 @@ def test_rl_seconds_add_up_over_a_resume(reference, tmp_path, capsys):
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rl_seconds"] > saved and summary["iters"] == 13
+
+
+
+def test_a_refused_command_leaves_the_users_own_files_alone(reference, tmp_path, capsys):
+    out = tmp_path / "mine"
+    shutil.copytree(reference, out)
+    for name in ("in_use", "notes.tmpl", "report.tmp.docx", ".minippo_in_use"):
+        (out / name).write_text("precious")
+    before = snapshot(out)
+    code, err = in_process(capsys, "--out", str(out), *TINY)          # holds a run: refused
+    one_line(code, err, "already holds a run")
+    assert snapshot(out) == before
+
+
+def test_force_removes_nothing_when_no_config_says_it_is_a_run(tmp_path, capsys):
+    out = tmp_path / "loose"
+    out.mkdir()
+    (out / "summary.json").write_text('{"mine": 1}')
+    (out / "samples.txt").write_text("my samples")
+    before = snapshot(out)
+    code, err = in_process(capsys, "--out", str(out), *TINY, "--force")
+    one_line(code, err, "--force", "no config.json")
+    assert snapshot(out) == before

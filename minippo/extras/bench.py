@@ -241,9 +241,12 @@ def main(argv=None):
     p.add_argument("--scaling", action="store_true", help="then the default PPO configuration at larger batches and models")
     p.add_argument("--profile", action="store_true", help="add torch.profiler's top operations of sampling and update")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.error = lambda message: p.exit(2, f"error: {message}\n")      # one line, not the usage block
     a = p.parse_args(argv)
-    if not 0 < a.batch <= 65_536 or not 0 < a.iters <= 1000 or not 0 < a.max_new_tokens <= 256:
-        p.exit(2, "error: need 0 < --batch <= 65536, 0 < --iters <= 1000, 0 < --max-new-tokens <= 256\n")
+    for flag, value, most in (("--batch", a.batch, 65_536), ("--iters", a.iters, 1000),
+                              ("--max-new-tokens", a.max_new_tokens, 256)):
+        if not 0 < value <= most:
+            p.exit(2, f"error: {flag}={value}: must be in 1 .. {most}\n")
     if not 0 < a.d_model <= 4096 or not 0 < a.n_layer <= 64 or a.d_model % Config.n_head:
         p.exit(2, f"error: need 0 < --n-layer <= 64 and --d-model a multiple of {Config.n_head} up to 4096\n")
     if a.device == "cuda" and not torch.cuda.is_available():

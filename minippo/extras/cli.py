@@ -123,6 +123,9 @@ def parse_config(argv=None, rewards=()) -> Config:
                 continue
             values[f.name] = v if f.type is bool else _convert(f.name, v, f.type)
         cfg = Config(**values)
+        if cfg.resume and values.get("out", cfg.resume) != cfg.resume:
+            raise UsageError(f"--out={values['out']} and --resume={cfg.resume}: a resumed run stays in "
+                             f"its folder; give --resume alone")
         if cfg.resume:
             cfg.out = cfg.resume
         check(cfg, rewards)

@@ -17,6 +17,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -362,6 +363,9 @@ def check_folder(run: Run) -> None:
         saved = read_run_config(run.path("config.json"))
         check_cached_reference(run)
         for key, value in asdict(cfg).items():
+            if key not in RESUMABLE and key not in saved:
+                raise UsageError(f"--resume={cfg.resume}: its config.json has no {key!r} (made by another "
+                                 f"minippo version?); start afresh with --force")
             if key not in RESUMABLE and saved.get(key) != value:
                 raise UsageError(f"--resume={cfg.resume}: that run used --{key.replace('_', '-')}="
                                  f"{saved.get(key)!r}, this command has {value!r}; repeat its settings")
@@ -371,13 +375,18 @@ def check_folder(run: Run) -> None:
                          f"--resume {shlex.quote(cfg.out)}, or start afresh with --force (keeps reference.pt)")
     if "config.json" in here:              # --force: only a minippo run's files go
         read_run_config(run.path("config.json"))
+    elif here:
+        raise UsageError(f"--force: {cfg.out} holds {', '.join(here)} but no config.json, so nothing "
+                         f"says they are a minippo run's; remove them yourself or use another --out")
     check_cached_reference(run)
     for f in here:                         # --force: the old run goes, the cached reference stays
         os.remove(run.path(f))
     ckpt.save_json(asdict(cfg), run.path("config.json"))
 
 
-LOCK_NOTE = "in_use"                       # inside a locked folder: which process holds it
+LOCK_NOTE = ".minippo_in_use"             # inside a locked folder: which process holds it
+TMP_PATTERN = re.compile(r"(config\.json|reference\.pt|checkpoint\.pt|pretrain_state\.pt|summary\.json)"
+                         r"\.tmp\d+$")       # what ckpt.atomic_write leaves when killed mid-write
 
 
 def lock(folder: str) -> int:
@@ -399,12 +408,14 @@ def lock(folder: str) -> int:
                 holder = f.read().strip() or "another process"
         except OSError:
             holder = "another process"
-        raise UsageError(f"--out={folder} is in use by {holder}; wait for it to end, or use another "
+        raise UsageError(f"{folder} is in use by {holder}; wait for it to end, or use another "
                          f"folder") from None
-    with open(os.path.join(folder, LOCK_NOTE), "w") as f:
-        f.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+    note = os.path.join(folder, LOCK_NOTE)
+    if not os.path.exists(note) or open(note, errors="replace").read().startswith("process "):
+        with open(note, "w") as f:                 # (a file of the user's by that name stays)
+            f.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
     for name in os.listdir(folder):
-        if ".tmp" in name:
+        if TMP_PATTERN.fullmatch(name):
             os.remove(os.path.join(folder, name))
     return fd
 
@@ -412,7 +423,8 @@ def lock(folder: str) -> int:
 def unlock(run: Run) -> None:
     if run.lock_fd is not None:
         try:
-            os.remove(run.path(LOCK_NOTE))
+            if open(run.path(LOCK_NOTE)).read().startswith(f"process {os.getpid()} "):
+                os.remove(run.path(LOCK_NOTE))
         except OSError:
             pass
         os.close(run.lock_fd)
@@ -426,10 +438,10 @@ def read_run_config(path: str) -> dict:
             saved = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"{path}: not a readable minippo run configuration ({type(e).__name__}); "
-                         f"this folder holds something else: use another --out") from None
+                         f"this folder holds something else: choose another folder") from None
     if not isinstance(saved, dict) or not {"out", "seed", "algo", "beta", "iters"} <= set(saved):
         raise UsageError(f"{path}: not a minippo run configuration; this folder holds something "
-                         f"else: use another --out")
+                         f"else: choose another folder")
     return saved
 
 
@@ -482,6 +494,10 @@ def check_rl_state(state: dict, path: str, cfg: Config, world: int) -> None:
         count = len(rng) if isinstance(rng, list) else "?"
         raise UsageError(f"--resume={cfg.out}: that run had {count} processes, this one has {world}; "
                          f"resume with the same number")
+    seconds = state.get("rl_seconds", 0.0)
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds < 1e12:
+        raise UsageError(f"{path}: its rl_seconds {seconds!r} is not a duration; delete it, or start "
+                         f"afresh with --force")
     for key in ("metrics_bytes", "samples_bytes"):
         if type(state.get(key)) is not int or state[key] < 0:
             raise UsageError(f"{path}: its {key} {state.get(key)!r} is not a size; delete it, or start "
@@ -511,7 +527,7 @@ def pretrained_policy(run: Run, build: bool = True):
         ckpt.check_compatible(cached, run.identity, path)
         load_model(policy, cached.get("model"), path)
         if build:
-            print(f"reference: reusing {path} ({cached['stats']})")
+            print(f"reference: reusing {path} ({cached.get('stats')})")
     elif not build:
         raise UsageError(f"{path}: not there for this process; with several machines --out must be a "
                          f"folder they all share")
@@ -581,6 +597,8 @@ def load_optimizer(optimizer, state: dict, path: str):
     try:
         groups, per_param = saved["param_groups"], saved["state"]
         assert len(groups) == len(optimizer.param_groups)
+        for mine, theirs in zip(optimizer.param_groups, groups):   # the same AdamW, lr aside
+            assert all(theirs.get(k) == v for k, v in mine.items() if k not in ("params", "lr"))
         assert all(isinstance(g.get("lr"), (int, float)) and math.isfinite(g["lr"]) and g["lr"] >= 0
                    for g in groups)
         for i, p in enumerate(params):
