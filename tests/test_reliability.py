@@ -364,3 +364,20 @@ def test_force_removes_nothing_when_no_config_says_it_is_a_run(tmp_path, capsys)
     code, err = in_process(capsys, "--out", str(out), *TINY, "--force")
     one_line(code, err, "--force", "no config.json")
     assert snapshot(out) == before
+
+
+def test_ctrl_c_during_the_final_evaluation_quits_at_once(reference, tmp_path):
+    """Nothing is left to save once RL is done: Ctrl-C then quits (exit 130), instead of being
+    ignored until the evaluation ends and the run exits 0."""
+    out = with_reference(reference, tmp_path, "eval")
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--out", str(out), *TINY, "--iters", "1",
+                          "--eval-samples", "20000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    start = time.time()
+    while time.time() - start < 120 and not (out / "checkpoint.pt").exists():
+        time.sleep(0.02)
+    time.sleep(0.5)                                       # into the evaluation (20,000 samples a prompt)
+    p.send_signal(signal.SIGINT)
+    t = time.time()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and time.time() - t < 15, (p.returncode, err[-1500:])
+    assert b"stopped without saving" in err and not (out / "summary.json").exists()
