@@ -68,9 +68,10 @@ def short(text: str, most: int = 40) -> str:
 def read_lines(path: str, flag: str = "data") -> list[str]:
     """Non-empty lines of a UTF-8 text file, or UsageError naming what is wrong with it."""
     if not os.path.isfile(path):
-        raise UsageError(f"--{flag}={path}: no such file")
+        what = "not a regular file" if os.path.exists(path) else "no such file"
+        raise UsageError(f"--{flag}={path}: {what}; give a UTF-8 text file, one sentence per line")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:     # (a byte-order mark is not text)
             text = f.read()
     except UnicodeDecodeError as e:
         raise UsageError(f"--{flag}={path}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
