@@ -171,3 +171,14 @@ def test_a_refusal_on_rank_0_ends_every_process_with_one_line(reference, tmp_pat
     assert in_two_processes(start) == [2, 2]
     err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error")]
     assert len(err) == 1 and "already holds a run" in err[0], err
+
+
+def test_a_bad_flag_under_torchrun_is_said_once(capfd):
+    def start(rank):
+        try:
+            return train_main(["--out", "unused", "--lr", "0"])
+        except SystemExit as e:          # a flag error exits from the parser, code 2
+            return e.code
+    assert in_two_processes(start) == [2, 2]
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "--lr" in err[0], err
