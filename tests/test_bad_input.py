@@ -28,7 +28,7 @@ BAD_FLAGS = [
     (["--n-layer", "1000"], "--n-layer"), (["--batch", "10000000000"], "--batch"),
     (["--pretrain-batch", "10000000000"], "--pretrain-batch"), (["--eval-samples", "999999999"], "--eval-samples"),
     (["--corpus-lines", "999999999999"], "--corpus-lines"), (["--human-eval", "10000000000"], "--human-eval"),
-    (["--out", ""], "--out"),
+    (["--out", ""], "--out"), (["--lr", "1e400"], "--lr=1e400"),      # what was typed, not inf
 ]
 if not torch.cuda.is_available():
     BAD_FLAGS.append((["--device", "cuda"], "--device"))

@@ -381,3 +381,66 @@ def test_ctrl_c_during_the_final_evaluation_quits_at_once(reference, tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and time.time() - t < 15, (p.returncode, err[-1500:])
     assert b"stopped without saving" in err and not (out / "summary.json").exists()
+
+
+def test_human_evaluation_with_no_valid_answer_is_an_error(reference, monkeypatch, capsys):
+    import io
+    from minippo.extras import human_eval
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x\ny\n\xff\n"))
+    assert human_eval.main([str(reference), "--n", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no pair was answered" in err[0]
+
+
+def test_the_tools_report_a_failed_write_in_one_line(reference, tmp_path, capsys, monkeypatch):
+    """plot, human evaluation and sweep: an OSError while writing (a full disk, say) is one line."""
+    import io
+    from minippo.extras import human_eval, plot
+    pytest.importorskip("matplotlib")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(reference / "curves.png"))
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", full)
+    assert plot.main([str(reference)]) == 1
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1\n"))
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(
+        OSError(28, "No space left on device", str(a[0]))) if str(a[0]).endswith("human_eval.jsonl") else OPEN(*a, **k))
+    assert human_eval.main([str(reference), "--n", "1"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 2 and all("No space left on device" in line for line in err), err
+
+
+OPEN = open
+
+
+def test_ctrl_c_while_torch_is_importing_is_one_line():
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--help"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)                                     # python is up, torch is still importing
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("torch imported before the signal arrived (a fast machine)")
+    assert p.returncode == 130 and err.strip() == "stopped before anything was written", err
+
+
+def test_a_stuck_peer_is_noticed_within_the_timeout(monkeypatch):
+    """A process that stops answering (alive but stuck) ends the others after PEER_TIMEOUT_MINUTES,
+    not an hour; here the timeout is shortened to 3 seconds."""
+    from minippo.extras import dist
+    from test_distributed import in_two_processes
+    monkeypatch.setattr(dist, "PEER_TIMEOUT_MINUTES", 0.05)
+
+    def stuck(rank):
+        dist.setup("cpu")
+        if rank == 1:
+            time.sleep(8)                                # stuck, never joins the all-reduce
+            return "slept"
+        t = time.time()
+        try:
+            dist.any_process(False)
+        except Exception:
+            return time.time() - t
+        return "no error"
+    waited, _ = in_two_processes(stuck)
+    assert isinstance(waited, float) and waited < 6, waited     # the peer sleeps 8 s: not its exit

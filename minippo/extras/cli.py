@@ -58,6 +58,8 @@ def _convert(name, text, kind):
         value = kind(text)
     except ValueError:
         raise UsageError(f"--{name.replace('_', '-')}={text}: expected {kind.__name__}") from None
+    if kind is float and not math.isfinite(value):     # e.g. 1e400: say what was typed, not inf
+        raise UsageError(f"--{name.replace('_', '-')}={text}: must be a finite number")
     return value
 
 

@@ -117,6 +117,8 @@ def human_eval(policy, ref, vocab, prompts, cfg, device, n: int, seed: int, stdi
             f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "prompt": x,
                                 "response_1": first, "response_2": second, "policy_is": policy_is,
                                 "answer": answer, "winner": winner, "seed": seed}) + "\n")
+    if shown == 0:
+        raise UsageError("no pair was answered: answers are 1, 2, t (tie) or s (skip), one per line")
     judged = shown - counts["skip"]
     wins = counts["policy"] + 0.5 * counts["tie"]    # a tie is half a win for each side
     low, high = wilson(wins, judged)
