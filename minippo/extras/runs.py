@@ -13,7 +13,6 @@ Files in --out:
 """
 import ctypes
 import ctypes.util
-import fcntl
 import json
 import math
 import os
@@ -25,6 +24,11 @@ from dataclasses import asdict, fields, replace
 
 import torch
 from tqdm import tqdm
+
+try:
+    import fcntl                           # POSIX; on Windows a run folder is not locked
+except ImportError:
+    fcntl = None
 
 from minippo.config import Config
 from minippo.data import Vocab, make_corpus, make_prompts
@@ -397,11 +401,12 @@ def lock(folder: str) -> int:
     Leftover temporary files of an interrupted write are removed (nobody else writes here)."""
     try:
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY) if fcntl is not None else -1
     except OSError as e:
         raise UsageError(f"--out={folder}: {e.strerror}; give a folder this user can write") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         try:
@@ -428,7 +433,8 @@ def unlock(run: Run) -> None:
                 os.remove(run.path(LOCK_NOTE))
         except OSError:
             pass
-        os.close(run.lock_fd)
+        if run.lock_fd >= 0:
+            os.close(run.lock_fd)
         run.lock_fd = None
 
 
