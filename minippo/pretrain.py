@@ -40,8 +40,8 @@ def learning_rate(step: int, total: int, peak: float) -> float:
 
 
 def pretrain(model, optimizer, train_ids, eos_id, cfg, steps):
-    """One AdamW step for each step number in `steps` (the command passes range(cfg.pretrain_steps)
-    in a progress bar that ends early on Ctrl-C)."""
+    """One AdamW step for each step number in `steps` (the command passes range(cfg.pretrain_steps),
+    or what is left of it when resuming, in a progress bar that ends early on Ctrl-C)."""
     starts = line_starts(train_ids, eos_id, cfg.block_size)
     model.train()
     for step in steps:

@@ -3,7 +3,7 @@ pretrains pi_ref (or loads it), calls minippo.ppo.train, evaluates against J* an
 
 What it adds around the loop, and where: flags and their checks (cli.py); the run folder, resume,
 checkpoints and the metrics (runs.py); several processes under torchrun (dist.py); CUDA-graph
-sampling on a GPU (cuda_graphs.py); --bf16 autocast; Ctrl-C and SIGINT handling; the plots and the
+sampling on a GPU (cuda_graphs.py); --bf16 autocast; Ctrl-C and SIGTERM handling; the plots and the
 blind human evaluation at the end (plot.py, human_eval.py).
 """
 import math

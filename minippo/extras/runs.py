@@ -18,6 +18,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import sys
 import time
 from dataclasses import asdict, fields, replace
@@ -60,7 +61,8 @@ class StopFlag:
             raise KeyboardInterrupt
         self.requested = True
         if not self.quiet:
-            print("\nCtrl-C: finishing this step, then saving (Ctrl-C again quits without saving)",
+            name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+            print(f"\n{name}: finishing this step, then saving (Ctrl-C again quits without saving)",
                   file=sys.stderr)
 
 
@@ -156,13 +158,20 @@ class Run:
             load_model(policy, state["model"], path)
             load_optimizer(optimizer, state, path)
             ckpt.set_rng_state(state["rng"][rank])
+            refusal = None
             if rank == 0:
-                for name in ("metrics.jsonl", "samples.txt"):   # drop lines written after the checkpoint
-                    size, saved = file_size(self.path(name)), state[f"{name.split('.')[0]}_bytes"]
-                    if size < saved:        # never extend a file: that would pad it with NUL bytes
-                        raise UsageError(f"{self.path(name)}: {size} bytes, but it had {saved} when "
-                                         f"{path} was saved: lines were lost; restore it, or start "
-                                         f"afresh with --force")
+                try:
+                    for name in ("metrics.jsonl", "samples.txt"):   # lines written after the checkpoint go
+                        size, saved = file_size(self.path(name)), state[f"{name.split('.')[0]}_bytes"]
+                        if size < saved:    # never extend a file: that would pad it with NUL bytes
+                            raise UsageError(f"{self.path(name)}: {size} bytes, but it had {saved} when "
+                                             f"{path} was saved: lines were lost; restore it, or start "
+                                             f"afresh with --force")
+                except UsageError as e:
+                    refusal = e
+            if dist.any_process(refusal is not None):   # rank 0 alone reads the files: all stop
+                raise refusal or UsageError("refused by process 0")
+            if rank == 0:
                 for name in ("metrics.jsonl", "samples.txt"):
                     with open(self.path(name), "r+b") as f:
                         f.truncate(state[f"{name.split('.')[0]}_bytes"])
@@ -200,8 +209,8 @@ class Run:
         m["seconds"] = time.time() - self.t_last
         release_memory()
         if self.rank == 0:
-            with open(self.path("metrics.jsonl"), "a") as f:
-                f.write(json.dumps(m) + "\n")
+            with open(self.path("metrics.jsonl"), "a") as f:     # (NaN, e.g. an undefined
+                f.write(json.dumps(ckpt.finite(m), allow_nan=False) + "\n")   # variance, as null)
             self.bar.update(1)
             self.bar.set_postfix(reward=f"{reward:.2f}", kl=f"{kl:.2f}", J=f"{m['objective']:.3f}")
             if it % self.cfg.sample_every == 0 or it == 1:
