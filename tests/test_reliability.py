@@ -158,15 +158,19 @@ def test_a_corrupt_reference_leaves_no_config_behind(tmp_path, capsys):
     assert sorted(f.name for f in out.iterdir()) == ["reference.pt"]
 
 
-@pytest.mark.parametrize("content", ['{"name": "my web app"}', "not json at all", "[1, 2]", ""])
-def test_force_never_removes_files_that_are_not_a_minippo_run(tmp_path, capsys, content):
+@pytest.mark.parametrize("files, words", [
+    *[({"config.json": c, "metrics.jsonl": "their data\n"}, ["config.json", "not a"])
+      for c in ('{"name": "my web app"}', "not json at all", "[1, 2]", "")],
+    ({"summary.json": '{"mine": 1}', "samples.txt": "my samples"}, ["--force", "no config.json"])],
+    ids=["foreign-json", "not-json", "list", "empty", "no-config"])
+def test_force_never_removes_files_that_are_not_a_minippo_run(tmp_path, capsys, files, words):
     out = tmp_path / "theirs"
     out.mkdir()
-    (out / "config.json").write_text(content)
-    (out / "metrics.jsonl").write_text("their data\n")
+    for name, text in files.items():
+        (out / name).write_text(text)
     before = snapshot(out)
     code, err = in_process(capsys, "--out", str(out), *TINY, "--force")
-    one_line(code, err, "config.json", "not a")
+    one_line(code, err, *words)
     assert snapshot(out) == before
 
 
@@ -352,17 +356,6 @@ def test_a_refused_command_leaves_the_users_own_files_alone(reference, tmp_path,
     before = snapshot(out)
     code, err = in_process(capsys, "--out", str(out), *TINY)          # holds a run: refused
     one_line(code, err, "already holds a run")
-    assert snapshot(out) == before
-
-
-def test_force_removes_nothing_when_no_config_says_it_is_a_run(tmp_path, capsys):
-    out = tmp_path / "loose"
-    out.mkdir()
-    (out / "summary.json").write_text('{"mine": 1}')
-    (out / "samples.txt").write_text("my samples")
-    before = snapshot(out)
-    code, err = in_process(capsys, "--out", str(out), *TINY, "--force")
-    one_line(code, err, "--force", "no config.json")
     assert snapshot(out) == before
 
 
