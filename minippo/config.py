@@ -34,7 +34,10 @@ class Config:
     pretrain_lr: float = _f(1e-2, "peak pretraining learning rate, cosine-decayed (1e-3 - 1e-2)")
     # --- RL: maximise J = E[r(x,y)] - beta KL(pi_theta || pi_ref)
     algo: str = _f("ppo", "ppo (clipped surrogate, value head, GAE) | reinforce (log-derivative trick)")
-    reward: str = _f("positive", "reward function r(x, y), by name (see minippo/rewards.py)")
+    reward: str = _f("positive", "reward function r(x, y), by name (see minippo/rewards.py); with "
+                     "--reward-model, the gold reward the learned one is measured against")
+    reward_model: str = _f("", "optimise a learned reward instead: the folder (or file) written by "
+                           "python -m minippo.extras.reward_model")
     iters: int = _f(70, "RL iterations (sample, score, update)")
     batch: int = _f(64, "responses y sampled per iteration (16-512)")
     max_new_tokens: int = _f(56, "response length limit; a response without EOS gets the penalty reward")

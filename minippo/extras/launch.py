@@ -18,7 +18,7 @@ import torch
 
 from minippo import ppo
 from minippo.evaluate import evaluate
-from minippo.extras import dist, runs
+from minippo.extras import dist, reward_model, runs
 from minippo.extras.cli import UsageError, parse_config
 from minippo.extras.cuda_graphs import graph_sample
 from minippo.extras.human_eval import answer_stream, human_eval
@@ -132,20 +132,25 @@ def command(cfg, stop) -> int:
     answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None  # refuse now, not later
     if cfg.plot and figure(1, 1, (1, 1)) is None:
         raise UsageError(f"--plot: {NO_MATPLOTLIB}")
+    proxy = {}
+
+    def load_reward_model(run):             # --reward-model: loaded and checked before any write
+        if cfg.reward_model:
+            proxy["reward"], proxy["saved"] = reward_model.load(cfg.reward_model, run.identity, run.device)
     refusal = None
     try:
-        run = runs.open_run(cfg, rank, world, stop)   # checks --out / --resume, loads data, the device
+        run = runs.open_run(cfg, rank, world, stop, load_reward_model)   # checks --out / --resume, data
     except UsageError as e:
         refusal = e
     if dist.any_process(refusal is not None):      # rank 0 checks the folder: a refusal there ends
         raise refusal or UsageError("refused by process 0")   # every process, said once (main)
     try:
-        return tune_and_evaluate(cfg, run, answers)
+        return tune_and_evaluate(cfg, run, answers, proxy)
     finally:
         runs.unlock(run)
 
 
-def tune_and_evaluate(cfg, run, answers) -> int:
+def tune_and_evaluate(cfg, run, answers, proxy) -> int:
     rank, world, stop = run.rank, run.world, run.stop
     if rank == 0:
         print(run.describe() + (f" | {world} processes" if world > 1 else ""))
@@ -160,7 +165,9 @@ def tune_and_evaluate(cfg, run, answers) -> int:
 
     # the lesson: each process tunes the policy on its share of the batch
     share = replace(cfg, batch=cfg.batch // world, minibatch=cfg.minibatch // world)
-    sample_fn, reward_fn = sampler(cfg, run.device), checked(REWARDS[cfg.reward])
+    sample_fn, reward_fn = sampler(cfg, run.device), checked(proxy.get("reward") or REWARDS[cfg.reward])
+    if proxy:                               # the loop optimises the learned r_phi; the gold r is logged
+        run.gold = checked(REWARDS[cfg.reward])
     eval_sample = graph_sample if run.device.type == "cuda" else sample   # (no re-scoring: fp32)
     try:
         with torch.autocast(run.device.type, torch.bfloat16, enabled=cfg.bf16):   # --bf16 (GPU)
@@ -178,6 +185,11 @@ def tune_and_evaluate(cfg, run, answers) -> int:
     results, ref_texts, pol_texts = evaluate(policy, ref, run.vocab, run.prompts, reward_fn, cfg,
                                              run.device, beta, eval_sample)   # with the final beta
     results.update(runs.text_figures(ref_texts, pol_texts, run.grammar))
+    if proxy:                               # the same samples, scored by the gold reward
+        results.update(reward_model.gold_figures(run.gold, cfg.reward, run.prompts, cfg.eval_samples,
+                                                 ref_texts, pol_texts, results["kl_policy"], beta),
+                       reward_model=cfg.reward_model,
+                       reward_model_accuracy=proxy["saved"].get("held_out_accuracy"))
     target = results["objective_reference"] + 0.9 * (results["objective_optimal"] - results["objective_reference"])
     results.update(pretrain_seconds=pretrain_seconds, rl_seconds=run.rl_seconds, iters=cfg.iters,
                    samples_drawn=cfg.iters * cfg.batch,
@@ -209,4 +221,12 @@ def summary_table(s: dict, beta: float) -> str:
             f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {gap}   "
             f"[beta {beta:.4g}, pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s; "
             f"all figures in summary.json]"]
+    if "gold_objective_optimal" in s:       # --reward-model: the table above is the learned proxy's
+        gold_gap = f"{s['gold_optimality_gap']:.3f}" if math.isfinite(s["gold_optimality_gap"]) else "n/a"
+        rows[0] = f"\nunder the learned reward (the proxy PPO optimised):" + rows[0]
+        rows += [f"\nunder the gold reward {s['gold']!r} (what was wanted), on the same samples:",
+                 f"{'pi_ref':<20}{g('gold_reward_reference')}{0:>11.3f}{g('gold_objective_reference')}",
+                 f"{'pi_theta (tuned)':<20}{g('gold_reward_policy')}{g('kl_policy')}{g('gold_objective_policy')}",
+                 f"{'pi* of the gold':<20}{'':>22}{g('gold_objective_optimal')}",
+                 f"gold optimality gap = {gold_gap}"]
     return "\n".join(rows)

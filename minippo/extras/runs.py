@@ -39,6 +39,7 @@ from minippo.extras import dist
 from minippo.extras.cli import PRETRAIN_KEYS, RESUMABLE, UsageError
 from minippo.model import ModelConfig, Policy, sample
 from minippo.pretrain import line_starts, lm_loss, pretrain
+from minippo.rewards import NO_EOS_PENALTY
 
 # Seeds: pretraining (and the initial weights) use --seed itself; RL and the final evaluation draw
 # from their own streams, so that a cached pi_ref or a resumed run gives the same numbers.
@@ -135,11 +136,12 @@ class Run:
         launcher = "python" if world == 1 else f"torchrun --standalone --nproc_per_node {world}"
         self.resume_hint = " ".join([launcher, "train.py"] + flags + [f"--resume {shlex.quote(cfg.out)}"])
         self.lock_fd = None
+        self.gold = None                  # with --reward-model: the gold r(x, y), logged beside it
 
     def describe(self) -> str:
         c = self.cfg
-        return (f"minippo | device {self.device} | {len(self.prompts)} prompts | {c.algo}, reward "
-                f"{c.reward!r}, beta {c.beta}, T {c.temperature} | {c.batch} responses x <= "
+        reward = f"learned reward {c.reward_model!r} (gold {c.reward!r})" if c.reward_model else f"reward {c.reward!r}"
+        return (f"minippo | device {self.device} | {len(self.prompts)} prompts | {c.algo}, {reward}, beta {c.beta}, T {c.temperature} | {c.batch} responses x <= "
                 f"{c.max_new_tokens} tokens per iteration, {c.iters} iterations | out: {c.out}")
 
     # ---------------------------------------------------------------- the three calls of the loop
@@ -205,6 +207,8 @@ class Run:
             m["explained_variance"] = dist.all_mean(out["explained_variance"])
         if self.grammar:
             m["grammatical"] = grammatical_fraction([x + y for x, y, _ in texts])
+        if self.gold is not None:           # a learned reward is optimised: what the gold one says
+            m["gold_reward"] = sum(self.gold(x, y) if done else NO_EOS_PENALTY for x, y, done in texts) / n
         m["responses"] = n
         m["seconds"] = time.time() - self.t_last
         release_memory()
@@ -212,7 +216,8 @@ class Run:
             with open(self.path("metrics.jsonl"), "a") as f:     # (NaN, e.g. an undefined
                 f.write(json.dumps(ckpt.finite(m), allow_nan=False) + "\n")   # variance, as null)
             self.bar.update(1)
-            self.bar.set_postfix(reward=f"{reward:.2f}", kl=f"{kl:.2f}", J=f"{m['objective']:.3f}")
+            gold = {"gold": f"{m['gold_reward']:.2f}"} if "gold_reward" in m else {}
+            self.bar.set_postfix(reward=f"{reward:.2f}", **gold, kl=f"{kl:.2f}", J=f"{m['objective']:.3f}")
             if it % self.cfg.sample_every == 0 or it == 1:
                 self.log_samples(it, [(x, y, r) for (x, y, _), r in zip(out["texts"][:4], out["scores"][:4])])
         return m
@@ -348,10 +353,12 @@ def refuse_non_finite_gradients(optimizer, args, kwargs):
                                  "too high?); that step was not taken")
 
 
-def open_run(cfg: Config, rank: int = 0, world: int = 1, stop: StopFlag = None) -> Run:
+def open_run(cfg: Config, rank: int = 0, world: int = 1, stop: StopFlag = None, check=None) -> Run:
     """Check the output folder against --resume / --force, load the data, write config.json.
-    Every input is checked before the first file is written or removed."""
+    Every input is checked before the first file is written or removed (`check(run)`: more checks)."""
     run = Run(cfg, rank, world, stop)      # validates data and sizes before any file is touched
+    if check is not None:
+        check(run)
     if rank > 0:                           # several processes: only rank 0 checks and writes files
         return run
     existed = os.path.isdir(cfg.out)

@@ -1,0 +1,204 @@
+"""Over-optimisation, measured: PPO against a learned reward, scored by the gold reward it imitates.
+
+    python -m minippo.extras.overoptimisation --out overopt        # ~4 min on a 2-core CPU
+
+Gao, Schulman and Hilton (2022, "Scaling laws for reward model overoptimization") trained reward
+models on preferences labelled by a large "gold" reward model, optimised policies against them, and
+plotted both rewards against sqrt(KL(pi || pi_ref)) as training went on: the proxy keeps rising
+while the gold reward rises, peaks and falls. Here the gold reward is a hand-written one (--reward),
+so the same measurement takes minutes:
+
+  1. reward models r_phi on --pairs preference pairs each (250 and 2,000 by default), labelled by the
+     gold reward (minippo/extras/reward_model.py), all from one pi_ref;
+  2. for each, a PPO run against r_phi at each --betas value (0: nothing holds the policy near pi_ref;
+     0.01: a small KL penalty), --iters iterations each, through train.py's main (as
+     minippo/extras/sweep.py runs them). Every iteration logs the batch's proxy reward, gold reward
+     and KL (metrics.jsonl), so a run traces both rewards as the policy moves away from pi_ref;
+  3. OUT/overoptimisation.png: gold (solid) and proxy (dashed) reward against sqrt(KL), means over
+     windows of --window iterations, one panel per reward model; OUT/overoptimisation.csv and a table:
+     where the gold reward peaked, and where each run ended (its final evaluation).
+
+Finished reward models and runs are reused, so running the command again continues where it stopped.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+
+from minippo.extras import checkpoint as ckpt
+from minippo.extras import plot, reward_model, sweep
+from minippo.extras.plot import NO_MATPLOTLIB, figure
+from minippo.extras.cli import UsageError, one_line_error
+from minippo.rewards import REWARDS
+
+WINDOW_COLUMNS = ["pairs", "beta", "iter", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "grammatical"]
+
+
+def numbers(text: str, flag: str, kind):
+    try:
+        values = [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--{flag}={text}: expected comma-separated {kind.__name__}s, e.g. "
+                         f"{'100,2000' if kind is int else '0,0.01'}") from None
+    if kind is float and not all(math.isfinite(v) and v >= 0 for v in values):
+        raise UsageError(f"--{flag}={text}: every value must be a finite number >= 0")
+    if kind is int and not all(2 <= v <= 1_000_000 for v in values):
+        raise UsageError(f"--{flag}={text}: every value must be from 2 to 1,000,000")
+    if len(set(values)) != len(values):
+        raise UsageError(f"--{flag}={text}: the values must differ")
+    return values
+
+
+def trained(folder: str, pairs: int, args):
+    """The saved facts of folder/reward_model.pt when it was trained with these settings, else None."""
+    path = os.path.join(folder, "reward_model.pt")
+    if not os.path.isfile(path):
+        return None
+    state = ckpt.load(path, "reward_model")
+    same = (state.get("pairs"), state.get("gold"), state.get("tau"), state.get("seed")) == \
+        (pairs, args.reward, args.tau, args.seed) and not state.get("pairs_file")
+    return state if same else None
+
+
+def windows(metrics: list, size: int) -> list:
+    """Means over consecutive windows of `size` iterations of the batch figures (the last window
+    may be shorter): KL, proxy reward, gold reward, grammatical fraction."""
+    out = []
+    for i in range(0, len(metrics), size):
+        w = metrics[i:i + size]
+        mean = lambda k: sum(m[k] for m in w) / len(w) if all(m.get(k) is not None for m in w) else None
+        kl = mean("kl")
+        out.append({"iter": w[-1]["iter"], "kl": kl, "sqrt_kl": math.sqrt(max(0.0, kl)),
+                    "proxy_reward": mean("reward"), "gold_reward": mean("gold_reward"),
+                    "grammatical": mean("grammatical")})
+    return out
+
+
+def measure(args) -> list:
+    """Train (or reuse) each reward model and run (or reuse) PPO against it at each beta; one dict
+    per run: its settings, the reward model's accuracy, its windows and its final evaluation."""
+    results, reference = [], ""
+    for n in args.pairs:
+        folder = os.path.join(args.out, f"rm_{n}_pairs")
+        if trained(folder, n, args) is None:
+            print(f"\nreward model on {n} pairs -> {folder}", flush=True)
+            code = reward_model.main(["--pairs", str(n), "--reward", args.reward, "--tau", str(args.tau),
+                                      "--seed", str(args.seed), "--out", folder, "--force"]
+                                     + (["--reference", reference] if reference else []))
+            if code:
+                raise SystemExit(code)
+        state = trained(folder, n, args)
+        reference = os.path.join(folder, "reference.pt")       # pretrained once, then copied
+        train_args = ["--reward-model", folder, "--reward", args.reward, "--seed", str(args.seed),
+                      "--iters", str(args.iters)]
+        sweep.sweep("beta", [f"{b:g}" for b in args.betas], os.path.join(args.out, f"ppo_{n}_pairs"),
+                    train_args, reference)
+        for b in args.betas:
+            run_dir = os.path.join(args.out, f"ppo_{n}_pairs", f"beta={b:g}")
+            with open(os.path.join(run_dir, "summary.json")) as f:
+                summary = json.load(f)
+            results.append({"pairs": n, "accuracy": state["held_out_accuracy"], "beta": b,
+                            "windows": windows(plot.read_metrics(run_dir), args.window),
+                            "summary": summary})
+    return results
+
+
+def draw(results: list, path: str, gold: str) -> str:
+    """One panel per reward model: gold (solid) and proxy (dashed) reward against sqrt(KL), one
+    colour per beta, starting from pi_ref at KL = 0. Returns `path`."""
+    pairs = sorted({r["pairs"] for r in results})
+    fig = figure(1, len(pairs), (5.2 * len(pairs), 4.4))
+    if fig is None:
+        raise UsageError(NO_MATPLOTLIB)
+    for ax, n in zip(fig.axes, pairs):
+        for i, r in enumerate(r for r in results if r["pairs"] == n):
+            s, w = r["summary"], r["windows"]
+            x = [0.0] + [p["sqrt_kl"] for p in w]
+            ax.plot(x, [s["gold_reward_reference"]] + [p["gold_reward"] for p in w], "o-", ms=3, color=f"C{i}",
+                    label=f"gold, beta {r['beta']:g}")
+            ax.plot(x, [s["reward_reference"]] + [p["proxy_reward"] for p in w], "x--", ms=3, color=f"C{i}",
+                    label=f"proxy r_phi, beta {r['beta']:g}")
+        ax.set_title(f"r_phi from {n} pairs (held-out accuracy {r['accuracy']:.2f})", fontsize=10)
+        ax.set_xlabel("sqrt(KL(pi_theta || pi_ref)), KL in nats per response")
+        ax.set_ylabel(f"mean reward (gold {gold!r}; proxy normalised)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle("PPO against a learned reward: the proxy it optimises and the gold reward it imitates",
+                 fontsize=11)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def report(results: list, args) -> None:
+    print(f"\nPPO against reward models of {args.reward!r} preferences; gold and proxy are means over windows "
+          f"of {args.window} iterations, 'end' is the final evaluation")
+    head = ["pairs", "accuracy", "beta", "gold peak", "at sqrtKL", "at iter", "end sqrtKL", "end proxy",
+            "end gold", "grammatical"]
+    print("".join(f"{h:>12}" for h in head))
+    for r in results:
+        peak, s = max(r["windows"], key=lambda p: p["gold_reward"]), r["summary"]
+        cells = [r["pairs"], r["accuracy"], r["beta"], peak["gold_reward"], peak["sqrt_kl"], peak["iter"],
+                 math.sqrt(max(0.0, s["kl_policy"])), s["reward_policy"], s["gold_reward_policy"],
+                 s.get("grammatical_policy")]
+        print("".join(f"{'-' if c is None else f'{c:.3f}' if isinstance(c, float) else c:>12}" for c in cells))
+    path = os.path.join(args.out, "overoptimisation.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(WINDOW_COLUMNS)
+        for r in results:
+            for p in r["windows"]:
+                row = {"pairs": r["pairs"], "beta": r["beta"], **p}
+                writer.writerow(["" if row[c] is None else row[c] for c in WINDOW_COLUMNS])
+    print(f"wrote {path}")
+    if figure(1, 1, (1, 1)) is None:
+        print(f"plot skipped: {NO_MATPLOTLIB}")
+    else:
+        print(f"wrote {draw(results, os.path.join(args.out, 'overoptimisation.png'), args.reward)}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minippo.extras.overoptimisation", allow_abbrev=False,
+                                description="Reward models on few and many preference pairs; PPO "
+                                "against each at several betas; gold and proxy reward against sqrt(KL).")
+    p.add_argument("--out", default="overopt", help="folder for the reward models, runs, CSV and plot "
+                   "[default: overopt]")
+    p.add_argument("--pairs", default="250,2000", help="preference pairs of each reward model [default: 250,2000]")
+    p.add_argument("--betas", default="0,0.01", help="KL coefficients of the PPO runs [default: 0,0.01]")
+    p.add_argument("--reward", default="positive", choices=sorted(REWARDS), help="the gold reward "
+                   "[default: positive]")
+    p.add_argument("--tau", type=float, default=0.0, help="labelling noise (see reward_model) [default: 0]")
+    p.add_argument("--iters", type=int, default=150, help="PPO iterations of each run [default: 150]")
+    p.add_argument("--window", type=int, default=10, help="iterations averaged into each point [default: 10]")
+    p.add_argument("--seed", type=int, default=0, help="seed of pi_ref, the pairs and the runs [default: 0]")
+    p.error = one_line_error
+    args = p.parse_args(argv)
+    try:
+        args.pairs = numbers(args.pairs, "pairs", int)
+        args.betas = numbers(args.betas, "betas", float)
+        if not (math.isfinite(args.tau) and args.tau >= 0):
+            raise UsageError(f"--tau={args.tau}: must be a finite number >= 0")
+        if not 1 <= args.iters <= 100_000:
+            raise UsageError(f"--iters={args.iters}: must be an integer from 1 to 100,000")
+        if not 1 <= args.window <= args.iters:
+            raise UsageError(f"--window={args.window}: must be an integer from 1 to --iters={args.iters}")
+        if not 0 <= args.seed < 2 ** 63:
+            raise UsageError(f"--seed={args.seed}: must be in 0 .. 2^63 - 1")
+        report(measure(args), args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:                  # a reward model or a run failed: it said why
+        return e.code
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The reward model learned from preferences (minippo/extras/reward_model.py): the Bradley-Terry
+loss and its gradient in closed form, the labels, the human-feedback file, a learned r_phi that
+recovers the gold ranking, and PPO against it through train.py with the gold reward logged."""
+import io
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY, metrics, run, with_reference
+from minippo.config import Config
+from minippo.extras import human_eval as he
+from minippo.extras import reward_model as rm
+from minippo.extras import runs
+from minippo.extras.cli import UsageError
+from minippo.extras import launch
+from minippo.extras.launch import RewardError, checked
+from minippo.model import ModelConfig, Policy
+from minippo.rewards import NO_EOS_PENALTY, positive
+
+sigma = lambda z: 1 / (1 + math.exp(-z))
+
+
+def rm_command(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "minippo.extras.reward_model", *args], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+    if check:
+        assert p.returncode == 0, p.stderr[-2000:]
+    return p
+
+
+# ----------------------------------------------------------------------------- closed forms
+def test_bradley_terry_loss_and_gradient_match_the_closed_form():
+    r_a = torch.tensor([0.0, 2.0, -1.0, 0.5], dtype=torch.float64, requires_grad=True)
+    r_b = torch.tensor([0.0, 0.5, 1.0, 0.5], dtype=torch.float64, requires_grad=True)
+    p = torch.tensor([1.0, 1.0, 0.0, 0.5], dtype=torch.float64)      # a wins, a wins, b wins, tie
+    loss = rm.bradley_terry_loss(r_a, r_b, p)
+    # by hand: -log sigma(r_w - r_l) per decided pair; a tie at d = 0 costs log 2
+    want = (math.log(2) - math.log(sigma(1.5)) - math.log(sigma(2.0)) + math.log(2)) / 4
+    assert loss.item() == pytest.approx(want, abs=1e-12)
+    loss.backward()
+    d = [0.0, 1.5, -2.0, 0.0]
+    grad_a = [(sigma(di) - pi) / 4 for di, pi in zip(d, p.tolist())]   # d loss / d r_a = (sigma(d) - p) / N
+    assert r_a.grad.tolist() == pytest.approx(grad_a, abs=1e-12)
+    assert r_b.grad.tolist() == pytest.approx([-g for g in grad_a], abs=1e-12)   # only r_a - r_b matters
+
+
+def test_bradley_terry_labels():
+    assert rm.preference(1.0, 0.0, 0.0) == 1.0 and rm.preference(0.0, 1.0, 0.0) == 0.0
+    assert rm.preference(0.5, 0.5, 0.0) == 0.5 == rm.preference(0.5, 0.5, 2.0)
+    assert rm.preference(1.0, -1.0, 0.5) == pytest.approx(sigma(4.0), abs=1e-15)
+    assert rm.preference(1e9, 0.0, 1e-9) == 1.0                         # no overflow
+    # drawn labels follow P(y_a preferred) = sigma((g_a - g_b) / tau): 20,000 draws at tau = 1
+    rng = random.Random(0)
+    wins = sum(rng.random() < rm.preference(1.0, 0.0, 1.0) for _ in range(20_000)) / 20_000
+    assert abs(wins - sigma(1.0)) < 4 * math.sqrt(sigma(1.0) * (1 - sigma(1.0)) / 20_000)
+
+
+def test_gold_figures_by_hand():
+    """The gold reward of evaluation texts (n per prompt, '<no EOS>' = the penalty), J and J*."""
+    prompts, n, beta = ["the food", "the room"], 2, 0.5
+    ref = ["the food is good.", "the food is bad.", "the room is okay.", "the room is" + rm.NO_EOS]
+    pol = ["the food is good.", "the food is nice.", "the room is great.", "the room is bad."]
+    g = rm.gold_figures(positive, "positive", prompts, n, ref, pol, kl_policy=0.8, beta=beta)
+    assert g["gold_reward_reference"] == pytest.approx((1 - 1 + 0 + NO_EOS_PENALTY) / 4)
+    assert g["gold_reward_policy"] == pytest.approx((1 + 1 + 1 - 1) / 4)
+    assert g["gold_objective_policy"] == pytest.approx(0.5 - beta * 0.8)
+    j_star = (beta * math.log((math.exp(1 / beta) + math.exp(-1 / beta)) / 2)
+              + beta * math.log((1 + math.exp(-1 / beta)) / 2)) / 2
+    assert g["gold_objective_optimal"] == pytest.approx(j_star, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- the pairs file
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+@pytest.mark.parametrize("line, says", [
+    ("{not json", "line 2: not JSON"),
+    ('["a list"]', "line 2: not a JSON object"),
+    ('{"prompt": "the food", "response_1": "the food is good.", "answer": "1"}', "line 2: no text 'response_2'"),
+    ('{"prompt": "the food", "response_1": "the food is good.", "response_2": "the food is bad.", "answer": "3"}',
+     "line 2: answer '3' is not 1, 2, t or s"),
+    ('{"prompt": "the food", "response_1": "a room.", "response_2": "the food is bad.", "answer": "1"}',
+     "line 2: response_1 does not begin with the prompt"),
+    ('{"prompt": "the food", "response_1": "the food is G.", "response_2": "the food is bad.", "answer": "1"}',
+     "line 2: response_1: character 'G'"),
+])
+def test_a_malformed_pairs_file_is_refused_naming_the_line(tmp_path, line, says):
+    good = '{"prompt": "the food", "response_1": "the food is good.", "response_2": "the food is bad.", "answer": "1"}'
+    path = write_lines(tmp_path / "pairs.jsonl", [good, line])
+    vocab = runs.Run(Config(out=str(tmp_path / "x"), corpus_lines=4000)).vocab
+    with pytest.raises(UsageError, match=f"--pairs-file={path}, {says}"):
+        rm.read_pairs(path, vocab)
+
+
+def test_the_command_refuses_a_malformed_pairs_file_in_one_line_before_writing(tmp_path):
+    path = write_lines(tmp_path / "h.jsonl", ['{"prompt": "x"'])
+    p = rm_command("--pairs-file", path, "--out", str(tmp_path / "rm"), check=False)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip() == (f"error: --pairs-file={path}, line 1: not JSON (Expecting ',' delimiter); "
+                                f"one JSON object per line")
+    assert not (tmp_path / "rm").exists()
+
+
+def test_human_judgements_round_trip_into_training_pairs(reference, tmp_path):
+    """The blind comparison's file becomes (x, y_a, y_b, p): 1 -> 1, 2 -> 0, tie -> 0.5, skip dropped."""
+    run_, policy, ref = he.load_run(str(reference))
+    out = tmp_path / "human_eval.jsonl"
+    he.human_eval(policy, ref, run_.vocab, run_.prompts, run_.cfg, run_.device, 4, 0,
+                  io.StringIO("1\n2\nt\ns\n"), io.StringIO(), str(out))
+    shown = [json.loads(line) for line in open(out)]
+    pairs = rm.training_pairs(rm.read_pairs(str(out), run_.vocab))
+    kept = [row for row in shown if row["answer"] != "s" and not any(
+        row[k].endswith(rm.NO_EOS) for k in ("response_1", "response_2"))]
+    assert len(pairs) == len(kept) >= 2
+    for (x, y_a, y_b, p), row in zip(pairs, kept):
+        assert (x + y_a, x + y_b, x) == (row["response_1"], row["response_2"], row["prompt"])
+        assert p == {"1": 1.0, "2": 0.0, "t": 0.5}[row["answer"]]
+
+
+# ----------------------------------------------------------------------------- learning the gold ranking
+@pytest.fixture(scope="module")
+def learned(reference, tmp_path_factory):
+    """A reward model on 1,000 noise-free pairs from the tiny reference, and 400 fresh held-out pairs."""
+    out = tmp_path_factory.mktemp("rm")
+    p = rm_command("--reference", str(reference / "reference.pt"), "--pairs", "1000", "--held-out", "400",
+                   "--out", str(out))
+    return out, p
+
+
+def test_the_reward_model_recovers_the_gold_ranking_on_held_out_pairs(learned):
+    """Chance is 0.5; on ~250 held-out pairs with unequal gold rewards its standard deviation is
+    0.03, so 0.8 is 10 deviations above chance. The tiny reference measures 0.95-0.99 (the default
+    one reaches 1.00 at 2,000 pairs); a reward model that learned nothing, or ranks backwards, fails."""
+    out, p = learned
+    state = torch.load(out / "reward_model.pt", weights_only=True)      # a checkpoint of plain values
+    assert state["kind"] == "reward_model" and state["pairs"] == 1000 and state["gold"] == "positive"
+    assert state["held_out_accuracy"] > 0.8, state["held_out_accuracy"]
+    assert f"held-out accuracy against the gold ranking {state['held_out_accuracy']:.3f}" in p.stdout
+    assert sum(1 for _ in open(out / "pairs.jsonl")) == 1000
+
+
+def test_normalised_so_that_pi_ref_has_mean_0_and_sd_1(learned, reference):
+    out, _ = learned
+    cfg = json.load(open(reference / "config.json"))
+    run_ = runs.Run(Config(**{k: cfg[k] for k in runs.PRETRAIN_KEYS}, out=str(reference)))
+    reward, _ = rm.load(str(out), run_.identity, torch.device("cpu"))
+    ref = runs.pretrained_policy(run_, build=False)[0]
+    torch.manual_seed(5)
+    xs = [random.Random(i).choice(run_.prompts) for i in range(600)]
+    ys, done = rm.sample_finished(ref, run_.vocab, xs, Config(), "cpu")
+    r = torch.tensor([reward(x, y) for x, y, ok in zip(xs, ys, done) if ok])
+    assert abs(r.mean().item()) < 0.15 and abs(r.std().item() - 1) < 0.15    # fresh samples: ~0.04 noise
+
+
+def test_ppo_against_the_learned_reward_logs_the_gold_one(learned, reference, tmp_path):
+    out, _ = learned
+    run_dir = with_reference(reference, tmp_path, "ppo")
+    p = run("--out", str(run_dir), *TINY, "--iters", "3", "--reward-model", str(out))
+    m = metrics(run_dir)
+    assert all(-1 <= row["gold_reward"] <= 1 for row in m) and len(m) == 3
+    assert any(row["gold_reward"] != row["reward"] for row in m)
+    s = json.load(open(run_dir / "summary.json"))
+    assert s["gold"] == "positive" and s["reward_model"] == str(out)
+    assert s["gold_objective_policy"] == pytest.approx(s["gold_reward_policy"] - 0.1 * s["kl_policy"])
+    assert "under the learned reward (the proxy PPO optimised)" in p.stdout
+    assert "under the gold reward 'positive' (what was wanted)" in p.stdout
+
+
+# ----------------------------------------------------------------------------- refusals
+def test_a_non_finite_reward_model_output_is_refused_like_any_misbehaving_reward(learned, reference, tmp_path):
+    out, _ = learned
+    state = torch.load(out / "reward_model.pt", weights_only=True)
+    run_ = runs.Run(Config(**{k: json.load(open(reference / "config.json"))[k] for k in runs.PRETRAIN_KEYS},
+                           out=str(reference)))
+    model = Policy(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    with torch.no_grad():
+        model.value_head.weight.fill_(3e38)           # finite weights, an infinite r_phi
+    reward = checked(rm.learned_reward(model, run_.vocab, 1.0, 0.0, "cpu"))
+    with pytest.raises(RewardError, match=r"reward 'reward_model' on prompt 'the food' and response "
+                       r"' is good\.' returned (inf|-inf|nan); a reward must be a finite float"):
+        reward("the food", " is good.")
+    # through train.py: one line, exit 1, as for a hand-written reward that returns inf
+    state["model"]["value_head.weight"].fill_(3e38)
+    torch.save(state, tmp_path / "inf.pt")
+    run_dir = with_reference(reference, tmp_path, "ppo")
+    p = run("--out", str(run_dir), *TINY, "--iters", "2", "--reward-model", str(tmp_path / "inf.pt"), check=False)
+    errors = [line for line in p.stderr.splitlines() if "error" in line]
+    assert p.returncode == 1 and len(errors) == 1
+    assert re.match(r"error: reward 'reward_model' on prompt '.*' returned (inf|-inf|nan); a reward must "
+                    r"be a finite float\. No checkpoint had been saved yet", errors[0]), errors[0]
+
+
+@pytest.mark.parametrize("corrupt, says", [
+    (lambda s: s["model"]["value_head.bias"].fill_(float("nan")), "its weight value_head.bias is not finite"),
+    (lambda s: s.update(gain=float("inf")), "its normalisation (gain inf"),
+    (lambda s: s.update(vocab="abc"), "made with vocab='abc'"),
+    (lambda s: s.update(kind="reference"), "not a minippo reward_model checkpoint"),
+    (lambda s: s.update(extra=Config()), "not a readable minippo checkpoint"),   # pickled code: refused
+])
+def test_a_bad_reward_model_file_is_refused_before_anything_is_written(learned, reference, tmp_path,
+                                                                       corrupt, says, capsys):
+    out, _ = learned
+    state = torch.load(out / "reward_model.pt", weights_only=True)
+    corrupt(state)
+    torch.save(state, tmp_path / "bad.pt")
+    code = launch.main(["--out", str(tmp_path / "new"), *TINY, "--reward-model", str(tmp_path / "bad.pt")])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_command_keeps_a_saved_reward_model(learned, reference):
+    out, _ = learned
+    before = (out / "reward_model.pt").read_bytes()
+    p = rm_command("--reference", str(reference / "reference.pt"), "--pairs", "10", "--out", str(out),
+                   check=False)
+    assert p.returncode == 2 and "already holds reward_model.pt" in p.stderr
+    assert (out / "reward_model.pt").read_bytes() == before
