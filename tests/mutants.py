@@ -3,7 +3,7 @@ bugs they catch. A surviving mutant is a bug the suite would let through.
 
     python tests/mutants.py                  # every mutant against the fast tests (about 2.5 minutes)
     python tests/mutants.py --tests tests    # against the whole suite
-    python tests/mutants.py --only M3 M21    # some of them
+    python tests/mutants.py --only M3 R1     # some of them (R: the reward model, against its tests)
 
 Each mutant is applied to a fresh copy of the repository (never to this one), then
 `python -m pytest -x -q TESTS` runs there: a failing run kills the mutant. Not run by CI (it takes
@@ -122,6 +122,53 @@ MUTANTS = [
      "explained variance inverted"),
 ]
 
+# the reward model learned from preferences (an extra), against its own tests
+RM_TESTS = ["tests/test_reward_model.py"]
+RM_MUTANTS = [
+    ("R1", "minippo/extras/reward_model.py", "d = r_a - r_b                                                           # (N,)",
+     "d = r_b - r_a                                                           # (N,)",
+     "Bradley-Terry loss rewards the loser"),
+    ("R2", "minippo/extras/reward_model.py", "return -(p * F.logsigmoid(d) + (1 - p) * F.logsigmoid(-d)).mean()",
+     "return -(p * F.logsigmoid(d) + (1 - p) * F.logsigmoid(d)).mean()",
+     "the loss of a pair won by y_b pushes y_a up"),
+    ("R3", "minippo/extras/reward_model.py", "return 1 / (1 + math.exp(-max(-700.0, min(700.0, (g_a - g_b) / tau))))",
+     "return 1 / (1 + math.exp(-max(-700.0, min(700.0, (g_b - g_a) / tau))))",
+     "noisy labels prefer the worse response"),
+    ("R4", "minippo/extras/reward_model.py", 'answer = "t" if ga == gb else "1" if rng.random() < p else "2"',
+     'answer = "t" if ga == gb else "2" if rng.random() < p else "1"',
+     "gold labels name the loser"),
+    ("R5", "minippo/extras/reward_model.py", "out.append(model(ids)[1][:, -1])                                    # (rows,) value head at EOS",
+     "out.append(model(ids)[1][:, 0])                                    # (rows,) value head at EOS",
+     "r_phi read at the first column (often PAD) instead of the final EOS"),
+    ("R6", "minippo/extras/reward_model.py", 'ANSWERS = {"1": 1.0, "2": 0.0, "t": 0.5}',
+     'ANSWERS = {"1": 1.0, "2": 1.0, "t": 0.5}',
+     "a person's answer 2 read as 1"),
+    ("R7", "minippo/extras/reward_model.py", "return gain, -gain * r.mean().item()",
+     "return gain, gain * r.mean().item()",
+     "the normalisation shifts the mean the wrong way"),
+    ("R8", "minippo/extras/reward_model.py", "gain = 1 / max(r.std().item(), 1e-6)",
+     "gain = max(r.std().item(), 1e-6)",
+     "the normalisation multiplies by the standard deviation"),
+    ("R9", "minippo/extras/reward_model.py", "j_pol, j_ref = g_pol.mean().item() - beta * kl_policy, g_ref.mean().item()",
+     "j_pol, j_ref = g_pol.mean().item(), g_ref.mean().item()",
+     "the gold J forgets the KL penalty"),
+    ("R10", "minippo/extras/reward_model.py", "return torch.tensor([NO_EOS_PENALTY if t.endswith(NO_EOS) else gold_fn(x, t[len(x):])",
+     "return torch.tensor([gold_fn(x, t[len(x):])",
+     "the gold reward scores responses that never ended"),
+    ("R11", "minippo/extras/reward_model.py", "pairs = [q for q in pairs if q[3] != 0.5]",
+     "pairs = list(pairs)",
+     "the accuracy counts ties, which have no right answer"),
+    ("R12", "minippo/extras/runs.py", 'm["gold_reward"] = sum(self.gold(x, y) if done else NO_EOS_PENALTY for x, y, done in texts) / n',
+     'm["gold_reward"] = m["reward"]',
+     "the logged gold reward is the proxy's"),
+    ("R13", "minippo/extras/launch.py", "run.gold = checked(REWARDS[cfg.reward])",
+     "run.gold = checked(proxy[\"reward\"])",
+     "the gold reward is the learned one"),
+    ("R14", "minippo/extras/reward_model.py", "if ok_a and ok_b and len(rows) < n:",
+     "if len(rows) < n:",
+     "pairs with a response that never ended are trained on"),
+]
+
 
 def apply(root: str, path: str, old: str, new: str) -> None:
     full = os.path.join(root, path)
@@ -136,17 +183,19 @@ def main(argv=None) -> int:
     p.add_argument("--tests", nargs="+", default=FAST, help="what pytest runs [default: the fast tests]")
     p.add_argument("--only", nargs="+", default=[], help="mutant ids, e.g. M1 M21")
     args = p.parse_args(argv)
-    chosen = [m for m in MUTANTS if not args.only or m[0] in args.only]
+    chosen = [m for m in MUTANTS + RM_MUTANTS if not args.only or m[0] in args.only]
     survivors = []
     with tempfile.TemporaryDirectory() as tmp:
         for mid, path, old, new, what in chosen:
             copy = os.path.join(tmp, mid)
             shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
-                ".git", "out*", "sweeps", "figures_out", "exercises", "__pycache__", ".pytest_cache"))
+                ".git", "out*", "sweeps", "figures_out", "exercises", "overopt*", "rm", "__pycache__",
+                ".pytest_cache"))
             apply(copy, path, old.strip(), new.strip())
             t = time.time()
             result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                                     *args.tests], cwd=copy, capture_output=True, text=True)
+                                     *(RM_TESTS if mid.startswith("R") else args.tests)], cwd=copy,
+                                    capture_output=True, text=True)
             killed = result.returncode != 0
             print(f"{mid:<4} {'killed ' if killed else 'SURVIVED'} {time.time() - t:5.1f} s  {path}: {what}",
                   flush=True)

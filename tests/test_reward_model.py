@@ -75,6 +75,25 @@ def test_gold_figures_by_hand():
     assert g["gold_objective_optimal"] == pytest.approx(j_star, abs=1e-12)
 
 
+class CountG(torch.nn.Module):
+    """A stand-in reward model: its 'value' at each position is the number of g's read so far."""
+    def forward(self, ids):
+        return None, (ids == G).float().cumsum(1)
+
+
+def test_reward_read_at_the_last_token_and_the_accuracy_by_hand():
+    global G
+    vocab = runs.Run(Config(out="unused", corpus_lines=4000)).vocab
+    G = vocab.encode("g")[0]
+    xs, ys = ["the food", "the room"], [" is good.", " was great and good."]
+    assert rm.raw_rewards(CountG(), vocab, xs, ys, "cpu").tolist() == [1.0, 2.0]   # all of x + y + EOS
+    pairs = [("the food", " is good.", " is bad.", 1.0),      # right: one g against none
+             ("the food", " is good.", " is bad.", 0.0),      # wrong
+             ("the food", " is good.", " is great.", 1.0),    # wrong: one against one is no preference
+             ("the food", " is bad.", " is fine.", 0.5)]      # a tie has no right answer: left out
+    assert rm.accuracy(CountG(), vocab, pairs, "cpu") == pytest.approx(1 / 3)
+
+
 # ----------------------------------------------------------------------------- the pairs file
 def write_lines(path, lines):
     path.write_text("".join(line + "\n" for line in lines))
