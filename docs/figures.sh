@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates every training figure that the README and the docs quote, and the two figures: the
-# toy bandit, the default run (seeds 0, 1, 2), REINFORCE (seeds 0, 1, 2), beta = 0, and the beta and
-# temperature sweeps (about 5 minutes on a 2-core CPU). Plots need matplotlib. Each command's output
-# is kept in figures_out/, and the summary lines are printed at the end.
+# Regenerates every training figure that the README and the docs quote, and the three figures: the
+# toy bandit, the default run (seeds 0, 1, 2), REINFORCE (seeds 0, 1, 2), beta = 0, the beta and
+# temperature sweeps, and the reward models' over-optimisation (about 7 minutes on a 2-core CPU).
+# Plots need matplotlib. Each command's output is kept in figures_out/, and the summary lines are
+# printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p figures_out
@@ -20,4 +21,6 @@ log beta0 python train.py --out out_b0 --beta 0 --force
 log sweep_beta python -m minippo.extras.sweep --sweep beta=0,0.03,0.1,0.3,1 --out sweeps/beta --reference out/reference.pt --force
 cp sweeps/beta/frontier.png docs/frontier_beta.png
 log sweep_temperature python -m minippo.extras.sweep --sweep temperature=0.7,1.0,1.3 --out sweeps/temperature --reference out/reference.pt --force
+log overoptimisation python -m minippo.extras.overoptimisation --out overopt   # reward models, PPO against them
+cp overopt/overoptimisation.png docs/overoptimisation.png
 for f in figures_out/*.txt; do echo "== $f"; grep -A2 "^pi_theta\|^optimality gap" "$f" || tail -8 "$f"; grep "wall" "${f%.txt}.err" || true; done

@@ -61,6 +61,24 @@ def test_bradley_terry_labels():
     assert abs(wins - sigma(1.0)) < 4 * math.sqrt(sigma(1.0) * (1 - sigma(1.0)) / 20_000)
 
 
+def test_gold_labels_follow_the_gold_reward(reference):
+    """Noise-free labels name the response with the larger gold reward, "t" for equal ones, and
+    every pair holds two finished responses of pi_ref."""
+    run_, _, ref = he.load_run(str(reference))
+    torch.manual_seed(0)
+    rows = rm.gold_pairs(ref, run_.vocab, run_.prompts, positive, 200, 0.0, run_.cfg, "cpu", random.Random(0))
+    assert len(rows) == 200
+    for row in rows:
+        x = row["prompt"]
+        g_1, g_2 = (positive(x, row[k][len(x):]) for k in ("response_1", "response_2"))
+        assert (row["gold_1"], row["gold_2"]) == (g_1, g_2)
+        assert row["answer"] == ("t" if g_1 == g_2 else "1" if g_1 > g_2 else "2")
+        assert not any(row[k].endswith(rm.NO_EOS) for k in ("response_1", "response_2"))
+    assert {row["answer"] for row in rows} == {"1", "2", "t"}
+    assert rm.gold_ranking(rows) == [(x, a, b, {"1": 1.0, "2": 0.0, "t": 0.5}[row["answer"]])
+                                     for (x, a, b, _), row in zip(rm.training_pairs(rows), rows)]
+
+
 def test_gold_figures_by_hand():
     """The gold reward of evaluation texts (n per prompt, '<no EOS>' = the penalty), J and J*."""
     prompts, n, beta = ["the food", "the room"], 2, 0.5
@@ -166,6 +184,14 @@ def test_the_reward_model_recovers_the_gold_ranking_on_held_out_pairs(learned):
     assert sum(1 for _ in open(out / "pairs.jsonl")) == 1000
 
 
+def test_the_normalisation_gives_mean_0_and_sd_1():
+    r = torch.tensor([3.0, 5.0, 4.0, 12.0], dtype=torch.float64)
+    gain, bias = rm.normalisation(r)
+    assert (gain * r + bias).mean().item() == pytest.approx(0, abs=1e-12)
+    assert (gain * r + bias).std().item() == pytest.approx(1, abs=1e-12)
+    assert gain > 0                                           # the order of the rewards is kept
+
+
 def test_normalised_so_that_pi_ref_has_mean_0_and_sd_1(learned, reference):
     out, _ = learned
     cfg = json.load(open(reference / "config.json"))
@@ -184,9 +210,14 @@ def test_ppo_against_the_learned_reward_logs_the_gold_one(learned, reference, tm
     run_dir = with_reference(reference, tmp_path, "ppo")
     p = run("--out", str(run_dir), *TINY, "--iters", "3", "--reward-model", str(out))
     m = metrics(run_dir)
-    assert all(-1 <= row["gold_reward"] <= 1 for row in m) and len(m) == 3
-    assert any(row["gold_reward"] != row["reward"] for row in m)
+    # the gold reward 'positive' is -1, 0 or 1 per response: a mean over the batch of 32 is k / 32
+    assert len(m) == 3 and all(abs(row["gold_reward"] * 32 - round(row["gold_reward"] * 32)) < 1e-9
+                               and -1 <= row["gold_reward"] <= 1 for row in m)
+    assert any(abs(row["reward"] * 32 - round(row["reward"] * 32)) > 1e-3 for row in m)   # r_phi is not
     s = json.load(open(run_dir / "summary.json"))
+    n = s["eval_prompts"] * s["eval_samples_per_prompt"]
+    for key in ("gold_reward_policy", "gold_reward_reference"):
+        assert abs(s[key] * n - round(s[key] * n)) < 1e-6, key
     assert s["gold"] == "positive" and s["reward_model"] == str(out)
     assert s["gold_objective_policy"] == pytest.approx(s["gold_reward_policy"] - 0.1 * s["kl_policy"])
     assert "under the learned reward (the proxy PPO optimised)" in p.stdout

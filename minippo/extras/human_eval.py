@@ -9,7 +9,8 @@ is which. You answer 1, 2, t (tie) or s (skip). It then reports the tuned policy
 95% confidence interval and appends every judgement to RUN_DIR/human_eval.jsonl.
 This is the lecture's advice to evaluate the model regularly with human feedback: the reward is a
 proxy the policy can exploit (see `python train.py --beta 0`); a reader judges what the reward cannot.
-Signpost: RLHF collects such comparisons by the hundred thousand and trains a reward model on them.
+RLHF collects such comparisons by the hundred thousand and trains a reward model on them; so can you:
+`python -m minippo.extras.reward_model --pairs-file RUN_DIR/human_eval.jsonl` (reward_model.py).
 """
 import argparse
 import io

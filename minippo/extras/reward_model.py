@@ -156,6 +156,13 @@ def training_pairs(rows):
     return pairs
 
 
+def gold_ranking(rows):
+    """(x, y_a, y_b, P(y_a preferred) without labelling errors) from the rows' own gold rewards,
+    not from their drawn answers: what a held-out accuracy is measured against."""
+    return [(r["prompt"], r["response_1"][len(r["prompt"]):], r["response_2"][len(r["prompt"]):],
+             preference(r["gold_1"], r["gold_2"], 0.0)) for r in rows]
+
+
 # ----------------------------------------------------------------------------- training
 def train_reward_model(ref, vocab, pairs, epochs: int, lr: float, batch: int, device, bar=None):
     """r_phi: a copy of pi_ref whose value head (zeroed) reads the last token, fitted to the pairs
@@ -199,9 +206,8 @@ def accuracy(model, vocab, pairs, device) -> float:
 
 
 @torch.no_grad()
-def normalisation(model, ref, vocab, prompts, cfg, device, n: int, rng: random.Random):
-    """(gain, bias) making gain * r_phi + bias have mean 0 and standard deviation 1 over n finished
-    responses of pi_ref to prompts drawn uniformly."""
+def reference_responses(ref, vocab, prompts, cfg, device, n: int, rng: random.Random):
+    """n finished responses of pi_ref to prompts drawn uniformly: (queries, responses)."""
     xs, ys = [], []
     while len(xs) < n:
         batch = [rng.choice(prompts) for _ in range(min(512, n - len(xs) + 16))]
@@ -209,7 +215,12 @@ def normalisation(model, ref, vocab, prompts, cfg, device, n: int, rng: random.R
         keep = [(x, y) for x, y, ok in zip(batch, texts, done) if ok][:n - len(xs)]
         xs += [x for x, _ in keep]
         ys += [y for _, y in keep]
-    r = raw_rewards(model, vocab, xs, ys, device).double()
+    return xs, ys
+
+
+def normalisation(r):
+    """(gain, bias) making gain * r + bias have mean 0 and standard deviation 1 over the rewards r
+    (r_phi of pi_ref's responses): pi_ref's mean reward is then 0, as in lm-human-preferences."""
     gain = 1 / max(r.std().item(), 1e-6)
     return gain, -gain * r.mean().item()
 
@@ -352,14 +363,18 @@ def command(args) -> dict:
         if not args.pairs_file:
             rows = gold_pairs(ref, run.vocab, run.prompts, gold_fn, args.pairs, args.tau, cfg, run.device, rng)
         pairs = training_pairs(rows)
-        held_out = training_pairs(gold_pairs(ref, run.vocab, run.prompts, gold_fn, args.held_out, 0.0, cfg,
-                                             run.device, rng))
+        held_out = gold_ranking(gold_pairs(ref, run.vocab, run.prompts, gold_fn, args.held_out, 0.0, cfg,
+                                           run.device, rng))
         sampling = time.time() - t0
         steps = args.epochs * math.ceil(len(pairs) / args.batch)
+        t1 = time.time()
         with tqdm(total=steps, desc="reward model", dynamic_ncols=True) as bar:
             model, loss = train_reward_model(ref, run.vocab, pairs, args.epochs, args.lr, args.batch,
                                              run.device, bar)
-        gain, bias = normalisation(model, ref, run.vocab, run.prompts, cfg, run.device, 1024, rng)
+        training = time.time() - t1
+        with torch.no_grad():
+            xs, ys = reference_responses(ref, run.vocab, run.prompts, cfg, run.device, 1024, rng)
+            gain, bias = normalisation(raw_rewards(model, run.vocab, xs, ys, run.device).double())
         info = {"pretrain": {k: getattr(cfg, k) for k in runs.PRETRAIN_KEYS}, "gain": gain, "bias": bias,
                 "gold": args.reward, "tau": args.tau, "pairs": len(pairs),
                 "pairs_file": args.pairs_file, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
@@ -367,7 +382,7 @@ def command(args) -> dict:
                 if any(q[3] != 0.5 for q in pairs) else float("nan"),
                 "held_out_pairs": len(held_out),
                 "held_out_accuracy": accuracy(model, run.vocab, held_out, run.device),
-                "seconds": time.time() - t0, "sampling_seconds": sampling}
+                "seconds": time.time() - t0, "sampling_seconds": sampling, "training_seconds": training}
         if not args.pairs_file:
             with open(run.path("pairs.jsonl") + ".tmp", "w") as f:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
@@ -395,7 +410,8 @@ def main(argv=None) -> int:
               f"labelled by gold reward {info['gold']!r}, tau {info['tau']:g}")
     print(f"reward model: {info['pairs']} pairs {source}; train loss {info['train_loss']:.3f}; held-out "
           f"accuracy against the gold ranking {info['held_out_accuracy']:.3f} on {info['held_out_pairs']} "
-          f"fresh pairs (ties left out); {info['seconds']:.0f} s. Saved "
+          f"fresh pairs (ties left out); {info['seconds']:.0f} s (drawing pairs {info['sampling_seconds']:.0f} s, "
+          f"training {info['training_seconds']:.0f} s). Saved "
           f"{os.path.join(args.out, 'reward_model.pt')}; use it with python train.py --reward-model {args.out}")
     return 0
 
