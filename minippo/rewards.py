@@ -7,9 +7,9 @@ float in [-1, 1]. Adding a reward is writing one function and naming it in REWAR
 A response that never reaches EOS within --max-new-tokens is not scored by these functions: it gets
 NO_EOS_PENALTY (-1, the worst score of every reward here), so "never stop talking" cannot pay.
 
-Signpost: in RLHF, r(x, y) is a learned reward model, itself a transformer trained on human
-preference pairs. A hand-written function is a perfect, cheap reward model: the RL machinery that
-consumes its number is exactly the same, and its flaws (see `--beta 0`) are easy to see.
+Signpost: in RLHF, r(x, y) is a learned reward model, a transformer trained on preference pairs
+(minippo/extras/reward_model.py, `train.py --reward-model`). A hand-written function is a perfect,
+cheap one: the RL machinery that consumes its number is the same, and its flaws are easy to see.
 """
 from minippo.data import NEGATIVE, POSITIVE
 

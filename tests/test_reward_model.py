@@ -275,3 +275,21 @@ def test_the_command_keeps_a_saved_reward_model(learned, reference):
                    check=False)
     assert p.returncode == 2 and "already holds reward_model.pt" in p.stderr
     assert (out / "reward_model.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--pairs", "0"], "--pairs=0: must be an integer from 1"),
+    (["--tau", "nan"], "--tau=nan: must be a finite number >= 0"),
+    (["--reference", "nope.pt"], "--reference=nope.pt: no such file"),
+    (["--pairs-file", "nope.jsonl"], "--pairs-file=nope.jsonl: no such file"),
+    ([], "holds a reference.pt pretrained with other settings"),
+])
+def test_bad_input_to_the_command_is_one_line_and_keeps_the_folder(reference, tmp_path, capsys, flags, says):
+    """A train.py run folder with its own pi_ref (other settings than the command's defaults)."""
+    out = with_reference(reference, tmp_path, "run")
+    before = (out / "reference.pt").read_bytes()
+    assert rm.main(["--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in out.iterdir()) == ["reference.pt"]
+    assert (out / "reference.pt").read_bytes() == before

@@ -332,6 +332,9 @@ def command(args) -> dict:
     check(args)
     cfg = Config(out=args.out, seed=args.seed, device=args.device)
     if args.reference:                        # pi_ref of another run: its settings make the data
+        if not os.path.isfile(args.reference):
+            raise UsageError(f"--reference={args.reference}: no such file; give the reference.pt of a "
+                             f"train.py run folder")
         settings = ckpt.load(args.reference, "reference").get("pretrain")
         if not isinstance(settings, dict) or set(settings) != set(runs.PRETRAIN_KEYS):
             raise UsageError(f"--reference={args.reference}: does not say how it was pretrained (made by "
@@ -344,14 +347,20 @@ def command(args) -> dict:
         if len(training_pairs(rows)) < 2:
             raise UsageError(f"--pairs-file={args.pairs_file}: {len(rows)} rows but fewer than 2 judged "
                              f"pairs of finished responses; judge more pairs")
+    want = {k: getattr(cfg, k) for k in runs.PRETRAIN_KEYS}
     run.lock_fd = runs.lock(cfg.out)
     try:
         for name in ("reward_model.pt", "pairs.jsonl"):
             if os.path.exists(run.path(name)) and not args.force:
                 raise UsageError(f"--out={cfg.out} already holds {name}; use another folder, or --force "
                                  f"to replace it")
-        if args.reference and os.path.abspath(args.reference) != os.path.abspath(run.path("reference.pt")):
-            ckpt.atomic_write(run.path("reference.pt"), lambda tmp: shutil.copyfile(args.reference, tmp))
+        here = run.path("reference.pt")       # e.g. a train.py run folder's pi_ref: never replaced silently
+        cached = ckpt.load(here, "reference").get("pretrain") if os.path.exists(here) else None
+        if cached is not None and cached != want and not args.force:
+            raise UsageError(f"--out={cfg.out} holds a reference.pt pretrained with other settings; use "
+                             f"another folder, --reference {here} to start from it, or --force to replace it")
+        if args.reference and cached != want:
+            ckpt.atomic_write(here, lambda tmp: shutil.copyfile(args.reference, tmp))
         runs.check_cached_reference(run)
         ref, _ = runs.pretrained_policy(run)
         if ref is None:
@@ -383,6 +392,8 @@ def command(args) -> dict:
                 "held_out_pairs": len(held_out),
                 "held_out_accuracy": accuracy(model, run.vocab, held_out, run.device),
                 "seconds": time.time() - t0, "sampling_seconds": sampling, "training_seconds": training}
+        if args.pairs_file and os.path.exists(run.path("pairs.jsonl")):
+            os.remove(run.path("pairs.jsonl"))      # (--force) the old pairs did not train this model
         if not args.pairs_file:
             with open(run.path("pairs.jsonl") + ".tmp", "w") as f:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
