@@ -1,6 +1,6 @@
 """Over-optimisation, measured: PPO against a learned reward, scored by the gold reward it imitates.
 
-    python -m minippo.extras.overoptimisation --out overopt        # ~4 min on a 2-core CPU
+    python -m minippo.extras.overoptimisation --out overopt        # ~1.5 min on a 2-core CPU
 
 Gao, Schulman and Hilton (2022, "Scaling laws for reward model overoptimization") trained reward
 models on preferences labelled by a large "gold" reward model, optimised policies against them, and

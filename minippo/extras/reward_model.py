@@ -1,6 +1,6 @@
 """The reward model r_phi(x, y): learned from preference pairs, then one more r(x, y) for the loop.
 
-    python -m minippo.extras.reward_model --pairs 2000 --out rm     # ~15 s on a 2-core CPU
+    python -m minippo.extras.reward_model --pairs 2000 --out rm     # ~25 s on a 2-core CPU
     python train.py --reward-model rm --out run                     # PPO against the learned proxy
 
 In RLHF nobody can write r(x, y) down. People compare two responses to the same query x, and a
