@@ -134,13 +134,13 @@ def draw(results: list, path: str, gold: str) -> str:
 def report(results: list, args) -> None:
     print(f"\nPPO against reward models of {args.reward!r} preferences; gold and proxy are means over windows "
           f"of {args.window} iterations, 'end' is the final evaluation")
-    head = ["pairs", "accuracy", "beta", "gold peak", "at sqrtKL", "at iter", "end sqrtKL", "end proxy",
-            "end gold", "grammatical"]
+    head = ["pairs", "accuracy", "beta", "gold peak", "at sqrtKL", "at iter", "proxy there", "end sqrtKL",
+            "end proxy", "end gold", "grammatical"]
     print("".join(f"{h:>12}" for h in head))
     for r in results:
         peak, s = max(r["windows"], key=lambda p: p["gold_reward"]), r["summary"]
         cells = [r["pairs"], r["accuracy"], r["beta"], peak["gold_reward"], peak["sqrt_kl"], peak["iter"],
-                 math.sqrt(max(0.0, s["kl_policy"])), s["reward_policy"], s["gold_reward_policy"],
+                 peak["proxy_reward"], math.sqrt(max(0.0, s["kl_policy"])), s["reward_policy"], s["gold_reward_policy"],
                  s.get("grammatical_policy")]
         print("".join(f"{'-' if c is None else f'{c:.3f}' if isinstance(c, float) else c:>12}" for c in cells))
     path = os.path.join(args.out, "overoptimisation.csv")

@@ -16,7 +16,8 @@ from minippo.extras.cli import UsageError
 
 NO_MATPLOTLIB = "plotting needs matplotlib: pip install matplotlib"
 # (key in metrics.jsonl, panel title); a panel is drawn when its key is logged
-PANELS = [("reward", "reward r(x, y)"), ("kl", "KL(pi_theta || pi_ref), nats"),
+PANELS = [("reward", "reward r(x, y)"), ("gold_reward", "gold reward (--reward-model runs)"),
+          ("kl", "KL(pi_theta || pi_ref), nats"),
           ("objective", "objective J = reward - beta KL"), ("grammatical", "grammatical fraction"),
           ("distinct", "distinct responses"), ("beta", "beta")]
 

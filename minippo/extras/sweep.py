@@ -31,6 +31,7 @@ from minippo.rewards import REWARDS
 NOT_SWEPT = ("out", "resume", "force")
 # (column, header on screen, summary.json key); `seconds` is pretraining + RL time of the run
 COLUMNS = [("setting", "setting", None), ("reward", "reward", "reward_policy"),
+           ("gold_reward", "gold", "gold_reward_policy"),       # --reward-model runs only
            ("kl", "KL", "kl_policy"), ("objective", "J", "objective_policy"),
            ("objective_optimal", "J*", "objective_optimal"), ("optimality_gap", "gap", "optimality_gap"),
            ("grammatical", "grammatical", "grammatical_policy"), ("distinct", "distinct", "distinct_policy"),
