@@ -1,6 +1,7 @@
 """The reward model learned from preferences (minippo/extras/reward_model.py): the Bradley-Terry
 loss and its gradient in closed form, the labels, the human-feedback file, a learned r_phi that
 recovers the gold ranking, and PPO against it through train.py with the gold reward logged."""
+import csv
 import io
 import json
 import math
@@ -293,3 +294,24 @@ def test_bad_input_to_the_command_is_one_line_and_keeps_the_folder(reference, tm
     assert says in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in out.iterdir()) == ["reference.pt"]
     assert (out / "reference.pt").read_bytes() == before
+
+
+def test_the_overoptimisation_command_end_to_end(reference, tmp_path):
+    """Two reward models, PPO against each at two betas, the table, CSV and plot; run again, every
+    reward model and run is reused and the numbers are the same."""
+    out = tmp_path / "overopt"
+    args = [sys.executable, "-m", "minippo.extras.overoptimisation", "--out", str(out), "--reference",
+            str(reference / "reference.pt"), "--pairs", "40,80", "--betas", "0,0.1", "--iters", "4",
+            "--window", "2", "--eval-samples", "4", "--batch", "16", "--minibatch", "8"]
+    first = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = list(csv.DictReader(open(out / "overoptimisation.csv")))
+    assert [(r["pairs"], r["beta"], r["iter"]) for r in rows] == [
+        (n, b, i) for n in ("40", "80") for b in ("0.0", "0.1") for i in ("2", "4")]
+    run_metrics = metrics(out / "ppo_40_pairs" / "beta=0")
+    assert float(rows[0]["gold_reward"]) == pytest.approx(sum(m["gold_reward"] for m in run_metrics[:2]) / 2)
+    assert float(rows[0]["sqrt_kl"]) == pytest.approx(math.sqrt(sum(m["kl"] for m in run_metrics[:2]) / 2))
+    assert "gold peak" in first.stdout and (out / "overoptimisation.png").stat().st_size > 10_000
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("finished earlier; reusing") == 4
+    assert list(csv.DictReader(open(out / "overoptimisation.csv"))) == rows

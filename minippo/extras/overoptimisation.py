@@ -19,6 +19,8 @@ so the same measurement takes minutes:
      where the gold reward peaked, and where each run ended (its final evaluation).
 
 Finished reward models and runs are reused, so running the command again continues where it stopped.
+Any other flag goes to every PPO run (`--eval-samples 32`, say), and `--reference RUN/reference.pt`
+starts from another run's pi_ref, with its settings.
 """
 import argparse
 import csv
@@ -30,7 +32,7 @@ import sys
 from minippo.extras import checkpoint as ckpt
 from minippo.extras import plot, reward_model, sweep
 from minippo.extras.plot import NO_MATPLOTLIB, figure
-from minippo.extras.cli import UsageError, one_line_error
+from minippo.extras.cli import UsageError, one_line_error, parse_config
 from minippo.rewards import REWARDS
 
 WINDOW_COLUMNS = ["pairs", "beta", "iter", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "grammatical"]
@@ -76,13 +78,21 @@ def windows(metrics: list, size: int) -> list:
     return out
 
 
+def run_arguments(args, reward_model_folder: str) -> list:
+    """train.py's flags for a PPO run against the reward model in reward_model_folder (beta and --out
+    are the sweep's)."""
+    return args.run_flags + ["--reward-model", reward_model_folder, "--reward", args.reward,
+                             "--seed", str(args.seed), "--iters", str(args.iters)]
+
+
 def measure(args) -> list:
     """Train (or reuse) each reward model and run (or reuse) PPO against it at each beta; one dict
     per run: its settings, the reward model's accuracy, its windows and its final evaluation."""
-    results, reference = [], ""
+    results, reference = [], args.reference
     for n in args.pairs:
         folder = os.path.join(args.out, f"rm_{n}_pairs")
-        if trained(folder, n, args) is None:
+        fresh = trained(folder, n, args) is None
+        if fresh:
             print(f"\nreward model on {n} pairs -> {folder}", flush=True)
             code = reward_model.main(["--pairs", str(n), "--reward", args.reward, "--tau", str(args.tau),
                                       "--seed", str(args.seed), "--out", folder, "--force"]
@@ -91,8 +101,7 @@ def measure(args) -> list:
                 raise SystemExit(code)
         state = trained(folder, n, args)
         reference = os.path.join(folder, "reference.pt")       # pretrained once, then copied
-        train_args = ["--reward-model", folder, "--reward", args.reward, "--seed", str(args.seed),
-                      "--iters", str(args.iters)]
+        train_args = run_arguments(args, folder) + (["--force"] if fresh else [])  # (runs of an old r_phi go)
         sweep.sweep("beta", [f"{b:g}" for b in args.betas], os.path.join(args.out, f"ppo_{n}_pairs"),
                     train_args, reference)
         for b in args.betas:
@@ -161,7 +170,8 @@ def report(results: list, args) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minippo.extras.overoptimisation", allow_abbrev=False,
                                 description="Reward models on few and many preference pairs; PPO "
-                                "against each at several betas; gold and proxy reward against sqrt(KL).")
+                                "against each at several betas; gold and proxy reward against sqrt(KL). "
+                                "Any other flag goes to every PPO run (see python train.py --help).")
     p.add_argument("--out", default="overopt", help="folder for the reward models, runs, CSV and plot "
                    "[default: overopt]")
     p.add_argument("--pairs", default="250,2000", help="preference pairs of each reward model [default: 250,2000]")
@@ -171,10 +181,26 @@ def main(argv=None) -> int:
     p.add_argument("--tau", type=float, default=0.0, help="labelling noise (see reward_model) [default: 0]")
     p.add_argument("--iters", type=int, default=150, help="PPO iterations of each run [default: 150]")
     p.add_argument("--window", type=int, default=10, help="iterations averaged into each point [default: 10]")
-    p.add_argument("--seed", type=int, default=0, help="seed of pi_ref, the pairs and the runs [default: 0]")
+    p.add_argument("--seed", type=int, default=None, help="seed of pi_ref, the pairs and the runs "
+                   "[default: 0, or --reference's]")
+    p.add_argument("--reference", default="", help="start from this reference.pt (of a train.py run "
+                   "folder): its settings (model shape, corpus, seed) apply to the reward models and runs")
     p.error = one_line_error
-    args = p.parse_args(argv)
+    args, run_flags = p.parse_known_args(argv)     # any other flag goes to every PPO run
     try:
+        for flag in ("--reward-model", "--resume", "--out", "--force"):
+            if any(a.split("=")[0] == flag for a in run_flags):
+                raise UsageError(f"{flag}: set by this command for each run; leave it out")
+        args.run_flags = run_flags
+        if args.reference:
+            settings = reward_model.reference_settings(args.reference)
+            if args.seed not in (None, settings["seed"]):
+                raise UsageError(f"--seed={args.seed}: --reference={args.reference} was pretrained with "
+                                 f"seed {settings['seed']}; leave --seed out or give that one")
+            args.seed = settings["seed"]
+            args.run_flags += [a for k, v in settings.items() if k != "seed" and v != ""
+                               for a in (f"--{k.replace('_', '-')}", str(v))]
+        args.seed = 0 if args.seed is None else args.seed
         args.pairs = numbers(args.pairs, "pairs", int)
         args.betas = numbers(args.betas, "betas", float)
         if not (math.isfinite(args.tau) and args.tau >= 0):
@@ -185,6 +211,7 @@ def main(argv=None) -> int:
             raise UsageError(f"--window={args.window}: must be an integer from 1 to --iters={args.iters}")
         if not 0 <= args.seed < 2 ** 63:
             raise UsageError(f"--seed={args.seed}: must be in 0 .. 2^63 - 1")
+        parse_config(run_arguments(args, "unused") + ["--out", "unused"], tuple(REWARDS))  # bad flags: now
         report(measure(args), args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

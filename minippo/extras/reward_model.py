@@ -328,18 +328,22 @@ def check(args):
         raise UsageError("--out: must name a folder")
 
 
+def reference_settings(path: str) -> dict:
+    """The pretraining settings (PRETRAIN_KEYS) a reference.pt was made with, or UsageError."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--reference={path}: no such file; give the reference.pt of a train.py run folder")
+    settings = ckpt.load(path, "reference").get("pretrain")
+    if not isinstance(settings, dict) or set(settings) != set(runs.PRETRAIN_KEYS):
+        raise UsageError(f"--reference={path}: does not say how it was pretrained (made by another "
+                         f"minippo version?); train a reference with train.py")
+    return settings
+
+
 def command(args) -> dict:
     check(args)
     cfg = Config(out=args.out, seed=args.seed, device=args.device)
     if args.reference:                        # pi_ref of another run: its settings make the data
-        if not os.path.isfile(args.reference):
-            raise UsageError(f"--reference={args.reference}: no such file; give the reference.pt of a "
-                             f"train.py run folder")
-        settings = ckpt.load(args.reference, "reference").get("pretrain")
-        if not isinstance(settings, dict) or set(settings) != set(runs.PRETRAIN_KEYS):
-            raise UsageError(f"--reference={args.reference}: does not say how it was pretrained (made by "
-                             f"another minippo version?); train a reference with train.py")
-        cfg = Config(out=args.out, device=args.device, **settings)
+        cfg = Config(out=args.out, device=args.device, **reference_settings(args.reference))
     run = runs.Run(cfg)                       # the vocabulary, prompts and model shape of train.py
     path = run.path("reward_model.pt")
     if args.pairs_file:                       # read before anything is written
