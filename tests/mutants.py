@@ -146,8 +146,8 @@ RM_MUTANTS = [
     ("R7", "minippo/extras/reward_model.py", "return gain, -gain * r.mean().item()",
      "return gain, gain * r.mean().item()",
      "the normalisation shifts the mean the wrong way"),
-    ("R8", "minippo/extras/reward_model.py", "gain = 1 / max(r.std().item(), 1e-6)",
-     "gain = max(r.std().item(), 1e-6)",
+    ("R8", "minippo/extras/reward_model.py", "gain = 1 / r.std().item()",
+     "gain = r.std().item()",
      "the normalisation multiplies by the standard deviation"),
     ("R9", "minippo/extras/reward_model.py", "j_pol, j_ref = g_pol.mean().item() - beta * kl_policy, g_ref.mean().item()",
      "j_pol, j_ref = g_pol.mean().item(), g_ref.mean().item()",
@@ -167,6 +167,12 @@ RM_MUTANTS = [
     ("R14", "minippo/extras/reward_model.py", "if ok_a and ok_b and len(rows) < n:",
      "if len(rows) < n:",
      "pairs with a response that never ended are trained on"),
+    ("R15", "minippo/extras/reward_model.py", "return (d * sign > 0).float().mean().item()",
+     "return (d * sign >= 0).float().mean().item()",
+     "the accuracy counts equal rewards as a right ranking"),
+    ("R16", "minippo/extras/reward_model.py", 'rows += [r for r in batch if r["gold_1"] != r["gold_2"]][:n - len(rows)]',
+     'rows += batch[:n - len(rows)]',
+     "held-out pairs include ties, which have no right answer"),
 ]
 
 

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import os
 import random
 import re
 import subprocess
@@ -109,8 +110,9 @@ def test_reward_read_at_the_last_token_and_the_accuracy_by_hand():
     pairs = [("the food", " is good.", " is bad.", 1.0),      # right: one g against none
              ("the food", " is good.", " is bad.", 0.0),      # wrong
              ("the food", " is good.", " is great.", 1.0),    # wrong: one against one is no preference
+             ("the food", " is great.", " is good.", 0.0),    # wrong: equal rewards rank nothing
              ("the food", " is bad.", " is fine.", 0.5)]      # a tie has no right answer: left out
-    assert rm.accuracy(CountG(), vocab, pairs, "cpu") == pytest.approx(1 / 3)
+    assert rm.accuracy(CountG(), vocab, pairs, "cpu") == pytest.approx(1 / 4)
 
 
 # ----------------------------------------------------------------------------- the pairs file
@@ -121,6 +123,7 @@ def write_lines(path, lines):
 
 @pytest.mark.parametrize("line, says", [
     ("{not json", "line 2: not JSON"),
+    ('{"prompt": ' + "9" * 5000 + "}", "line 2: not JSON that Python reads"),
     ('["a list"]', "line 2: not a JSON object"),
     ('{"prompt": "the food", "response_1": "the food is good.", "answer": "1"}', "line 2: no text 'response_2'"),
     ('{"prompt": "the food", "response_1": "the food is good.", "response_2": "the food is bad.", "answer": "3"}',
@@ -129,13 +132,17 @@ def write_lines(path, lines):
      "line 2: response_1 does not begin with the prompt"),
     ('{"prompt": "the food", "response_1": "the food is G.", "response_2": "the food is bad.", "answer": "1"}',
      "line 2: response_1: character 'G'"),
+    ('{"prompt": "the food", "response_1": "the food is good.\\nthe room", "response_2": "the food is bad.", '
+     '"answer": "1"}', "line 2: response_1 holds a line break"),
+    ('{"prompt": "the food", "response_1": "the food is' + ' good' * 20 + '.", "response_2": "the food is bad.", '
+     '"answer": "1"}', "line 2: response_1 has 112 characters; the model reads at most 66"),
 ])
 def test_a_malformed_pairs_file_is_refused_naming_the_line(tmp_path, line, says):
     good = '{"prompt": "the food", "response_1": "the food is good.", "response_2": "the food is bad.", "answer": "1"}'
     path = write_lines(tmp_path / "pairs.jsonl", [good, line])
     vocab = runs.Run(Config(out=str(tmp_path / "x"), corpus_lines=4000)).vocab
     with pytest.raises(UsageError, match=f"--pairs-file={path}, {says}"):
-        rm.read_pairs(path, vocab)
+        rm.read_pairs(path, vocab, 68)
 
 
 def test_the_command_refuses_a_malformed_pairs_file_in_one_line_before_writing(tmp_path):
@@ -154,7 +161,7 @@ def test_human_judgements_round_trip_into_training_pairs(reference, tmp_path):
     he.human_eval(policy, ref, run_.vocab, run_.prompts, run_.cfg, run_.device, 4, 0,
                   io.StringIO("1\n2\nt\ns\n"), io.StringIO(), str(out))
     shown = [json.loads(line) for line in open(out)]
-    pairs = rm.training_pairs(rm.read_pairs(str(out), run_.vocab))
+    pairs = rm.training_pairs(rm.read_pairs(str(out), run_.vocab, run_.cfg.block_size))
     kept = [row for row in shown if row["answer"] != "s" and not any(
         row[k].endswith(rm.NO_EOS) for k in ("response_1", "response_2"))]
     assert len(pairs) == len(kept) >= 2
@@ -174,14 +181,16 @@ def learned(reference, tmp_path_factory):
 
 
 def test_the_reward_model_recovers_the_gold_ranking_on_held_out_pairs(learned):
-    """Chance is 0.5; on ~250 held-out pairs with unequal gold rewards its standard deviation is
-    0.03, so 0.8 is 10 deviations above chance. The tiny reference measures 0.95-0.99 (the default
-    one reaches 1.00 at 2,000 pairs); a reward model that learned nothing, or ranks backwards, fails."""
+    """Chance is 0.5; on 400 held-out pairs with unequal gold rewards its standard deviation is
+    0.025, so 0.8 is 12 deviations above chance. The tiny reference's r_phi measures 0.90 (the
+    default pi_ref's reaches 1.00 at 2,000 pairs); one that learned nothing (which scores 0: equal
+    rewards rank nothing) or ranks backwards fails."""
     out, p = learned
     state = torch.load(out / "reward_model.pt", weights_only=True)      # a checkpoint of plain values
     assert state["kind"] == "reward_model" and state["pairs"] == 1000 and state["gold"] == "positive"
     assert state["held_out_accuracy"] > 0.8, state["held_out_accuracy"]
-    assert f"held-out accuracy against the gold ranking {state['held_out_accuracy']:.3f}" in p.stdout
+    assert f"held-out accuracy against the gold reward 'positive': {state['held_out_accuracy']:.3f}" in p.stdout
+    assert state["held_out_pairs"] == 400
     assert sum(1 for _ in open(out / "pairs.jsonl")) == 1000
 
 
@@ -191,6 +200,11 @@ def test_the_normalisation_gives_mean_0_and_sd_1():
     assert (gain * r + bias).mean().item() == pytest.approx(0, abs=1e-12)
     assert (gain * r + bias).std().item() == pytest.approx(1, abs=1e-12)
     assert gain > 0                                           # the order of the rewards is kept
+
+
+def test_a_reward_model_that_learned_nothing_is_refused():
+    with pytest.raises(UsageError, match="gives all of pi_ref's responses the same reward"):
+        rm.normalisation(torch.zeros(100, dtype=torch.float64))
 
 
 def test_normalised_so_that_pi_ref_has_mean_0_and_sd_1(learned, reference):
@@ -281,14 +295,20 @@ def test_the_command_keeps_a_saved_reward_model(learned, reference):
 @pytest.mark.parametrize("flags, says", [
     (["--pairs", "0"], "--pairs=0: must be an integer from 1"),
     (["--tau", "nan"], "--tau=nan: must be a finite number >= 0"),
+    (["--lr", "2"], "--lr=2.0: must be in (0, 1]"),
     (["--reference", "nope.pt"], "--reference=nope.pt: no such file"),
     (["--pairs-file", "nope.jsonl"], "--pairs-file=nope.jsonl: no such file"),
     ([], "holds a reference.pt pretrained with other settings"),
+    (["--pairs-file", "TIES"], "fewer than 2 pairs of finished responses with a winner"),
 ])
 def test_bad_input_to_the_command_is_one_line_and_keeps_the_folder(reference, tmp_path, capsys, flags, says):
     """A train.py run folder with its own pi_ref (other settings than the command's defaults)."""
     out = with_reference(reference, tmp_path, "run")
     before = (out / "reference.pt").read_bytes()
+    if "TIES" in flags:                 # judged pairs, but every one a tie: they teach no ranking
+        flags = ["--pairs-file", write_lines(tmp_path / "ties.jsonl", [json.dumps(
+            {"prompt": "the food", "response_1": "the food is good.", "response_2": "the food is nice.",
+             "answer": "t"})] * 5), "--reference", str(out / "reference.pt")]
     assert rm.main(["--out", str(out), *flags]) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1, err
@@ -315,3 +335,54 @@ def test_the_overoptimisation_command_end_to_end(reference, tmp_path):
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 0 and again.stdout.count("finished earlier; reusing") == 4
     assert list(csv.DictReader(open(out / "overoptimisation.csv"))) == rows
+
+
+def test_training_on_a_pairs_file(learned, reference, tmp_path, capsys):
+    """The pairs the gold reward labelled, given back as a file, train a reward model as good."""
+    out, _ = learned
+    new = tmp_path / "from_file"
+    assert rm.main(["--pairs-file", str(out / "pairs.jsonl"), "--reference", str(reference / "reference.pt"),
+                    "--held-out", "400", "--out", str(new)]) == 0
+    state = torch.load(new / "reward_model.pt", weights_only=True)
+    assert state["pairs_file"] == str(out / "pairs.jsonl") and state["pairs"] == 1000
+    assert state["held_out_accuracy"] > 0.8
+    assert not (new / "pairs.jsonl").exists()           # the file it learned from is the record
+
+
+def test_a_reward_model_of_another_pi_ref_is_refused(learned, tmp_path, capsys):
+    out, _ = learned
+    code = launch.main(["--out", str(tmp_path / "new"), *TINY, "--seed", "1", "--reward-model", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "trained on another pi_ref" in err and "'seed': (0, 1)" in err, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_resuming_with_a_reward_model_trained_again_is_refused(learned, reference, tmp_path, capsys):
+    out, _ = learned
+    model = tmp_path / "rm.pt"
+    model.write_bytes((out / "reward_model.pt").read_bytes())
+    run_dir = with_reference(reference, tmp_path, "ppo")
+    run("--out", str(run_dir), *TINY, "--iters", "1", "--reward-model", str(model))
+    future = os.path.getmtime(run_dir / "config.json") + 10
+    os.utime(model, (future, future))                   # as if trained again after the run started
+    code = launch.main(["--resume", str(run_dir), *TINY, "--iters", "2", "--reward-model", str(model)])
+    err = capsys.readouterr().err
+    assert code == 2 and "was written after this run started" in err, err
+    assert len(metrics(run_dir)) == 1
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--beta", "0.5"], "--beta: set by this command"),
+    (["--pretrain-steps", "100"], "--pretrain-steps: pi_ref's settings come from --reference"),
+    (["--pairs", "1"], "--pairs=1: every value must be from 2"),
+    (["--betas", "0,-1"], "--betas=0,-1: every value must be a finite number >= 0"),
+    (["--window", "500"], "--window=500: must be an integer from 1 to --iters=150"),
+    (["--clip", "2"], "--clip=2.0: must be in (0, 1)"),          # a PPO flag, checked before any work
+    (["--out", ""], "--out: must name a folder"),
+])
+def test_the_overoptimisation_command_refuses_bad_flags_before_any_work(tmp_path, capsys, flags, says):
+    from minippo.extras import overoptimisation
+    assert overoptimisation.main(["--out", str(tmp_path / "oo"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "oo").exists()

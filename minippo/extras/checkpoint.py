@@ -72,13 +72,13 @@ def load(path: str, kind: str) -> dict:
     return obj
 
 
-def check_compatible(state: dict, expected: dict, path: str) -> None:
+def check_compatible(state: dict, expected: dict, path: str,
+                     advice: str = "use a matching configuration or another --out folder") -> None:
     """Refuse a checkpoint whose model shape or vocabulary differs, before any shape error."""
     for key, want in expected.items():
         have = state.get(key)
         if have != want:
-            raise UsageError(f"{path}: made with {key}={have!r}, this run has {key}={want!r}; "
-                             f"use a matching configuration or another --out folder")
+            raise UsageError(f"{path}: made with {key}={have!r}, this run has {key}={want!r}; {advice}")
 
 
 def rng_state() -> dict:

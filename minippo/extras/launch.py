@@ -136,7 +136,9 @@ def command(cfg, stop) -> int:
 
     def load_reward_model(run):             # --reward-model: loaded and checked before any write
         if cfg.reward_model:
-            proxy["reward"], proxy["saved"] = reward_model.load(cfg.reward_model, run.identity, run.device)
+            proxy["reward"], proxy["saved"] = reward_model.load(
+                cfg.reward_model, run.identity, run.device, {k: getattr(cfg, k) for k in runs.PRETRAIN_KEYS})
+            reward_model.check_unchanged(cfg.reward_model, run)
     refusal = None
     try:
         run = runs.open_run(cfg, rank, world, stop, load_reward_model)   # checks --out / --resume, data
@@ -223,7 +225,7 @@ def summary_table(s: dict, beta: float) -> str:
             f"all figures in summary.json]"]
     if "gold_objective_optimal" in s:       # --reward-model: the table above is the learned proxy's
         gold_gap = f"{s['gold_optimality_gap']:.3f}" if math.isfinite(s["gold_optimality_gap"]) else "n/a"
-        rows[0] = f"\nunder the learned reward (the proxy PPO optimised):" + rows[0]
+        rows[0] = "\nunder the learned reward (the proxy PPO optimised):" + rows[0]
         rows += [f"\nunder the gold reward {s['gold']!r} (what was wanted), on the same samples:",
                  f"{'pi_ref':<20}{g('gold_reward_reference')}{0:>11.3f}{g('gold_objective_reference')}",
                  f"{'pi_theta (tuned)':<20}{g('gold_reward_policy')}{g('kl_policy')}{g('gold_objective_policy')}",

@@ -24,7 +24,6 @@ starts from another run's pi_ref, with its settings.
 """
 import argparse
 import csv
-import json
 import math
 import os
 import sys
@@ -32,7 +31,8 @@ import sys
 from minippo.extras import checkpoint as ckpt
 from minippo.extras import plot, reward_model, sweep
 from minippo.extras.plot import NO_MATPLOTLIB, figure
-from minippo.extras.cli import UsageError, one_line_error, parse_config
+from minippo.config import Config
+from minippo.extras.cli import PRETRAIN_KEYS, UsageError, one_line_error, parse_config
 from minippo.rewards import REWARDS
 
 WINDOW_COLUMNS = ["pairs", "beta", "iter", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "grammatical"]
@@ -54,14 +54,24 @@ def numbers(text: str, flag: str, kind):
 
 
 def trained(folder: str, pairs: int, args):
-    """The saved facts of folder/reward_model.pt when it was trained with these settings, else None."""
+    """The saved facts of folder/reward_model.pt when it was trained with these settings (and this
+    pi_ref), else None; UsageError when it was trained otherwise and --force was not given."""
     path = os.path.join(folder, "reward_model.pt")
     if not os.path.isfile(path):
         return None
     state = ckpt.load(path, "reward_model")
-    same = (state.get("pairs"), state.get("gold"), state.get("tau"), state.get("seed")) == \
-        (pairs, args.reward, args.tau, args.seed) and not state.get("pairs_file")
+    same = (state.get("pairs"), state.get("gold"), state.get("tau"), state.get("seed"), state.get("pretrain")) \
+        == (pairs, args.reward, args.tau, args.seed, args.pretrain) and not state.get("pairs_file")
+    if not same and not args.force:
+        raise UsageError(f"--out={args.out}: {path} was trained with other settings; use another --out, or "
+                         f"--force to train it again (its PPO runs are then run again too)")
     return state if same else None
+
+
+def stale(run_dir: str, model_path: str) -> bool:
+    """A run in run_dir started before the reward model was (re)trained: it optimised an older one."""
+    config = os.path.join(run_dir, "config.json")
+    return os.path.exists(config) and os.path.getmtime(config) < os.path.getmtime(model_path)
 
 
 def windows(metrics: list, size: int) -> list:
@@ -91,8 +101,7 @@ def measure(args) -> list:
     results, reference = [], args.reference
     for n in args.pairs:
         folder = os.path.join(args.out, f"rm_{n}_pairs")
-        fresh = trained(folder, n, args) is None
-        if fresh:
+        if trained(folder, n, args) is None:
             print(f"\nreward model on {n} pairs -> {folder}", flush=True)
             code = reward_model.main(["--pairs", str(n), "--reward", args.reward, "--tau", str(args.tau),
                                       "--seed", str(args.seed), "--out", folder, "--force"]
@@ -101,14 +110,16 @@ def measure(args) -> list:
                 raise SystemExit(code)
         state = trained(folder, n, args)
         reference = os.path.join(folder, "reference.pt")       # pretrained once, then copied
-        train_args = run_arguments(args, folder) + (["--force"] if fresh else [])  # (runs of an old r_phi go)
-        sweep.sweep("beta", [f"{b:g}" for b in args.betas], os.path.join(args.out, f"ppo_{n}_pairs"),
-                    train_args, reference)
         for b in args.betas:
             run_dir = os.path.join(args.out, f"ppo_{n}_pairs", f"beta={b:g}")
-            with open(os.path.join(run_dir, "summary.json")) as f:
-                summary = json.load(f)
-            results.append({"pairs": n, "accuracy": state["held_out_accuracy"], "beta": b,
+            again = ["--force"] if stale(run_dir, os.path.join(folder, "reward_model.pt")) else []
+            sweep.sweep("beta", [f"{b:g}"], os.path.dirname(run_dir), run_arguments(args, folder) + again,
+                        reference)
+            summary = plot.read_summary(run_dir)
+            if "gold_reward_policy" not in summary:
+                raise UsageError(f"{run_dir}/summary.json: unreadable or not a --reward-model run's; remove "
+                                 f"{run_dir} and run this command again")
+            results.append({"pairs": n, "accuracy": state.get("held_out_accuracy", float("nan")), "beta": b,
                             "windows": windows(plot.read_metrics(run_dir), args.window),
                             "summary": summary})
     return results
@@ -185,12 +196,19 @@ def main(argv=None) -> int:
                    "[default: 0, or --reference's]")
     p.add_argument("--reference", default="", help="start from this reference.pt (of a train.py run "
                    "folder): its settings (model shape, corpus, seed) apply to the reward models and runs")
+    p.add_argument("--force", action="store_true", help="train again a reward model in --out made with "
+                   "other settings, and rerun its PPO runs")
     p.error = one_line_error
     args, run_flags = p.parse_known_args(argv)     # any other flag goes to every PPO run
     try:
-        for flag in ("--reward-model", "--resume", "--out", "--force"):
+        for flag in ("--reward-model", "--resume", "--out", "--beta"):
             if any(a.split("=")[0] == flag for a in run_flags):
-                raise UsageError(f"{flag}: set by this command for each run; leave it out")
+                raise UsageError(f"{flag}: set by this command for each run; leave it out (--betas sets beta)")
+        pretraining = [f"--{k.replace('_', '-')}" for k in PRETRAIN_KEYS]
+        for a in run_flags:
+            if a.split("=")[0] in pretraining:
+                raise UsageError(f"{a.split('=')[0]}: pi_ref's settings come from --reference RUN/reference.pt "
+                                 f"(a train.py run made with them), so that the reward models share it")
         args.run_flags = run_flags
         if args.reference:
             settings = reward_model.reference_settings(args.reference)
@@ -201,6 +219,10 @@ def main(argv=None) -> int:
             args.run_flags += [a for k, v in settings.items() if k != "seed" and v != ""
                                for a in (f"--{k.replace('_', '-')}", str(v))]
         args.seed = 0 if args.seed is None else args.seed
+        args.pretrain = (settings if args.reference else
+                         {k: getattr(Config(seed=args.seed), k) for k in PRETRAIN_KEYS})
+        if not args.out.strip():
+            raise UsageError("--out: must name a folder")
         args.pairs = numbers(args.pairs, "pairs", int)
         args.betas = numbers(args.betas, "betas", float)
         if not (math.isfinite(args.tau) and args.tau >= 0):

@@ -108,7 +108,22 @@ def gold_pairs(ref, vocab, prompts, gold_fn, n: int, tau: float, cfg, device, rn
     return rows
 
 
-def read_pairs(path: str, vocab) -> list:
+def decided_pairs(ref, vocab, prompts, gold_fn, n: int, cfg, device, rng: random.Random):
+    """n noise-free gold pairs whose gold rewards differ (a tie has no right answer), for measuring
+    accuracy; UsageError when pi_ref's responses rarely differ under gold_fn (50 n pairs drawn)."""
+    rows, drawn = [], 0
+    while len(rows) < n and drawn < 50 * n:
+        batch = gold_pairs(ref, vocab, prompts, gold_fn, min(512, 2 * (n - len(rows))), 0.0, cfg, device, rng)
+        drawn += len(batch)
+        rows += [r for r in batch if r["gold_1"] != r["gold_2"]][:n - len(rows)]
+    if len(rows) < n:
+        raise UsageError(f"the gold reward gives only {len(rows)} of {drawn} pairs of pi_ref's responses "
+                         f"different rewards, too few to measure an accuracy; choose a --reward that "
+                         f"separates them")
+    return rows
+
+
+def read_pairs(path: str, vocab, block_size: int) -> list:
     """Rows of a pairs file (pairs.jsonl, or human_eval.jsonl as `--human-eval` writes it), checked
     line by line: a malformed line is a UsageError naming its number. Skipped judgements and
     responses that never ended are kept here and dropped by training_pairs()."""
@@ -125,6 +140,8 @@ def read_pairs(path: str, vocab) -> list:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UsageError(f"{where}: not JSON ({e.msg}); one JSON object per line") from None
+            except (ValueError, RecursionError):    # a 5,000-digit number, [[[[... nested too deep
+                raise UsageError(f"{where}: not JSON that Python reads; one JSON object per line") from None
             if not isinstance(row, dict):
                 raise UsageError(f"{where}: not a JSON object")
             for key in ("prompt", "response_1", "response_2", "answer"):
@@ -137,6 +154,11 @@ def read_pairs(path: str, vocab) -> list:
                 text = row[key].removesuffix(NO_EOS)
                 if not text.startswith(row["prompt"]):
                     raise UsageError(f"{where}: {key} does not begin with the prompt {row['prompt']!r}")
+                if EOS in text:
+                    raise UsageError(f"{where}: {key} holds a line break; one sentence per response")
+                if len(text) + 2 > block_size:
+                    raise UsageError(f"{where}: {key} has {len(text)} characters; the model reads at most "
+                                     f"{block_size - 2} (--block-size {block_size}, less EOS at both ends)")
                 try:
                     vocab.encode(text)
                 except ValueError as e:
@@ -198,11 +220,13 @@ def train_reward_model(ref, vocab, pairs, epochs: int, lr: float, batch: int, de
 
 @torch.no_grad()
 def accuracy(model, vocab, pairs, device) -> float:
-    """Fraction of pairs whose preferred response (p = 1 or 0; ties left out) r_phi ranks higher."""
+    """Fraction of pairs whose preferred response (p = 1 or 0; ties left out) r_phi ranks strictly
+    higher: a model that cannot tell them apart (equal rewards) scores 0, not chance."""
     pairs = [q for q in pairs if q[3] != 0.5]
     xs, ys_a, ys_b, p = zip(*pairs)
     d = raw_rewards(model, vocab, xs, ys_a, device) - raw_rewards(model, vocab, xs, ys_b, device)
-    return ((d > 0) == (torch.tensor(p, device=device) > 0.5)).float().mean().item()
+    sign = torch.tensor(p, device=device) * 2 - 1                           # +1: y_a preferred, -1: y_b
+    return (d * sign > 0).float().mean().item()
 
 
 @torch.no_grad()
@@ -221,7 +245,10 @@ def reference_responses(ref, vocab, prompts, cfg, device, n: int, rng: random.Ra
 def normalisation(r):
     """(gain, bias) making gain * r + bias have mean 0 and standard deviation 1 over the rewards r
     (r_phi of pi_ref's responses): pi_ref's mean reward is then 0, as in lm-human-preferences."""
-    gain = 1 / max(r.std().item(), 1e-6)
+    if not r.std().item() > 1e-6:
+        raise UsageError("the reward model gives all of pi_ref's responses the same reward: it learned "
+                         "nothing; train it on more pairs that are not ties")
+    gain = 1 / r.std().item()
     return gain, -gain * r.mean().item()
 
 
@@ -235,7 +262,8 @@ def learned_reward(model, vocab, gain: float, bias: float, device):
         if (x, y) not in cache:
             if len(cache) >= 100_000:
                 cache.clear()
-            cache[(x, y)] = gain * raw_rewards(model, vocab, [x], [y], device)[0].item() + bias
+            with torch.autocast(torch.device(device).type, enabled=False):   # fp32 even under --bf16
+                cache[(x, y)] = gain * raw_rewards(model, vocab, [x], [y], device)[0].item() + bias
         return cache[(x, y)]
     return reward_model
 
@@ -264,24 +292,42 @@ def save(path: str, model, run, info: dict) -> None:
                "model": model.state_dict(), **{k: v for k, v in info.items() if k != "pretrain"}}, path)
 
 
-def load(path: str, identity: dict, device, flag: str = "reward-model"):
+def load(path: str, identity: dict, device, pretrain: dict = None, flag: str = "reward-model"):
     """The reward function saved in `path` (a file, or a folder holding reward_model.pt), checked
-    like every checkpoint: weights-only, this run's vocabulary and model shape, finite weights."""
+    like every checkpoint: weights-only, this run's vocabulary and model shape, finite weights, and
+    (given `pretrain`, the run's PRETRAIN_KEYS settings) initialised from and normalised on this
+    run's pi_ref."""
     if os.path.isdir(path):
         path = os.path.join(path, "reward_model.pt")
     if not os.path.isfile(path):
         raise UsageError(f"--{flag}={path}: no such file; train one with python -m "
                          f"minippo.extras.reward_model --out FOLDER")
     state = ckpt.load(path, "reward_model")
-    ckpt.check_compatible(state, identity, path)
+    again = "train a reward model on this run's pi_ref (--reference OUT/reference.pt)"
+    ckpt.check_compatible(state, identity, path, again)
+    if pretrain is not None and state.get("pretrain") != pretrain:
+        changed = {k: (state["pretrain"].get(k), v) for k, v in pretrain.items()
+                   if not isinstance(state.get("pretrain"), dict) or state["pretrain"].get(k) != v}
+        raise UsageError(f"--{flag}={path}: trained on another pi_ref (its settings against this run's: "
+                         f"{changed}); train one on this run's with --reference OUT/reference.pt")
     gain, bias = state.get("gain"), state.get("bias")
     if not all(isinstance(v, float) and math.isfinite(v) for v in (gain, bias)):
-        raise UsageError(f"{path}: its normalisation (gain {gain!r}, bias {bias!r}) is not finite; "
-                         f"train the reward model again")
+        raise UsageError(f"{path}: its normalisation (gain {gain!r}, bias {bias!r}) is not two finite "
+                         f"floats; train the reward model again")
     model = Policy(ModelConfig(**identity["model_config"]))
-    runs.load_model(model, state.get("model"), path)
+    runs.load_model(model, state.get("model"), path, "train the reward model again")
     model.to(device).eval().requires_grad_(False)
     return learned_reward(model, Vocab(identity["vocab"]), gain, bias, device), state
+
+
+def check_unchanged(path: str, run) -> None:
+    """--resume: the reward model must be the one the run started with, so it must not have been
+    written (trained again) after the run's config.json."""
+    path = os.path.join(path, "reward_model.pt") if os.path.isdir(path) else path
+    config = run.path("config.json")
+    if run.cfg.resume and os.path.exists(config) and os.path.getmtime(path) > os.path.getmtime(config):
+        raise UsageError(f"--reward-model={run.cfg.reward_model}: {path} was written after this run "
+                         f"started (trained again?); start afresh with --force, or restore that model")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -309,7 +355,8 @@ def build_parser():
     a("--reference", default="", help="use this reference.pt (of a train.py run folder) as pi_ref; its "
       "settings (model shape, corpus, ...) then apply")
     a("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="[default: cpu]")
-    a("--force", action="store_true", help="replace the reward model and pairs already in --out")
+    a("--force", action="store_true", help="replace the reward model and pairs already in --out, and a "
+      "reference.pt there that was pretrained with other settings")
     p.error = one_line_error
     return p
 
@@ -320,10 +367,10 @@ def check(args):
         if not low <= getattr(args, name) <= high:
             raise UsageError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be an integer from "
                              f"{low} to {high:,}")
-    for name, low in (("tau", 0.0), ("lr", 1e-12)):
-        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= low):
-            raise UsageError(f"--{name}={getattr(args, name)}: must be a finite number "
-                             f"{'>= 0' if low == 0 else '> 0'}")
+    if not (math.isfinite(args.tau) and args.tau >= 0):
+        raise UsageError(f"--tau={args.tau}: must be a finite number >= 0")
+    if not (math.isfinite(args.lr) and 0 < args.lr <= 1):
+        raise UsageError(f"--lr={args.lr}: must be in (0, 1] (1e-4 - 3e-3 is typical)")
     if not args.out.strip():
         raise UsageError("--out: must name a folder")
 
@@ -347,10 +394,10 @@ def command(args) -> dict:
     run = runs.Run(cfg)                       # the vocabulary, prompts and model shape of train.py
     path = run.path("reward_model.pt")
     if args.pairs_file:                       # read before anything is written
-        rows = read_pairs(args.pairs_file, run.vocab)
-        if len(training_pairs(rows)) < 2:
-            raise UsageError(f"--pairs-file={args.pairs_file}: {len(rows)} rows but fewer than 2 judged "
-                             f"pairs of finished responses; judge more pairs")
+        rows = read_pairs(args.pairs_file, run.vocab, cfg.block_size)
+        if sum(q[3] != 0.5 for q in training_pairs(rows)) < 2:
+            raise UsageError(f"--pairs-file={args.pairs_file}: {len(rows)} rows but fewer than 2 pairs of "
+                             f"finished responses with a winner (ties and skips teach no ranking); judge more")
     want = {k: getattr(cfg, k) for k in runs.PRETRAIN_KEYS}
     run.lock_fd = runs.lock(cfg.out)
     try:
@@ -376,8 +423,8 @@ def command(args) -> dict:
         if not args.pairs_file:
             rows = gold_pairs(ref, run.vocab, run.prompts, gold_fn, args.pairs, args.tau, cfg, run.device, rng)
         pairs = training_pairs(rows)
-        held_out = gold_ranking(gold_pairs(ref, run.vocab, run.prompts, gold_fn, args.held_out, 0.0, cfg,
-                                           run.device, rng))
+        held_out = gold_ranking(decided_pairs(ref, run.vocab, run.prompts, gold_fn, args.held_out, cfg,
+                                              run.device, rng))
         sampling = time.time() - t0
         steps = args.epochs * math.ceil(len(pairs) / args.batch)
         t1 = time.time()
@@ -385,6 +432,8 @@ def command(args) -> dict:
             model, loss = train_reward_model(ref, run.vocab, pairs, args.epochs, args.lr, args.batch,
                                              run.device, bar)
         training = time.time() - t1
+        if not (math.isfinite(loss) and all(bool(torch.isfinite(t).all()) for t in model.parameters())):
+            raise UsageError(f"--lr={args.lr}: training diverged (loss {loss:.3g}); lower it. Nothing was saved")
         with torch.no_grad():
             xs, ys = reference_responses(ref, run.vocab, run.prompts, cfg, run.device, 1024, rng)
             gain, bias = normalisation(raw_rewards(model, run.vocab, xs, ys, run.device).double())
@@ -424,9 +473,9 @@ def main(argv=None) -> int:
     source = (f"from {info['pairs_file']}" if info["pairs_file"] else
               f"labelled by gold reward {info['gold']!r}, tau {info['tau']:g}")
     print(f"reward model: {info['pairs']} pairs {source}; train loss {info['train_loss']:.3f}; held-out "
-          f"accuracy against the gold ranking {info['held_out_accuracy']:.3f} on {info['held_out_pairs']} "
-          f"fresh pairs (ties left out); {info['seconds']:.0f} s (drawing pairs {info['sampling_seconds']:.0f} s, "
-          f"training {info['training_seconds']:.0f} s). Saved "
+          f"accuracy against the gold reward {info['gold']!r}: {info['held_out_accuracy']:.3f} on "
+          f"{info['held_out_pairs']} fresh pairs whose gold rewards differ; {info['seconds']:.0f} s "
+          f"(drawing pairs {info['sampling_seconds']:.0f} s, training {info['training_seconds']:.0f} s). Saved "
           f"{os.path.join(args.out, 'reward_model.pt')}; use it with python train.py --reward-model {args.out}")
     return 0
 

@@ -21,7 +21,7 @@ import shlex
 import signal
 import sys
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 
 import torch
 from tqdm import tqdm
@@ -207,7 +207,7 @@ class Run:
             m["explained_variance"] = dist.all_mean(out["explained_variance"])
         if self.grammar:
             m["grammatical"] = grammatical_fraction([x + y for x, y, _ in texts])
-        if self.gold is not None:           # a learned reward is optimised: what the gold one says
+        if self.gold is not None and self.rank == 0:   # a learned reward is optimised: the gold one says
             m["gold_reward"] = sum(self.gold(x, y) if done else NO_EOS_PENALTY for x, y, done in texts) / n
         m["responses"] = n
         m["seconds"] = time.time() - self.t_last
@@ -383,13 +383,12 @@ def check_folder(run: Run) -> None:
             raise UsageError(f"--resume={cfg.resume}: no run to resume there (no config.json)")
         saved = read_run_config(run.path("config.json"))
         check_cached_reference(run)
-        for key, value in asdict(cfg).items():
-            if key not in RESUMABLE and key not in saved:
-                raise UsageError(f"--resume={cfg.resume}: its config.json has no {key!r} (made by another "
-                                 f"minippo version?); start afresh with --force")
-            if key not in RESUMABLE and saved.get(key) != value:
+        defaults = asdict(Config())
+        for key, value in asdict(cfg).items():   # a setting newer than the run: it ran with the default
+            if key not in RESUMABLE and saved.get(key, defaults[key]) != value:
                 raise UsageError(f"--resume={cfg.resume}: that run used --{key.replace('_', '-')}="
-                                 f"{saved.get(key)!r}, this command has {value!r}; repeat its settings")
+                                 f"{saved.get(key, defaults[key])!r}, this command has {value!r}; repeat its "
+                                 f"settings")
         return
     if here and not cfg.force:
         raise UsageError(f"--out={cfg.out} already holds a run ({', '.join(here)}); continue it with "
@@ -487,19 +486,16 @@ def file_size(path: str) -> int:
                          f"start afresh with --force") from None
 
 
-def load_model(model, state, path: str) -> None:
+def load_model(model, state, path: str, advice: str = "delete it, or start afresh with --force") -> None:
     """model.load_state_dict(state), or UsageError when the weights do not fit or are not finite."""
     want = model.state_dict()
     if not isinstance(state, dict) or set(state) != set(want):
-        raise UsageError(f"{path}: its weights are not this model's (other or missing tensors); "
-                         f"delete it, or start afresh with --force")
+        raise UsageError(f"{path}: its weights are not this model's (other or missing tensors); {advice}")
     for name, t in state.items():
         if not isinstance(t, torch.Tensor) or t.shape != want[name].shape or t.dtype != want[name].dtype:
-            raise UsageError(f"{path}: its weight {name} has the wrong shape or type; delete it, or "
-                             f"start afresh with --force")
+            raise UsageError(f"{path}: its weight {name} has the wrong shape or type; {advice}")
         if not bool(torch.isfinite(t).all()):
-            raise UsageError(f"{path}: its weight {name} is not finite (NaN or inf); delete it, or "
-                             f"start afresh with --force")
+            raise UsageError(f"{path}: its weight {name} is not finite (NaN or inf); {advice}")
     model.load_state_dict(state)
 
 

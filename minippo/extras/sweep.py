@@ -91,18 +91,24 @@ def finished(cfg) -> bool:
         return False
     with open(config) as f:
         saved = json.load(f)
-    for key, value in asdict(cfg).items():
-        if key not in NOT_SWEPT and saved.get(key) != value:
+    defaults = asdict(Config())
+    for key, value in asdict(cfg).items():      # (a setting newer than the run: it ran with the default)
+        if key not in NOT_SWEPT and saved.get(key, defaults[key]) != value:
             raise UsageError(f"{cfg.out} holds a finished run made with --{key.replace('_', '-')}="
-                             f"{saved.get(key)!r}, this sweep has {value!r}; use another --out "
+                             f"{saved.get(key, defaults[key])!r}, this sweep has {value!r}; use another --out "
                              f"or add --force")
     return True
 
 
 def result_row(setting: str, run_dir: str) -> dict:
     """One row of the table from the run's summary.json (None where a figure was not measured)."""
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        s = json.load(f)
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            s = json.load(f)
+        assert isinstance(s, dict)
+    except (ValueError, AssertionError):
+        raise UsageError(f"{run_dir}/summary.json: not a readable summary; remove {run_dir} and run the "
+                         f"sweep again") from None
     row = {col: s.get(key) for col, _, key in COLUMNS if key}
     row.update(setting=setting, seconds=s.get("pretrain_seconds", 0) + s.get("rl_seconds", 0))
     return row
