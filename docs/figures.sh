@@ -21,6 +21,10 @@ log beta0 python train.py --out out_b0 --beta 0 --force
 log sweep_beta python -m minippo.extras.sweep --sweep beta=0,0.03,0.1,0.3,1 --out sweeps/beta --reference out/reference.pt --force
 cp sweeps/beta/frontier.png docs/frontier_beta.png
 log sweep_temperature python -m minippo.extras.sweep --sweep temperature=0.7,1.0,1.3 --out sweeps/temperature --reference out/reference.pt --force
+log reward_model python -m minippo.extras.reward_model --pairs 2000 --out rm --force --reference out/reference.pt
+reuse out out_rm
+log ppo_reward_model python train.py --reward-model rm --out out_rm --force
 log overoptimisation python -m minippo.extras.overoptimisation --out overopt   # reward models, PPO against them
 cp overopt/overoptimisation.png docs/overoptimisation.png
+log overoptimisation100 python -m minippo.extras.overoptimisation --out overopt --pairs 100,2000
 for f in figures_out/*.txt; do echo "== $f"; grep -A2 "^pi_theta\|^optimality gap" "$f" || tail -8 "$f"; grep "wall" "${f%.txt}.err" || true; done

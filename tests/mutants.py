@@ -1,9 +1,12 @@
 """Mutation testing of the lesson: plant one single-line bug at a time, run the tests, count the
 bugs they catch. A surviving mutant is a bug the suite would let through.
 
-    python tests/mutants.py                  # every mutant against the fast tests (about 2.5 minutes)
-    python tests/mutants.py --tests tests    # against the whole suite
-    python tests/mutants.py --only M3 R1     # some of them (R: the reward model, against its tests)
+    python tests/mutants.py                  # every mutant (about 8 minutes)
+    python tests/mutants.py --tests tests    # the lesson's mutants against the whole suite
+    python tests/mutants.py --only M3 R1     # some of them
+
+M mutants (the lesson) run against the fast tests, or --tests; R mutants (the reward model, an extra)
+always run against tests/test_reward_model.py.
 
 Each mutant is applied to a fresh copy of the repository (never to this one), then
 `python -m pytest -x -q TESTS` runs there: a failing run kills the mutant. Not run by CI (it takes
