@@ -407,9 +407,14 @@ OPEN = open
 
 
 def test_ctrl_c_while_torch_is_importing_is_one_line():
-    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--help"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)                                     # python is up, torch is still importing
+    # train.py runs once the child says "up" (a fixed sleep could land in the interpreter's own start
+    # on a loaded machine, before train.py exists); torch then takes a second or more to import
+    start = ("import runpy, sys; sys.stderr.write('up\\n'); sys.stderr.flush(); "
+             "sys.argv = ['train.py', '--help']; runpy.run_path('train.py', run_name='__main__')")
+    p = subprocess.Popen([sys.executable, "-c", start], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stderr.readline() == "up\n"
+    time.sleep(0.05)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     if p.returncode == 0:
