@@ -386,3 +386,16 @@ def test_the_overoptimisation_command_refuses_bad_flags_before_any_work(tmp_path
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "oo").exists()
+
+
+def test_a_pi_ref_that_never_ends_a_sentence_is_refused_not_looped_on():
+    vocab = runs.Run(Config(out="unused", corpus_lines=4000)).vocab
+    ref = Policy(ModelConfig(vocab.size, block_size=30, n_layer=1, n_head=1, d_model=8)).eval()
+    with torch.no_grad():                   # a constant hidden state whose EOS logit is -100
+        ref.ln_f.weight.zero_()
+        ref.ln_f.bias.zero_()
+        ref.ln_f.bias[0] = 1.0
+        ref.lm_head.weight[vocab.eos_id, 0] = -100.0
+    cfg = Config(max_new_tokens=8)
+    with pytest.raises(UsageError, match=r"pi_ref finished both responses of only 0 of \d+ pairs"):
+        rm.gold_pairs(ref, vocab, ["the food"], positive, 5, 0.0, cfg, "cpu", random.Random(0))

@@ -92,9 +92,13 @@ def gold_pairs(ref, vocab, prompts, gold_fn, n: int, tau: float, cfg, device, rn
     """n pairs of pi_ref responses to one query, both finished (a response without EOS never
     reaches r(x, y) in the loop), labelled by gold_fn through Bradley-Terry at temperature tau.
     Rows in human_eval.jsonl's format, plus the gold rewards."""
-    rows = []
+    rows, drawn = [], 0
     while len(rows) < n:
+        if drawn > 20 * n + 1000:           # a pi_ref that rarely ends a sentence: say so, not loop
+            raise UsageError(f"pi_ref finished both responses of only {len(rows)} of {drawn} pairs; "
+                             f"pretrain it longer (--reference of a run with more --pretrain-steps)")
         xs = [rng.choice(prompts) for _ in range(min(512, 2 * (n - len(rows)) + 16))]
+        drawn += len(xs)
         ys_a, done_a = sample_finished(ref, vocab, xs, cfg, device)
         ys_b, done_b = sample_finished(ref, vocab, xs, cfg, device)
         g_a = score(gold_fn, xs, ys_a, done_a, "cpu").tolist()
