@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every training figure that the README and the docs quote, and the three figures: the
 # toy bandit, the default run (seeds 0, 1, 2), REINFORCE (seeds 0, 1, 2), beta = 0, the beta and
-# temperature sweeps, and the reward models' over-optimisation (about 7 minutes on a 2-core CPU).
+# temperature sweeps, and the reward models' over-optimisation (about 11 minutes on a 2-core CPU).
 # Plots need matplotlib. Each command's output is kept in figures_out/, and the summary lines are
 # printed at the end.
 set -euo pipefail
@@ -27,4 +27,5 @@ log ppo_reward_model python train.py --reward-model rm --out out_rm --force
 log overoptimisation python -m minippo.extras.overoptimisation --out overopt   # reward models, PPO against them
 cp overopt/overoptimisation.png docs/overoptimisation.png
 log overoptimisation100 python -m minippo.extras.overoptimisation --out overopt --pairs 100,2000
+for s in 1 2; do log overoptimisation_s$s python -m minippo.extras.overoptimisation --out overopt_s$s --seed $s; done
 for f in figures_out/*.txt; do echo "== $f"; grep -A2 "^pi_theta\|^optimality gap" "$f" || tail -8 "$f"; grep "wall" "${f%.txt}.err" || true; done

@@ -440,7 +440,9 @@ def command(args) -> dict:
             raise UsageError(f"--lr={args.lr}: training diverged (loss {loss:.3g}); lower it. Nothing was saved")
         with torch.no_grad():
             xs, ys = reference_responses(ref, run.vocab, run.prompts, cfg, run.device, 1024, rng)
-            gain, bias = normalisation(raw_rewards(model, run.vocab, xs, ys, run.device).double())
+            r_ref = raw_rewards(model, run.vocab, xs, ys, run.device).double()
+            gain, bias = normalisation(r_ref)
+            below = ((gain * r_ref + bias) < NO_EOS_PENALTY).double().mean().item()   # no floor: see docs
         info = {"pretrain": {k: getattr(cfg, k) for k in runs.PRETRAIN_KEYS}, "gain": gain, "bias": bias,
                 "gold": args.reward, "tau": args.tau, "pairs": len(pairs),
                 "pairs_file": args.pairs_file, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
@@ -448,6 +450,7 @@ def command(args) -> dict:
                 if any(q[3] != 0.5 for q in pairs) else float("nan"),
                 "held_out_pairs": len(held_out),
                 "held_out_accuracy": accuracy(model, run.vocab, held_out, run.device),
+                "below_no_eos_penalty": below,
                 "seconds": time.time() - t0, "sampling_seconds": sampling, "training_seconds": training}
         if args.pairs_file and os.path.exists(run.path("pairs.jsonl")):
             os.remove(run.path("pairs.jsonl"))      # (--force) the old pairs did not train this model
@@ -479,7 +482,9 @@ def main(argv=None) -> int:
     print(f"reward model: {info['pairs']} pairs {source}; train loss {info['train_loss']:.3f}; held-out "
           f"accuracy against the gold reward {info['gold']!r}: {info['held_out_accuracy']:.3f} on "
           f"{info['held_out_pairs']} fresh pairs whose gold rewards differ; {info['seconds']:.0f} s "
-          f"(drawing pairs {info['sampling_seconds']:.0f} s, training {info['training_seconds']:.0f} s). Saved "
+          f"(drawing pairs {info['sampling_seconds']:.0f} s, training {info['training_seconds']:.0f} s). "
+          f"{info['below_no_eos_penalty']:.0%} of pi_ref's finished responses score below the "
+          f"{NO_EOS_PENALTY:g} of a response that never ends. Saved "
           f"{os.path.join(args.out, 'reward_model.pt')}; use it with python train.py --reward-model {args.out}")
     return 0
 
