@@ -76,15 +76,15 @@ def sample_grad(theta, r, n, rng, beta=0.0, log_ref=None, temperature=1.0, noise
     return g.mean(1) if repeats else g.mean(1)[0]   # 1/N sum_i of (R, N, K): (R, K) or (K,)
 
 def closed_form(r, beta, log_ref):
-    """argmax_pi J - beta KL(pi || pi_ref) = pi_ref exp(r / beta) / Z, with value beta log Z.
-    At pi* every arm's KL-shaped reward r(a) - beta log(pi*(a) / pi_ref(a)) equals beta log Z, so
-    (noise-free) even the sampled gradient with a baseline is exactly zero there."""
-    if beta == 0:                                         # beta -> 0: all mass on the best arm(s)
-        top = np.isclose(r, r.max()) * np.exp(log_ref)
-        return top / top.sum(), float(r.max())
-    z = log_ref + r / beta                                # log pi_ref(a) + r(a) / beta
-    log_z = z.max() + np.log(np.exp(z - z.max()).sum())  # log Z = log E_{a~pi_ref}[exp(r(a)/beta)]
-    return np.exp(z - log_z), float(beta * log_z)  # pi*, J* = beta log E_{pi_ref}[exp(r / beta)]
+    """argmax_pi J - beta KL(pi || pi_ref) = pi_ref exp(r / beta) / Z, Z = E_{pi_ref}[exp(r/beta)],
+    with value J* = beta log Z. At pi* each arm's shaped reward r(a) - beta log(pi*(a) / pi_ref(a))
+    is J*, so (noise-free) even the sampled gradient with a baseline is exactly zero there. r / beta
+    can overflow to inf; r - max r <= 0 cannot, and gives the same pi* and J* for every beta > 0."""
+    gap = r - r.max()                                     # 0 on the best arm(s), < 0 elsewhere
+    with np.errstate(over="ignore"):                      # gap / tiny beta = -inf: exp(-inf) = 0
+        z = log_ref + (gap / beta if beta else np.where(gap < 0, -np.inf, 0.0))  # beta = 0: limit
+    log_z = z.max() + np.log(np.exp(z - z.max()).sum())  # log E_{pi_ref}[exp((r - max r) / beta)]
+    return np.exp(z - log_z), float(r.max() + beta * log_z)  # pi*, J* = max r + beta log_z
 
 def ascend(theta, r, rng, steps, n, lr, beta=0.0, log_ref=None, temperature=1.0, noise=0.0,
            average=False, log_every=()):

@@ -15,10 +15,7 @@ around it (flags, run folder, resume, Ctrl-C, torchrun, CUDA graphs) is minippo/
 """
 import sys
 
+from minippo.extras.launch import main    # (Ctrl-C while torch imports: one line, minippo/extras/__init__.py)
+
 if __name__ == "__main__":
-    try:
-        from minippo.extras.launch import main          # importing torch takes seconds
-    except KeyboardInterrupt:
-        print("\nstopped before anything was written", file=sys.stderr)
-        sys.exit(130)
     sys.exit(main())

@@ -44,7 +44,8 @@ class Config:
     temperature: float = _f(1.0, "sampling temperature T; the policy optimised is pi_theta at T (0.5-2)")
     beta: float = _f(0.1, "KL penalty coefficient (initial value when --target-kl is set) (0.01-1)")
     target_kl: float = _f(0.0, "adaptive beta: target KL in nats per response; 0 keeps beta fixed")
-    kl_horizon: int = _f(10000, "adaptive beta horizon, in responses (Ziegler et al. 2019)")
+    kl_horizon: int = _f(1000, "adaptive beta horizon, in responses: each iteration moves beta by at most "
+                         "20% x batch / horizon (Ziegler et al. 2019 use 10000 with far longer runs)")
     lr: float = _f(3e-4, "RL learning rate (1e-5 - 1e-3)")
     anneal_lr: bool = _f(True, "decay the RL learning rate linearly to 0 over --iters, so the noisy "
                          "steps shrink and the policy settles at the optimum instead of drifting")
@@ -55,7 +56,9 @@ class Config:
     gamma: float = _f(1.0, "discount; 1 makes the return the whole response's reward")
     lam: float = _f(1.0, "GAE lambda: 1 = Monte Carlo returns (unbiased), 0 = one-step TD; below 1 the "
                     "learned V biases the advantages (0.9-1)")
-    ent_coef: float = _f(0.0, "entropy bonus; it biases the optimum, so 0 by default (0-0.01)")
+    ent_coef: float = _f(0.0, "entropy bonus on the mean per-token entropy, while the policy loss sums over "
+                         "a response's tokens (so ~40x weaker than CleanRL's per-token scale); it biases "
+                         "the optimum, so 0 by default (0-0.01)")
     max_grad_norm: float = _f(1.0, "clip the gradient's global norm to this")
     whiten: bool = _f(False, "normalise advantages to mean 0, std 1 over the batch; off by default: "
                       "once the reward saturates it magnifies noise and the policy drifts past pi*")

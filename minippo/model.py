@@ -37,14 +37,14 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
                                  nn.Linear(4 * cfg.d_model, cfg.d_model))
 
-    def forward(self, x, mask, kv=None, start=0):
+    def forward(self, x, mask, kv=None, cols=None):
         B, T, C = x.shape                                                    # (B, T, C)
         q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if kv is not None:                  # KV cache: write this chunk's keys/values, read all so far
-            kv[0][:, :, start:start + T] = k
-            kv[1][:, :, start:start + T] = v
-            k, v = kv[0][:, :, :start + T], kv[1][:, :, :start + T]         # (B, nh, S, hs)
+        if kv is not None:      # KV cache: write this chunk's keys/values at columns `cols`, read them all
+            kv[0].index_copy_(2, cols, k)
+            kv[1].index_copy_(2, cols, v)
+            k, v = kv                                   # (B, nh, S, hs), the mask hides unwritten columns
         # softmax(q k^T / sqrt(hs), over allowed keys only) v, in one fused torch kernel
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)          # (B, nh, T, hs)
         x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
@@ -74,49 +74,47 @@ class Policy(nn.Module):
         nn.init.zeros_(self.value_head.weight)          # V = 0 exactly at initialisation
 
     def forward(self, tokens, cache=None):
-        """tokens (B, T) -> logits (B, T, V), values (B, T). With `cache`, tokens continue it."""
+        """tokens (B, T) -> logits (B, T, V), values (B, T). With `cache` (from new_cache), the tokens
+        become its first T columns: the prefill that decode_step() then continues one token at a time."""
         B, T = tokens.shape
         real = tokens != self.cfg.vocab_size                                    # (B, T) True = not PAD
-        start = 0
-        if cache is not None:
-            start = cache["len"]
-            cache["real"][:, start:start + T] = real
-            cache["len"] += T
-            real = cache["real"][:, :start + T]                             # (B, S) every key so far
-            cache["pos"] = real.sum(1)                  # (B,) position of each row's next token
-        S = real.shape[1]
-        positions = (real.cumsum(1) - 1).clamp(min=0)[:, start:]            # count real tokens only
+        positions = (real.cumsum(1) - 1).clamp(min=0)                       # count real tokens only
+        cols = torch.arange(T, device=tokens.device)                         # (T,) column of each token
+        if cache is not None:           # in place: a CUDA graph of decode_step() holds these addresses
+            cache["pos"].copy_(real.sum(1))             # (B,) position of each row's next token
+            cache["col"].fill_(T)                       # the column decode_step() writes next
+            real = cache["real"].zero_().index_copy_(1, cols, real)  # (B, S), unwritten or stale columns not real
         # query i sees key j when j <= i (causal) and j is not PAD; every query sees itself, so a
         # PAD query (whose output nobody reads) never has an empty row, which would give NaN.
-        q_col = torch.arange(T, device=tokens.device)[:, None] + start       # (T, 1) query column
-        k_col = torch.arange(S, device=tokens.device)[None, :]               # (1, S) key column
+        q_col = cols[:, None]                                                # (T, 1) query column
+        k_col = torch.arange(real.shape[1], device=tokens.device)[None, :]   # (1, S) key column
         mask = ((k_col <= q_col) & real[:, None, None, :]) | (k_col == q_col)  # (B, 1, T, S)
         x = self.tok_emb(tokens) + self.pos_emb(positions)                  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, None if cache is None else cache["kv"][i], start)
+            x = block(x, mask, None if cache is None else cache["kv"][i], cols)
         x = self.ln_f(x)
         return self.lm_head(x), self.value_head(x).squeeze(-1)
 
-    def next_logits(self, token, cache):
-        """forward() for one new token per row, token (B,) -> next-token logits (B, V): it may see
-        every real key in the cache, its position is the row's count of real tokens, no V head."""
-        S = cache["len"]
+    def decode_step(self, token, cache):
+        """forward() for one new token per row, token (B,) -> next-token logits (B, V), no V head. Fixed shapes
+        (the column written is a (1,) tensor, attention reads every column given) so a CUDA graph records it."""
+        col = cache["col"]                                                  # (1,) long
         real = token != self.cfg.vocab_size                                 # (B,)
-        cache["real"][:, S] = real
-        cache["len"] = S + 1
-        mask = cache["real"][:, None, None, :S + 1]                         # (B, 1, 1, S+1)
+        cache["real"].index_copy_(1, col, real[:, None])
+        mask = cache["real"][:, None, None, :]          # (B, 1, 1, S): every real key so far, itself too
         x = (self.tok_emb(token) + self.pos_emb(cache["pos"]))[:, None]     # (B, 1, C)
-        cache["pos"] = cache["pos"] + real
+        cache["pos"].add_(real)                         # a PAD token takes no position
         for block, kv in zip(self.blocks, cache["kv"]):
-            x = block(x, mask, kv, S)
+            x = block(x, mask, kv, col)
+        col.add_(1)
         return self.lm_head(self.ln_f(x[:, 0]))                             # (B, V)
 
     def new_cache(self, batch_size: int, max_len: int):
-        """A preallocated KV cache: keys and values for every layer, plus which columns are real."""
+        """A preallocated KV cache: next column, next positions, real columns, keys/values (L, 2, B, nh, S, hs)."""
         c, p = self.cfg, self.lm_head.weight
-        shape = (batch_size, c.n_head, max_len, c.d_model // c.n_head)
-        return {"len": 0, "real": torch.zeros(batch_size, max_len, dtype=torch.bool, device=p.device),
-                "kv": [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(c.n_layer)]}
+        return {"col": p.new_zeros(1, dtype=torch.long), "pos": p.new_zeros(batch_size, dtype=torch.long),
+                "real": p.new_zeros(batch_size, max_len, dtype=torch.bool),                       # (B, S)
+                "kv": p.new_zeros(c.n_layer, 2, batch_size, c.n_head, max_len, c.d_model // c.n_head)}
 
 
 def token_logprobs(logits, targets, temperature: float):
@@ -136,12 +134,14 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int)
     and reads the keys/values of all earlier ones from the cache instead of recomputing them.
     """
     pad_id = model.cfg.vocab_size
-    B = prompts.shape[0]
-    cache = model.new_cache(B, prompts.shape[1] + max_new_tokens)
-    logits = model(prompts, cache)[0][:, -1]                                # (B, V) prefill
+    B, P = prompts.shape
+    cache = model.new_cache(B, P + max_new_tokens)
+    def upto(n):        # the cache's first n columns, as views: on a CPU each column read costs attention time
+        return dict(cache, real=cache["real"][:, :n], kv=cache["kv"][..., :n, :])
+    logits = model(prompts, upto(P))[0][:, -1]                              # (B, V) prefill
     done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
     tokens, lps = [], []
-    for _ in range(max_new_tokens):
+    for t in range(max_new_tokens):
         logp = torch.log_softmax(logits / temperature, dim=-1)              # log pi at temperature T
         nxt = torch.multinomial(logp.exp(), 1).squeeze(1)                   # (B,)
         lp = logp.gather(1, nxt[:, None]).squeeze(1)
@@ -151,5 +151,5 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int)
         done = done | (nxt == eos_id)
         if bool(done.all()):
             break
-        logits = model.next_logits(nxt, cache)
+        logits = model.decode_step(nxt, upto(P + t + 1))                    # the columns written so far
     return torch.stack(tokens, 1), torch.stack(lps, 1)

@@ -3,9 +3,10 @@ draw queries x, sample y ~ pi_theta(.|x) at temperature T, score r(x, y), log pi
 log pi_ref of the sampled tokens with the per-token KL, advantages, then update() pi_theta.
 
 `python train.py` (minippo/extras/launch.py) wraps train() from outside: it pretrains or loads
-pi_ref, and hands train() a `run` (minippo/extras/runs.py) whose three calls restore a saved run,
-write metrics and checkpoints, and stop on Ctrl-C. Under torchrun each process runs this same loop
-on its share of the batch while hooks average the gradients (what DistributedDataParallel does).
+pi_ref, and hands train() a `run` (minippo/extras/runs.py) whose calls restore a saved run, write
+metrics and checkpoints, and stop on Ctrl-C. Under torchrun each process runs this same loop on its
+share of the batch, and run.average_gradients makes each gradient the mean over all processes
+(what DistributedDataParallel does); alone, the gradients are the batch's already.
 """
 import copy
 
@@ -17,7 +18,12 @@ from minippo.rl import (entropy, explained_variance, gae, per_token_rewards, ppo
 from minippo.rollout import decode_responses, encode_prompts, response_logprobs, score
 
 
-def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, sample=sample) -> dict:
+def alone(model):
+    """The gradients of one process are the whole batch's already (torchrun: run.average_gradients)."""
+
+
+def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, sample=sample,
+              average_gradients=alone) -> dict:
     """One iteration on cfg.batch responses; returns what it sampled and the figures to log.
     `sample` is minippo.model.sample (on a GPU the command passes the same loop as CUDA graphs)."""
     device = policy.lm_head.weight.device
@@ -52,7 +58,7 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, samp
     batch = {"prompt_ids": prompt_ids, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
              "old_logprobs": old_logprobs, "old_values": old_values, "advantages": advantages,
              "returns": returns}
-    steps = update(policy, optimizer, batch, cfg, beta)
+    steps = update(policy, optimizer, batch, cfg, beta, average_gradients)
     ev = explained_variance(old_values, returns, mask) if cfg.algo == "ppo" else None  # V's fit
     return {"texts": list(zip(xs, ys, finished)), "scores": scores.tolist(), "steps": steps,
             "reward": scores.mean().item(),                  # E[r(x, y)] over the batch
@@ -60,7 +66,7 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, samp
             "response_length": mask.sum(1).mean().item(), "explained_variance": ev}
 
 
-def update(policy, optimizer, batch, cfg, beta) -> list:
+def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list:
     """PPO: cfg.epochs passes over shuffled minibatches of the batch. REINFORCE: one step on the
     whole batch. Returns one dict of statistics per optimizer step."""
     B = len(batch["tokens"])
@@ -83,7 +89,11 @@ def update(policy, optimizer, batch, cfg, beta) -> list:
                 stats = {}
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            average_gradients(policy)               # torchrun: the mean over every process's minibatch
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):       # a NaN or inf step would poison every weight: stop
+                raise FloatingPointError("a gradient became non-finite (a learning rate too high, or a "
+                                         "reward or beta too large?); that step was not taken")
             optimizer.step()
             log.append({"pg_loss": pg_loss, "entropy": mb_entropy, **stats, "tokens": mb["mask"].sum()})
     # tensors -> floats, one read per step (on a GPU: one sync)
@@ -99,7 +109,8 @@ def train(cfg, policy, vocab, prompts, reward_fn, run, sample=sample):
     for it in range(start, cfg.iters):
         if cfg.anneal_lr:   # a step size that decays to 0 lets noisy gradient ascent converge
             optimizer.param_groups[0]["lr"] = cfg.lr * (1 - it / cfg.iters)
-        out = iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, sample)
+        out = iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, sample,
+                        run.average_gradients)
         m = run.log(it + 1, beta, out)       # metrics.jsonl and the progress bar (figures of the batch)
         if cfg.target_kl > 0:                # adaptive beta, after logging the beta that was used
             beta = update_beta(beta, m["kl"], cfg.target_kl, m["responses"], cfg.kl_horizon)

@@ -50,6 +50,7 @@ def pretrain(model, optimizer, train_ids, eos_id, cfg, steps):
         loss = lm_loss(model, x, y)
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)):
+            raise FloatingPointError("a pretraining gradient became non-finite (--pretrain-lr too high?)")
         optimizer.step()
     model.eval()

@@ -48,12 +48,40 @@ TINY = ["--pretrain-steps", "250", "--corpus-lines", "4000", "--batch", "32", "-
 # the CPU, even where a GPU is present, because bit-exact reruns and resumes are a CPU promise)
 
 
-def run(*args, check=True):
-    p = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True,
-                       text=True, cwd=ROOT, timeout=300)
+def shell(*argv, stdin="", check=False):
+    """A command as a user types it: shell("train.py", ...) or shell("minippo.extras.sweep", ...)."""
+    command = [str(ROOT / argv[0])] if argv[0].endswith(".py") else ["-m", argv[0]]
+    p = subprocess.run([sys.executable, *command, *map(str, argv[1:])], capture_output=True, text=True,
+                       cwd=ROOT, input=stdin)
     if check:
         assert p.returncode == 0, p.stderr[-2000:]
     return p
+
+
+def run(*args, check=True):
+    return shell("train.py", *args, check=check)
+
+
+def call(main, capsys, *args):
+    """A command's main() in this process: (exit code, its standard error)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def one_line(code, err, *words, expected=2):
+    """The promise of every command: a refusal is one line naming what was wrong, and its exit code."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("rl:", "pretrain:"))]
+    assert code == expected and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def snapshot(folder):
+    """Every file in a folder and its bytes: what a refused command must leave unchanged."""
+    return {f.name: f.read_bytes() for f in Path(folder).iterdir() if f.is_file()}
 
 
 def metrics(out, drop=("seconds",)):

@@ -1,5 +1,5 @@
 """The benchmark (python -m minippo.extras.bench): its figures follow from its timings and the stated FLOP
-formula, --json is machine-readable, and bad flags get one line and exit code 2."""
+formula, and --json is machine-readable (its refusals: tests/test_experiments.py)."""
 import json
 
 import pytest
@@ -28,16 +28,7 @@ def test_figures_are_consistent_with_the_formula():
 
 
 def test_json_output(capsys):
-    main(["--json", "--algo", "reinforce", "--batch", "8", "--max-new-tokens", "6", "--iters", "1"])
+    assert main(["--json", "--algo", "reinforce", "--batch", "8", "--max-new-tokens", "6", "--iters", "1"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["algo"] == "reinforce" and r["batch"] == 8 and r["completions_per_s"] > 0
     assert r["phases"]["log-probs, KL, GAE"]["tokens_per_s"] > 0
-
-
-@pytest.mark.parametrize("args", [["--batch", "0"], ["--iters", "0"], ["--max-new-tokens", "300"],
-                                  ["--d-model", "30"], ["--n-layer", "0"], ["--autocast", "--device", "cpu"]])
-def test_bad_flags_exit_2_with_one_line(capsys, args):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error:")

@@ -4,25 +4,29 @@ import json
 import pytest
 import torch
 
-from conftest import TINY, logprobs, run
+from conftest import TINY, run
 from minippo.extras.cuda_graphs import graph_sample
 from minippo.model import ModelConfig, Policy, sample
+from test_cuda_graphs import check_draws_follow_softmax
+from test_model import check_against_teacher_forcing
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
 
+def cuda_model(seed):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(seed)
+    return Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32)).cuda().eval()
+
+
 @pytest.mark.parametrize("sampler", [sample, graph_sample], ids=["eager", "cuda-graphs"])
 def test_sampled_logprobs_equal_teacher_forced_on_cuda(sampler):
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.manual_seed(0)
-    model = Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32)).cuda().eval()
+    model = cuda_model(0)
     prompts = torch.randint(1, 11, (32, 4), device="cuda")
     prompts[:8, :2] = 11
     for temperature in (0.7, 1.0, 1.5):
         tokens, sampled = sampler(model, prompts, 30, temperature, eos_id=0)
-        forced = logprobs(model, torch.cat([prompts, tokens], 1), temperature)[:, 3:]
-        mask = tokens != 11
-        assert (forced - sampled)[mask].abs().max() <= 1e-4
+        check_against_teacher_forcing(model, prompts, tokens, sampled, temperature, atol=1e-4)
 
 
 def test_short_run_on_cuda_learns(tmp_path):
@@ -34,26 +38,18 @@ def test_short_run_on_cuda_learns(tmp_path):
 def test_cuda_graph_replay_sees_updated_weights_and_exact_law():
     """Graphs record weight addresses, not values: after an in-place update (what optimizer.step()
     does) the replayed loop must sample from the new policy. And its draws follow softmax(logits/T)."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.manual_seed(1)
-    model = Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32)).cuda().eval()
+    model = cuda_model(1)
     prompts = torch.randint(1, 11, (64, 5), device="cuda")
     for _ in range(2):
         tokens, sampled = graph_sample(model, prompts, 20, 1.0, eos_id=0)
-        forced = logprobs(model, torch.cat([prompts, tokens], 1), 1.0)[:, 4:]
-        assert (forced - sampled)[tokens != 11].abs().max() <= 1e-4
+        check_against_teacher_forcing(model, prompts, tokens, sampled, 1.0, atol=1e-4)
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.5 * torch.randn_like(p))
     for n in (1, 8, 11):                                   # one-step graph, chunk graph, both
         tokens, _ = graph_sample(model, prompts, n, 1.0, eos_id=-1)
         assert tokens.shape == (64, n) and (tokens != 11).all()
-    prompt = torch.tensor([[3, 1, 4]], device="cuda")
-    with torch.no_grad():
-        p = torch.softmax(model(prompt)[0][0, -1] / 1.3, -1).double().cpu()
-    tokens, _ = graph_sample(model, prompt.expand(20000, 3), 1, 1.3, eos_id=0)
-    freq = torch.bincount(tokens[:, 0].cpu(), minlength=11).double() / 20000
-    assert ((freq - p).abs() <= 4 * (p * (1 - p) / 20000).sqrt() + 1e-3).all()
+    check_draws_follow_softmax(model, graph_sample, "cuda")
 
 
 def test_bench_on_cuda_reports_graphs():

@@ -7,7 +7,9 @@ torch import per process, which keeps these tests to a few seconds.
 import multiprocessing as mp
 import os
 import pickle
+import math
 import socket
+import time
 
 import pytest
 import torch
@@ -86,12 +88,11 @@ HALVES = [slice(0, B // 2), slice(B // 2, B)]          # rows of process 0 and o
 
 def one_update(rank, algo, whitened=False, part=slice(None)):
     """One minippo.ppo.update with SGD on `part` of the fixed batch; with a rank, in a process
-    group, on that process's half, with the gradient-averaging hooks train.py installs."""
+    group, on that process's half, averaging the gradients as train.py does (run.average_gradients)."""
     if rank is not None:
         dist.setup("cpu")                  # first: one thread per process (a forked thread pool hangs)
     policy, batch = fixed_batch()
     if rank is not None:
-        dist.average_gradients_in_backward(policy)
         part = HALVES[rank]
     batch = {k: v[part] for k, v in batch.items()}
     if whitened:                                              # over this process's share only
@@ -101,7 +102,7 @@ def one_update(rank, algo, whitened=False, part=slice(None)):
     # SGD: the step is the averaged gradient itself (Adam's g / |g| would magnify float rounding
     # of gradients that are ~0, like the key bias's, which softmax ignores)
     optimizer = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
-    steps = global_steps(update(policy, optimizer, batch, cfg, 0.1))
+    steps = global_steps(update(policy, optimizer, batch, cfg, 0.1, dist.average_gradients))
     return {k: v.detach().clone() for k, v in policy.state_dict().items()}, steps
 
 
@@ -182,3 +183,37 @@ def test_a_bad_flag_under_torchrun_is_said_once(capfd):
     assert in_two_processes(start) == [2, 2]
     err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error")]
     assert len(err) == 1 and "--lr" in err[0], err
+
+
+@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
+def test_a_nan_never_reaches_the_weights(algo):
+    """update() stops at a non-finite gradient before the optimizer step changes any weight."""
+    policy, batch = fixed_batch()
+    which = "advantages" if algo == "ppo" else "scores"     # an advantage, or a score r(x, y)
+    batch[which] = batch[which].clone()
+    batch[which][0, ...] = math.nan
+    before = [p.detach().clone() for p in policy.parameters()]
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match="gradient became non-finite"):
+        update(policy, optimizer, batch, Config(algo=algo, batch=B, minibatch=B, epochs=1), 0.1)
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+def test_a_stuck_peer_is_noticed_within_the_timeout(monkeypatch):
+    """A process that stops answering (alive but stuck) ends the others after PEER_TIMEOUT_MINUTES,
+    not an hour; here the timeout is shortened to 3 seconds."""
+    monkeypatch.setattr(dist, "PEER_TIMEOUT_MINUTES", 0.05)
+
+    def stuck(rank):
+        dist.setup("cpu")
+        if rank == 1:
+            time.sleep(8)                                # stuck, never joins the all-reduce
+            return "slept"
+        t = time.time()
+        try:
+            dist.any_process(False)
+        except Exception:
+            return time.time() - t
+        return "no error"
+    waited, _ = in_two_processes(stuck)
+    assert isinstance(waited, float) and waited < 6, waited     # the peer sleeps 8 s: not its exit

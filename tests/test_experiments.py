@@ -1,70 +1,113 @@
-"""The experiment extras: curves (minippo/extras/plot.py), sweeps (minippo/extras/sweep.py) and blind human
-evaluation (minippo/extras/human_eval.py). They reuse the session's tiny run (conftest `reference`)."""
+"""The experiment extras: curves (plot.py), sweeps (sweep.py), blind human evaluation (human_eval.py), and
+the refusals of all four commands (with bench.py). They reuse the session's tiny run (conftest `reference`)."""
 import csv
 import io
 import json
+import resource
 import shutil
+import subprocess
 import sys
 
 import pytest
+import torch
 
-from conftest import TINY, needs_matplotlib
-from minippo.extras import plot, sweep
-from minippo.extras.cli import UsageError
-from minippo.extras.human_eval import human_eval, load_run, wilson
-from minippo.extras.human_eval import main as human_eval_main
+from conftest import ROOT, TINY, call, needs_matplotlib, one_line, snapshot, with_reference
+from minippo.extras import bench, human_eval, plot, sweep
+from minippo.extras.human_eval import load_run, wilson
 
-METRICS = [{"iter": i, "reward": -0.1 + 0.2 * i, "kl": 0.3 * i, "objective": -0.1 + 0.17 * i, "beta": 0.1,
-            "grammatical": 0.9, "distinct": 1 - 0.1 * i, "seconds": 0.2} for i in range(1, 6)]
-NEEDS_MATPLOTLIB = "matplotlib is an optional extra (pip install matplotlib); the plots cannot be drawn"
+METRICS = [{"iter": i, "reward": -0.1 + 0.2 * i, "kl": 0.3 * i, "approx_kl": 0.01, "objective": -0.1 + 0.17 * i,
+            "beta": 0.1, "grammatical": 0.9, "distinct": 1 - 0.1 * i, "seconds": 0.2} for i in range(1, 6)]
 
 
-def small_run(tmp_path, lines=None):
-    run = tmp_path / "run"
-    run.mkdir()
-    text = "".join(json.dumps(m) + "\n" for m in METRICS) if lines is None else lines
-    (run / "metrics.jsonl").write_text(text)
-    (run / "summary.json").write_text(json.dumps({"objective_optimal": 0.9, "optimality_gap": 0.3}))
-    return run
+def checkpoint(change):
+    """A way to break RUN: replace its checkpoint.pt's state by change(state)."""
+    return lambda run: torch.save(change(torch.load(run / "checkpoint.pt", weights_only=True)), run / "checkpoint.pt")
 
 
-# ----------------------------------------------------------------------------- plots
-def test_plot_writes_a_png(tmp_path, capsys):
-    needs_matplotlib(NEEDS_MATPLOTLIB)
-    run = small_run(tmp_path)
-    assert plot.main([str(run)]) == 0
-    assert capsys.readouterr().out.strip() == f"wrote {run / 'curves.png'}"
-    assert (run / "curves.png").read_bytes().startswith(b"\x89PNG")    # (the sweep test draws a frontier)
+def embedding(change):
+    return checkpoint(lambda s: {**s, "model": {**s["model"], "tok_emb.weight": change(s["model"]["tok_emb.weight"])}})
 
 
-def hide_matplotlib(monkeypatch):
-    for name in [n for n in sys.modules if n.split(".")[0] == "matplotlib"] + ["matplotlib"]:
-        monkeypatch.setitem(sys.modules, name, None)      # `import matplotlib...` now fails
+def metrics(text):
+    return lambda run: (run / "metrics.jsonl").write_text(text)
 
 
-def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypatch):
-    hide_matplotlib(monkeypatch)
-    run = small_run(tmp_path)
-    assert plot.main([str(run)]) == 2
-    assert capsys.readouterr().err == "error: plotting needs matplotlib: pip install matplotlib\n"
-    assert not (run / "curves.png").exists()
+NO_GPU = "cuda" if not torch.cuda.is_available() else "tpu"    # a device parse_config refuses here
+# (command, arguments: RUN is a copy of the reference run and OUT a new folder, how RUN is broken, words of the line)
+REFUSED = [
+    (human_eval, ["RUN", "--seed", 2 ** 64], None, ["--seed"]),
+    (human_eval, ["RUN", "--n", 0], None, ["--n=0"]),
+    (human_eval, ["OUT"], None, ["config.json"]),
+    (human_eval, ["RUN"], checkpoint(lambda s: {**s, "model": None}), ["checkpoint.pt", "do not fit"]),
+    (human_eval, ["RUN"], embedding(lambda w: w * float("nan")), ["checkpoint.pt", "not finite"]),
+    (human_eval, ["RUN"], embedding(lambda w: w[:-1]), ["checkpoint.pt", "do not fit"]),
+    (human_eval, ["RUN"], lambda run: (run / "config.json").write_text(
+        (run / "config.json").read_text().replace('"beta": 0.1', '"beta": "0.1"')), ["config.json", "beta"]),
+    (human_eval, ["RUN", "--device", NO_GPU], None, ["--device"]),
+    (bench, ["--algo", "reinforce", "--batch", 1], None, ["--batch=1"]),
+    (bench, ["--d-model", 30], None, ["--d-model=30"]),
+    (bench, ["--max-new-tokens", 4090], None, ["--max-new-tokens=4090"]),
+    (bench, ["--bf16", "--device", "cpu"], None, ["--bf16"]),
+    (sweep, ["--sweep", "beta=0,1", "--out", " "], None, ["--out=' '"]),
+    (sweep, ["--sweep", f"device=cpu,{NO_GPU}", "--out", "OUT"], None, ["--device="]),
+    (sweep, ["--sweep", "betta=0,1", "--out", "OUT"], None, ["'betta' is not a setting"]),
+    (sweep, ["--sweep", "beta=0.1,-1", "--out", "OUT"], None, ["--beta=-1.0"]),
+    (sweep, ["--sweep", "beta=", "--out", "OUT"], None, ["expected NAME=V1,V2"]),
+    (sweep, ["--sweep", "temperature=1,x", "--out", "OUT"], None, ["--temperature=x: expected float"]),
+    (sweep, ["--sweep", "beta=0", "--reference", "RUN/metrics.jsonl", "--out", "OUT"], None, ["metrics.jsonl"]),
+    (plot, [], None, ["RUN_DIR"]),
+    (plot, ["OUT"], None, ["no such file"]),
+    (plot, ["RUN"], metrics(""), ["empty"]),
+    (plot, ["RUN"], metrics('{"iter": 1, "reward": 0}\n{"it'), ["line 2", "JSON"]),
+    (plot, ["RUN"], metrics('{"loss": 1}\n'), ["no numeric 'iter'"]),
+]
 
 
-@pytest.mark.parametrize("lines,what", [
-    ("", "empty"), ('{"iter": 1, "reward": 0.5}\n{"iter": 2, "rew', "line 2 is not valid JSON"),
-    ('{"loss": 1}\n', "no numeric 'iter' and 'reward'"), (None, "no such file")])
-def test_plot_bad_metrics_is_one_clear_line(tmp_path, lines, what):
-    run = small_run(tmp_path, lines if lines is not None else "")
-    if lines is None:
-        (run / "metrics.jsonl").unlink()
-    with pytest.raises(UsageError, match=what):
-        plot.read_metrics(str(run))
-    with pytest.raises(UsageError, match="no such folder"):
-        plot.read_metrics(str(tmp_path / "missing"))
+@pytest.mark.parametrize("command,args,setup,words", REFUSED)
+def test_a_refused_input_is_one_line_and_changes_nothing(reference, tmp_path, capsys, monkeypatch,
+                                                          command, args, setup, words):
+    run, out = shutil.copytree(reference, tmp_path / "run"), tmp_path / "out"
+    (setup or (lambda run: None))(run)
+    before = snapshot(run)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1\n2\n"))   # answers, were they asked for
+    monkeypatch.chdir(tmp_path)                                 # (where a folder named " " would go)
+    args = [str(a).replace("RUN", str(run)).replace("OUT", str(out)) for a in args]
+    small = [*TINY, "--pretrain-steps", "1", "--iters", "1"] if command is sweep else []   # were a run to start
+    code, err = call(command.main, capsys, *args, *small)
+    one_line(code, err, *words)
+    assert snapshot(run) == before and not out.exists()
 
 
-# ----------------------------------------------------------------------------- sweeps
-def test_sweep_over_two_settings_writes_the_table_and_csv(reference, tmp_path, capsys, monkeypatch):
+# (command, arguments, answers, the limit, the line's words); a user's limits, applied to a real process
+LIMITED = [("plot", ["RUN"], "", resource.RLIMIT_FSIZE, 1000, ["curves.png", "File too large"]),
+           ("human_eval", ["RUN", "--n", 1], "1\n", resource.RLIMIT_FSIZE, 100, ["human_eval.jsonl"]),
+           ("sweep", ["--sweep", "iters=12", "--out", "OUT", *TINY], "", resource.RLIMIT_FSIZE, 100, ["sweep.csv"]),
+           ("bench", ["--d-model", 4096, "--n-layer", 64, "--iters", 1], "", resource.RLIMIT_AS, 2 << 30,
+            ["out of memory"])]
+
+
+@pytest.mark.parametrize("name,args,stdin,limit,value,words", LIMITED)
+def test_a_failed_write_or_allocation_is_one_line(reference, tmp_path, name, args, stdin, limit, value, words):
+    run = shutil.copytree(reference, tmp_path / "sweep" / "iters=12")     # also a finished run of that sweep
+    argv = [str(a).replace("RUN", str(run)).replace("OUT", str(tmp_path / "sweep")) for a in args]
+    p = subprocess.run([sys.executable, "-m", f"minippo.extras.{name}", *argv], input=stdin, capture_output=True,
+                       text=True, cwd=ROOT, preexec_fn=lambda: resource.setrlimit(limit, (value, value)))
+    one_line(p.returncode, p.stderr, *words, expected=1)
+
+
+def test_plot_writes_a_png_with_the_two_kls_named_apart(tmp_path, capsys, monkeypatch):
+    needs_matplotlib("matplotlib is an optional extra (pip install matplotlib); the plots cannot be drawn")
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in METRICS))
+    figures = []
+    monkeypatch.setattr(plot, "figure", lambda *a, draw=plot.figure: figures.append(draw(*a)) or figures[-1])
+    assert plot.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'curves.png'}"
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    titles = [ax.get_title() for ax in figures[-1].axes if ax.get_visible()]
+    assert {"KL(pi_theta || pi_ref), nats per response", "approx_kl: KL(pi_old || pi_theta), per token"} < set(titles)
+
+
+def test_sweep_writes_the_table_and_csv_and_reuses_finished_runs(reference, tmp_path, capsys, monkeypatch):
     out = tmp_path / "sweep"
     args = ["--sweep", "beta=0.05,0.2", "--out", str(out), "--reference", str(reference / "reference.pt"),
             *TINY, "--iters", "2", "--eval-samples", "4"]
@@ -72,52 +115,33 @@ def test_sweep_over_two_settings_writes_the_table_and_csv(reference, tmp_path, c
     text = capsys.readouterr().out
     assert "pretrained in" not in text and text.count("reference: reusing") == 2  # copied, not retrained
     rows = list(csv.DictReader(open(out / "sweep.csv")))
-    assert [r["setting"] for r in rows] == ["beta=0.05", "beta=0.2"]
-    assert list(rows[0])[:8] == ["setting", "reward", "kl", "objective", "objective_optimal",
-                                 "optimality_gap", "grammatical", "distinct"]
-    assert list(rows[0])[-1] == "seconds"
+    assert [r["setting"] for r in rows] == ["beta=0.05", "beta=0.2"] and list(rows[0])[-1] == "seconds"
     for r in rows:
         s = json.load(open(out / r["setting"] / "summary.json"))
         assert s["beta"] == float(r["setting"].split("=")[1])
-        for column, key in (("reward", "reward_policy"), ("kl", "kl_policy"),
-                            ("objective", "objective_policy"), ("objective_optimal", "objective_optimal"),
-                            ("optimality_gap", "optimality_gap"), ("grammatical", "grammatical_policy"),
-                            ("distinct", "distinct_policy")):
-            assert float(r[column]) == pytest.approx(s[key], abs=1e-12)
+        for column, _, key in sweep.COLUMNS[1:-1]:
+            assert float(r[column]) == pytest.approx(s[key], abs=1e-12) if key in s else column not in r
         assert float(r["seconds"]) == pytest.approx(s["pretrain_seconds"] + s["rl_seconds"])
-        if "distinct_2grams_policy" in s:                  # distinct word 2-grams, when evaluated
-            assert float(r["distinct_2"]) == pytest.approx(s["distinct_2grams_policy"], abs=1e-12)
         on_screen = next(line for line in text.splitlines() if line.startswith(r["setting"] + " "))
-        assert on_screen.split()[1:4] == [f"{s['reward_policy']:.3f}", f"{s['kl_policy']:.3f}",
-                                          f"{s['objective_policy']:.3f}"]
+        assert on_screen.split()[1:4] == [f"{s[k]:.3f}" for k in ("reward_policy", "kl_policy", "objective_policy")]
     if "plots skipped" not in text:
         assert (out / "frontier.png").read_bytes().startswith(b"\x89PNG")
     (out / "sweep.csv").unlink()
-    hide_matplotlib(monkeypatch)
+    for name in [n for n in sys.modules if n.split(".")[0] == "matplotlib"] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)           # `import matplotlib...` now fails
     assert sweep.main(args) == 0                               # run again: the finished runs are reused
     text = capsys.readouterr().out
     assert text.count("finished earlier; reusing") == 2 and "minippo | device" not in text
     assert list(csv.DictReader(open(out / "sweep.csv"))) == rows
     assert "plots skipped: plotting needs matplotlib: pip install matplotlib" in text
-
-
-@pytest.mark.parametrize("spec,what", [
-    ("betta=0,1", "'betta' is not a setting"), ("beta=0.1,-1", "--beta=-1.0: must be >= 0"),
-    ("beta=", "expected NAME=V1,V2"), ("temperature=1,x", "--temperature=x: expected float")])
-def test_sweep_checks_every_value_before_any_run(tmp_path, capsys, spec, what):
-    assert sweep.main(["--sweep", spec, "--out", str(tmp_path / "s"), *TINY]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and what in err, err
-    assert not (tmp_path / "s").exists()
+    assert call(plot.main, capsys, out / "beta=0.2") == (2, f"error: {plot.NO_MATPLOTLIB}\n")
 
 
 def test_sweep_flags_map_to_train_flags():
-    assert sweep.setting_flags("max_new_tokens", "40") == ["--max-new-tokens", "40"]
-    assert sweep.setting_flags("whiten", "false") == ["--no-whiten"]
-    assert sweep.parse_sweep("temperature=0.7,1.0,1.3") == ("temperature", ["0.7", "1.0", "1.3"])
+    assert sweep.setting_flags("max_new_tokens", "40") + sweep.setting_flags("whiten", "0") == [
+        "--max-new-tokens", "40", "--no-whiten"]
 
 
-# ----------------------------------------------------------------------------- human evaluation
 def test_wilson_interval_matches_hand_computed_values():
     # 8 of 10, z = 1.96: centre (0.8 + 0.1921) / 1.3841 = 0.7167, half 1.4160 * 0.1600 = 0.2266
     assert wilson(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
@@ -129,17 +153,15 @@ def test_wilson_interval_matches_hand_computed_values():
 
 @pytest.fixture(scope="module")
 def saved_run(reference):
-    run, policy, ref = load_run(str(reference))
-    return run, policy, ref
+    return load_run(str(reference))
 
 
 def evaluate_with(saved_run, answers, n, tmp_path, seed=0):
     run, policy, ref = saved_run
     shown = io.StringIO()
-    result = human_eval(policy, ref, run.vocab, run.prompts, run.cfg, run.device, n, seed,
-                        io.StringIO(answers), shown, str(tmp_path / "human_eval.jsonl"))
-    records = [json.loads(line) for line in open(tmp_path / "human_eval.jsonl")]
-    return result, shown.getvalue(), records
+    result = human_eval.human_eval(policy, ref, run.vocab, run.prompts, run.cfg, run.device, n, seed,
+                                   io.StringIO(answers), shown, str(tmp_path / "human_eval.jsonl"))
+    return result, shown.getvalue(), [json.loads(line) for line in open(tmp_path / "human_eval.jsonl")]
 
 
 def test_ties_give_half_and_the_wilson_interval(saved_run, tmp_path):
@@ -151,48 +173,32 @@ def test_ties_give_half_and_the_wilson_interval(saved_run, tmp_path):
 
 
 def test_piped_answers_are_blind_and_saved(saved_run, tmp_path):
+    (tmp_path / "human_eval.jsonl").write_text('{"earlier": 1}\n')             # appended to, never replaced
     result, shown, records = evaluate_with(saved_run, "1\nx\n2\n2\n1\nt\n", 7, tmp_path, seed=3)
+    assert records.pop(0) == {"earlier": 1}
     assert result["pairs"] == 5 and "'x' is not an answer" in shown and "answers ended after 5 of 7" in shown
-    before_answers = shown.split("answers ended")[0]
-    assert not any(word in before_answers for word in ("policy", "pi_ref", "reference", "tuned"))  # blind
+    assert not any(word in shown.split("answers ended")[0] for word in ("policy", "pi_ref", "reference", "tuned"))
     for r in records:
-        assert set(r) >= {"time", "prompt", "response_1", "response_2", "policy_is", "answer", "winner"}
         assert r["response_1"].startswith(r["prompt"]) and r["response_2"].startswith(r["prompt"])
         assert r["winner"] == ("tie" if r["answer"] == "t" else "policy" if r["answer"] == str(r["policy_is"])
                                else "reference")
     wins = sum(r["winner"] == "policy" for r in records) + 0.5 * sum(r["winner"] == "tie" for r in records)
-    assert result["win_rate"] == pytest.approx(wins / 5)
-    assert (result["ci_low"], result["ci_high"]) == pytest.approx(wilson(wins, 5))
+    assert (result["win_rate"], result["ci_low"], result["ci_high"]) == pytest.approx((wins / 5, *wilson(wins, 5)))
     assert {r["policy_is"] for r in records} == {1, 2}                        # the order really varies
 
 
-def test_command_line_saves_judgements_and_refuses_without_answers(reference, tmp_path, capsys, monkeypatch):
-    run = tmp_path / "saved"
-    run.mkdir()
-    for name in ("config.json", "checkpoint.pt", "reference.pt"):
-        shutil.copy(reference / name, run / name)
-    monkeypatch.setattr(sys, "stdin", io.StringIO("2\n1\n"))
-    assert human_eval_main([str(run), "--n", "2", "--seed", "1"]) == 0
-    assert "95% CI" in capsys.readouterr().out
-    assert len(open(run / "human_eval.jsonl").readlines()) == 2
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))                        # not a TTY, nothing piped
-    assert human_eval_main([str(run), "--n", "2"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no answers were piped in" in err
-    assert len(open(run / "human_eval.jsonl").readlines()) == 2
-
-
 def test_train_py_plot_and_human_eval_flags(reference, tmp_path, capsys, monkeypatch):
-    from minippo.extras import launch as train
-    from conftest import with_reference
+    from minippo.extras import launch
     out = with_reference(reference, tmp_path, "flags")
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))        # nothing piped: refused before training
-    assert train.main(["--out", str(out), *TINY, "--iters", "1", "--human-eval", "2"]) == 2
-    assert "answers" in capsys.readouterr().err and not (out / "config.json").exists()
+    one_line(*call(launch.main, capsys, "--out", out, *TINY, "--iters", 1, "--human-eval", 2), "no answers were piped")
+    assert not (out / "config.json").exists()
     needs_matplotlib("--plot needs matplotlib (pip install matplotlib)")
     monkeypatch.setattr(sys, "stdin", io.StringIO("1\nt\n"))
-    args = ["--out", str(out), *TINY, "--iters", "1", "--eval-samples", "2", "--plot", "--human-eval", "2"]
-    assert train.main(args) == 0
+    assert launch.main(["--out", str(out), *TINY, "--iters", "1", "--eval-samples", "2", "--plot", "--human-eval", "2"]
+                       ) == 0
     assert (out / "curves.png").stat().st_size > 1000
-    judged = [json.loads(line) for line in open(out / "human_eval.jsonl")]
-    assert [j["answer"] for j in judged] == ["1", "t"]
+    assert [json.loads(line)["answer"] for line in open(out / "human_eval.jsonl")] == ["1", "t"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("2\n"))     # the command line appends to the same file
+    assert human_eval.main([str(out), "--n", "1", "--seed", "1"]) == 0 and "95% CI" in capsys.readouterr().out
+    assert len(open(out / "human_eval.jsonl").readlines()) == 3

@@ -3,9 +3,23 @@ import pytest
 import torch
 
 from conftest import logprobs
+from minippo.extras.cuda_graphs import graph_sample
 from minippo.model import sample, token_logprobs
 
 PAD, EOS = 11, 0
+
+
+def check_against_teacher_forcing(model, prompts, tokens, sampled, temperature, atol=1e-5):
+    """Sampled log-probs equal teacher-forced ones; PAD (log-prob 0) only after a row's first EOS."""
+    assert (tokens[:, 0] != PAD).all()                          # every row starts with a real token
+    for row in tokens:
+        eos = (row == EOS).nonzero()
+        if len(eos):
+            assert (row[eos[0, 0] + 1:] == PAD).all()
+    forced = logprobs(model, torch.cat([prompts, tokens], 1), temperature)[:, prompts.shape[1] - 1:]
+    mask = tokens != PAD
+    assert (forced - sampled)[mask].abs().max() <= atol
+    assert (sampled[~mask] == 0).all()
 
 
 def test_value_head_is_exactly_zero_at_init(peaked_model):
@@ -26,36 +40,37 @@ def test_causal_masking(peaked_model):
         assert not torch.allclose(new_logits[:, t + 1], logits[:, t + 1])  # the change is seen
 
 
-def test_kv_cache_gives_the_same_logits_as_recomputing(peaked_model):
+def test_prefill_then_decode_steps_give_the_logits_of_one_pass(peaked_model):
+    """model(prompts, cache), then decode_step() token by token (what sample() and the CUDA graphs run),
+    against one pass over the whole sequence: with a left-padded row, a row that ended (PAD), and a
+    cache larger than needed that an earlier, longer sequence left full of stale columns."""
     torch.manual_seed(2)
     prompts = torch.randint(1, 11, (4, 5))
-    prompts[0, :2] = PAD                                        # a left-padded row
+    prompts[0, :2] = PAD
     rest = torch.randint(1, 11, (4, 12))
-    full_logits, _ = peaked_model(torch.cat([prompts, rest], 1))
-    cache = peaked_model.new_cache(4, 17)
-    step_logits = [peaked_model(prompts, cache)[0]]
-    for t in range(12):
-        step_logits.append(peaked_model(rest[:, t:t + 1], cache)[0])
-    cached = torch.cat(step_logits, 1)
-    real = torch.cat([prompts, rest], 1) != PAD
-    assert torch.allclose(cached[real], full_logits[real], atol=1e-5)
+    rest[1, 6:] = PAD
+    seq = torch.cat([prompts, rest], 1)                         # (4, 17)
+    with torch.inference_mode():
+        cache = peaked_model.new_cache(4, 40)
+        peaked_model(torch.randint(1, 11, (4, 30)), cache)
+        steps = [peaked_model(prompts, cache)[0]]               # (4, 5, V) prefill
+        steps += [peaked_model.decode_step(rest[:, t], cache)[:, None] for t in range(12)]
+        full = peaked_model(seq)[0]                             # (4, 17, V)
+    real = seq != PAD
+    assert torch.allclose(torch.cat(steps, 1)[real], full[real], atol=1e-5)
+    assert torch.equal(cache["pos"], real.sum(1)) and cache["col"].tolist() == [17]
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0, 1.5])
-def test_sampled_logprobs_equal_teacher_forced(peaked_model, temperature):
+@pytest.mark.parametrize("sampler", [sample, graph_sample], ids=["eager", "static"])
+def test_sampled_logprobs_equal_teacher_forced(peaked_model, sampler, temperature):
+    """model.sample(), and the CUDA-graph sampler's static loop (here on the CPU, without graphs)."""
     torch.manual_seed(3)
     prompts = torch.randint(1, 11, (32, 4))
     prompts[:8, :2] = PAD
-    tokens, sampled = sample(peaked_model, prompts, 30, temperature, eos_id=EOS)
+    tokens, sampled = sampler(peaked_model, prompts, 30, temperature, eos_id=EOS)
     assert (tokens == EOS).any(1).float().mean() > 0.5          # most rows stopped at EOS
-    for row in tokens:                                          # PAD only after the first EOS
-        eos = (row == EOS).nonzero()
-        if len(eos):
-            assert (row[eos[0, 0] + 1:] == PAD).all()
-    forced = logprobs(peaked_model, torch.cat([prompts, tokens], 1), temperature)[:, 3:]
-    mask = tokens != PAD
-    assert (forced - sampled)[mask].abs().max() <= 1e-5
-    assert (sampled[~mask] == 0).all()
+    check_against_teacher_forcing(peaked_model, prompts, tokens, sampled, temperature)
 
 
 def test_temperature_divides_the_logits():

@@ -1,7 +1,7 @@
 """A seeded pretraining of a few hundred steps must actually learn the grammar."""
 import torch
 
-from minippo.extras.checkpoint import seed_everything
+from minippo.extras.files import seed_everything
 from minippo.config import Config
 from minippo.data import Vocab, make_corpus
 from minippo.model import ModelConfig, Policy

@@ -19,95 +19,58 @@ THETA = np.array([0.3, -0.5, 1.2, 0.0, -1.0])       # a non-uniform policy: no s
 LOG_REF = tb.reference_policy(5)
 
 
-def torch_objective_and_grad(theta, r, beta, log_ref, temperature):
+@pytest.mark.parametrize("beta,temperature", [(0.0, 1.0), (0.0, 2.5), (0.1, 1.0), (0.5, 1.0), (2.0, 1.7)])
+def test_objective_and_exact_grad_match_autograd_and_finite_differences(beta, temperature):
     """J - beta KL(pi || pi_ref) written directly in torch; autograd gives the reference gradient."""
-    th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
+    th = torch.tensor(THETA, requires_grad=True)
     logpi = torch.log_softmax(th / temperature, dim=0)
-    pi = logpi.exp()
-    loss = (pi * torch.tensor(r)).sum() - beta * (pi * (logpi - torch.tensor(log_ref))).sum()
+    loss = (logpi.exp() * (torch.tensor(R) - beta * (logpi - torch.tensor(LOG_REF)))).sum()
     loss.backward()
-    return loss.item(), th.grad.numpy()
-
-
-@pytest.mark.parametrize("temperature", [1.0, 2.5])
-def test_exact_grad_matches_autograd_and_finite_difference(temperature):
-    value, grad = torch_objective_and_grad(THETA, R, 0.0, LOG_REF, temperature)
-    assert tb.objective(THETA, R, temperature=temperature) == pytest.approx(value, abs=1e-12)
-    ours = tb.exact_grad(THETA, R, temperature=temperature)
-    np.testing.assert_allclose(ours, grad, atol=1e-12)
-    eps, fd = 1e-6, np.zeros(5)
-    for b in range(5):                              # central differences of the objective itself
-        d = np.eye(5)[b] * eps
-        fd[b] = (tb.objective(THETA + d, R, temperature=temperature)
-                 - tb.objective(THETA - d, R, temperature=temperature)) / (2 * eps)
+    log_ref = LOG_REF if beta else None                 # beta = 0 is called without pi_ref (part 1)
+    f = lambda theta: tb.objective(theta, R, beta, log_ref, temperature)  # noqa: E731
+    assert f(THETA) == pytest.approx(loss.item(), abs=1e-12)
+    ours = tb.exact_grad(THETA, R, beta, log_ref, temperature)
+    np.testing.assert_allclose(ours, th.grad.numpy(), atol=1e-12)
+    fd = [(f(THETA + d) - f(THETA - d)) / 2e-6 for d in np.eye(5) * 1e-6]  # central differences
     np.testing.assert_allclose(ours, fd, atol=1e-8)
 
 
-def test_exact_grad_is_the_log_derivative_sum():
-    """Step (3) of the derivation: grad J = sum_a pi(a) r(a) grad log pi(a), enumerated over arms."""
-    pi = tb.policy(THETA)
-    enumerated = sum(pi[a] * R[a] * tb.grad_log_pi(pi, np.array([a]))[0] for a in range(5))
-    np.testing.assert_allclose(tb.exact_grad(THETA, R), enumerated, atol=1e-12)
-    J = pi @ R
-    np.testing.assert_allclose(tb.exact_grad(THETA, R), pi * (R - J), atol=1e-15)
-
-
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_grad_log_pi_matches_autograd(temperature):
-    pi = tb.policy(THETA, temperature)
-    rows = tb.grad_log_pi(pi, np.arange(5), temperature)
-    for a in range(5):
-        th = torch.tensor(THETA, dtype=torch.float64, requires_grad=True)
-        torch.log_softmax(th / temperature, dim=0)[a].backward()
-        np.testing.assert_allclose(rows[a], th.grad.numpy(), atol=1e-12)
+def test_grad_log_pi_matches_autograd_and_sums_to_the_exact_grad(temperature):
+    """grad log pi against autograd, then step (3) of the derivation enumerated over arms:
+    grad J = sum_a pi(a) r(a) grad log pi(a) = pi * (r - J) / T."""
+    pi, log_pi = tb.policy(THETA, temperature), lambda th: torch.log_softmax(th / temperature, dim=0)
+    rows = tb.grad_log_pi(pi, np.arange(5), temperature)                   # row a: grad log pi(a)
+    np.testing.assert_allclose(rows, torch.autograd.functional.jacobian(log_pi, torch.tensor(THETA)), atol=1e-12)
+    exact = tb.exact_grad(THETA, R, temperature=temperature)
+    np.testing.assert_allclose(exact, sum(pi[a] * R[a] * rows[a] for a in range(5)), atol=1e-12)
+    np.testing.assert_allclose(exact, pi * (R - pi @ R) / temperature, atol=1e-15)
 
 
-@pytest.mark.parametrize("beta,temperature", [(0.1, 1.0), (0.5, 1.0), (2.0, 1.7)])
-def test_kl_regularised_grad_matches_autograd(beta, temperature):
-    value, grad = torch_objective_and_grad(THETA, R, beta, LOG_REF, temperature)
-    assert tb.objective(THETA, R, beta, LOG_REF, temperature) == pytest.approx(value, abs=1e-12)
-    np.testing.assert_allclose(tb.exact_grad(THETA, R, beta, LOG_REF, temperature), grad, atol=1e-12)
-
-
-@pytest.mark.parametrize("baseline", [False, True])
-@pytest.mark.parametrize("beta,temperature,noise", [(0.0, 1.0, 0.0), (0.0, 1.0, 0.5), (0.3, 2.0, 0.0)])
-def test_estimator_is_unbiased(baseline, beta, temperature, noise):
-    rng, repeats = np.random.default_rng(1), 20000
-    est = tb.sample_grad(THETA, R, 8, rng, beta, LOG_REF, temperature, noise, baseline, repeats)
+@pytest.mark.parametrize("n,baseline,beta,temperature,noise,scale", [
+    (8, baseline, *case, 1.0) for baseline in (False, True)
+    for case in [(0.0, 1.0, 0.0), (0.0, 1.0, 0.5), (0.3, 2.0, 0.0)]] + [(2, True, 0.0, 1.0, 0.0, 0.5)])
+def test_estimator_is_unbiased_and_the_check_can_fail(n, baseline, beta, temperature, noise, scale):
+    """Mean of 20000 estimates within 4 standard errors of the exact gradient. The last case shows
+    the check can fail: a baseline that includes r_i itself (the plain batch mean) gives (N - 1) / N
+    times the leave-one-out estimate, and with N = 2 (scale 0.5) that is visibly biased."""
+    est = scale * tb.sample_grad(THETA, R, n, np.random.default_rng(1), beta, LOG_REF, temperature,
+                                 noise, baseline, repeats=20000)
     exact = tb.exact_grad(THETA, R, beta, LOG_REF, temperature)
-    se = est.std(0) / np.sqrt(repeats)
-    assert np.all(np.abs(est.mean(0) - exact) < 4 * se + 1e-12)
-
-
-def test_unbiasedness_check_catches_a_biased_baseline():
-    """The test above can fail: a baseline that includes r_i itself (the plain batch mean) gives
-    (N - 1) / N times the leave-one-out estimate, and with N = 2 that is visibly biased."""
-    rng, repeats = np.random.default_rng(2), 20000
-    biased = 0.5 * tb.sample_grad(THETA, R, 2, rng, repeats=repeats)   # (r_i - batch mean) weights
-    se = biased.std(0) / np.sqrt(repeats)
-    assert np.any(np.abs(biased.mean(0) - tb.exact_grad(THETA, R)) > 4 * se)
-
-
-def exact_single_sample_variance(theta, r):
-    """E|r(a)(e_a - pi) - grad J|^2 for one sample, by enumerating the K arms."""
-    pi, g = tb.policy(theta), tb.exact_grad(theta, r)
-    return sum(pi[a] * np.sum((r[a] * tb.grad_log_pi(pi, np.array([a]))[0] - g) ** 2) for a in range(len(r)))
+    close = np.all(np.abs(est.mean(0) - exact) < 4 * est.std(0) / np.sqrt(20000) + 1e-12)
+    assert close == (scale == 1.0)
 
 
 def test_baseline_lowers_variance_and_error_falls_like_one_over_sqrt_n():
-    rng, var1 = np.random.default_rng(3), exact_single_sample_variance(THETA, R)
+    pi, g, rng = tb.policy(THETA), tb.exact_grad(THETA, R), np.random.default_rng(3)
+    var1 = sum(pi[a] * np.sum((R[a] * tb.grad_log_pi(pi, np.array([a]))[0] - g) ** 2)
+               for a in range(5))               # E|r(a)(e_a - pi) - grad J|^2, enumerated over arms
     for n in (1, 10, 100):
         s = tb.estimator_stats(THETA, R, n, rng, repeats=3000)
         assert s["none"]["variance"] == pytest.approx(var1 / n, rel=0.12)       # i.i.d. mean: var / N
         assert s["none"]["rms_error"] == pytest.approx(np.sqrt(var1 / n), rel=0.06)
         assert s["none"]["bias_in_se"] < 4 and s["baseline"]["bias_in_se"] < 4    # mean unchanged
-        if n > 1:
-            assert s["baseline"]["variance"] < 0.7 * s["none"]["variance"]
-
-
-def test_ascent_converges_to_best_arm():
-    theta, _ = tb.ascend(np.zeros(5), R, np.random.default_rng(4), steps=500, n=16, lr=2.0)
-    assert np.argmax(tb.policy(theta)) == 1 and tb.policy(theta)[1] > 0.98
+        assert n == 1 or s["baseline"]["variance"] < 0.7 * s["none"]["variance"]  # N = 1: no baseline
 
 
 def test_closed_form_is_the_optimum():
@@ -119,51 +82,63 @@ def test_closed_form_is_the_optimum():
         for seed in range(5):                       # any other policy scores lower
             other = theta_star + np.random.default_rng(seed).normal(0, 0.3, 5)
             assert tb.objective(other, R, beta, LOG_REF) < j_star
-    assert tb.tv(tb.closed_form(R, 1e-3, LOG_REF)[0], np.eye(5)[1]) < 1e-6       # beta -> 0: best arm
     assert tb.tv(tb.closed_form(R, 1e3, LOG_REF)[0], np.exp(LOG_REF)) < 0.01     # beta large: pi_ref
 
 
-@pytest.mark.parametrize("beta", [0.01, 0.1, 1.0])
-def test_kl_ascent_lands_on_closed_form(beta):
-    theta, _ = tb.ascend(LOG_REF, R, np.random.default_rng(5), steps=2000, n=16, lr=2.0, beta=beta,
-                         log_ref=LOG_REF, average=True)
+@pytest.mark.parametrize("beta", [0.0, 5e-324, 1e-310, 1e-3])
+@pytest.mark.parametrize("r", [R, np.where(R == 0.8, 1.0, R)], ids=["one best arm", "arms 1, 3 tie"])
+def test_closed_form_as_beta_goes_to_zero(beta, r):
+    """pi* -> pi_ref on the best arm(s) only, J* -> max r: exact and finite down to beta = 0 and
+    to the smallest double 5e-324, where r / beta itself overflows to inf."""
+    top = np.exp(LOG_REF) * (r == r.max())
+    pi_star, j_star = tb.closed_form(r, beta, LOG_REF)
+    np.testing.assert_allclose(pi_star, top / top.sum(), rtol=0, atol=1e-15)
+    assert j_star == pytest.approx(r.max() + beta * np.log(top.sum()), abs=1e-15)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.01, 0.1, 1.0])
+def test_ascent_lands_on_closed_form(beta):
+    """beta = 0 (part 3): plain steps from uniform reach the best arm, pi*(best) = 1; beta > 0
+    (part 4): ascent from pi_ref with decaying steps and Polyak averaging lands on pi*."""
+    theta, _ = tb.ascend(LOG_REF if beta else np.zeros(5), R, np.random.default_rng(5), steps=2000, n=16,
+                         lr=2.0, beta=beta, log_ref=LOG_REF, average=beta > 0)
     assert tb.tv(tb.policy(theta), tb.closed_form(R, beta, LOG_REF)[0]) < 0.01
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "toy_bandit.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
-
-
-BAD = [(["--rewards="], "--rewards"), (["--rewards", "1,a"], "--rewards"), (["--rewards", "1"], "--rewards"),
-       (["--rewards", "1,inf"], "--rewards"), (["--beta", "-1"], "--beta"), (["--beta", "nan"], "--beta"),
-       (["--temperature", "0"], "--temperature"), (["--lr", "0"], "--lr"), (["--steps", "0"], "--steps"),
-       (["--samples", "0"], "--samples"), (["--noise", "-1"], "--noise"), (["--steps", "x"], "--steps")]
+# `toy_bandit.py --json --steps 20 ARGS`: each REFUSED line must exit 2 with one stderr line naming
+# its first flag; each ACCEPTED line (tiny and huge floats) must exit 0 with every number finite.
+REFUSED = ["--rewards=", "--rewards 1,a", "--rewards 1", "--rewards 1,inf", "--beta -1", "--beta nan",
+           "--temperature 0", "--lr 0", "--steps 0", "--samples 0", "--noise -1", "--steps x",
+           "--temperature 5e-324"]
+ACCEPTED = ["--beta 5e-324", "--beta 1e-310 --rewards=-1000,1000", "--lr 5e-324", "--noise 5e-324",
+            "--lr 1000 --temperature 1e-3 --noise 1000"]
+SUMMARY = "--steps 300 --beta 1 --rewards 0.2,1.0,0.5,0.8,0.0"
 
 
 @pytest.fixture(scope="module")
-def bad_runs():
-    """Start every bad command line at once (each is a real subprocess), then collect the results."""
-    procs = {" ".join(args): subprocess.Popen([sys.executable, "toy_bandit.py", *args], cwd=ROOT,
-                                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for args, _ in BAD}
-    return {key: (*p.communicate(timeout=60), p.returncode) for key, p in procs.items()}
+def runs():
+    """Start every command line at once (each is a real subprocess), then collect the results."""
+    procs = {args: subprocess.Popen([sys.executable, "toy_bandit.py", "--json", "--steps", "20", *args.split()],
+                                    cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for args in [SUMMARY, *REFUSED, *ACCEPTED]}
+    return {args: (*p.communicate(timeout=60), p.returncode) for args, p in procs.items()}
 
 
-@pytest.mark.parametrize("args,flag", BAD)
-def test_bad_arguments_give_one_clear_line(bad_runs, args, flag):
-    stdout, stderr, returncode = bad_runs[" ".join(args)]
-    lines = stderr.strip().splitlines()
-    assert returncode == 2 and stdout == ""
-    assert len(lines) == 1 and flag in lines[0] and "Traceback" not in stderr
+@pytest.mark.parametrize("args", REFUSED + ACCEPTED)
+def test_flags_give_one_clear_line_or_finite_numbers(runs, args):
+    stdout, stderr, returncode = runs[args]
+    if args in REFUSED:
+        lines = stderr.strip().splitlines()
+        assert returncode == 2 and stdout == "" and len(lines) == 1 and args.split()[0].split("=")[0] in lines[0]
+    else:                                       # --json writes NaN and inf as null; no warnings
+        assert returncode == 0 and stderr == "" and json.loads(stdout) and "null" not in stdout
 
 
-def test_json_summary_has_the_promised_keys_and_exact_values():
-    res = run_cli("--json", "--steps", "300", "--beta", "1", "--rewards", "0.2,1.0,0.5,0.8,0.0")
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
-    for key in ("exact_grad", "estimates", "final_policy", "closed_form_optimum", "tv_distance"):
-        assert key in out
+def test_json_summary_has_the_promised_keys_and_exact_values(runs):
+    stdout, stderr, returncode = runs[SUMMARY]
+    assert returncode == 0, stderr
+    out = json.loads(stdout)
+    assert {"exact_grad", "estimates", "final_policy", "closed_form_optimum", "tv_distance"} <= set(out)
     np.testing.assert_allclose(out["exact_grad"], tb.exact_grad(np.zeros(5), R), atol=1e-12)
     np.testing.assert_allclose(out["closed_form_optimum"], tb.closed_form(R, 1.0, LOG_REF)[0], atol=1e-12)
     assert [e["N"] for e in out["estimates"]] == [1, 10, 100, 1000, 10000]
@@ -171,8 +146,5 @@ def test_json_summary_has_the_promised_keys_and_exact_values():
 
 
 def test_same_seed_same_output(capsys):
-    runs = []
-    for seed in ("7", "7", "8"):
-        tb.main(["--json", "--steps", "20", "--seed", seed])
-        runs.append(capsys.readouterr().out)
+    runs = [tb.main(["--json", "--steps", "20", "--seed", seed]) or capsys.readouterr().out for seed in "778"]
     assert runs[0] == runs[1] != runs[2]

@@ -1,10 +1,10 @@
 """Where the time of one RL iteration goes: `python -m minippo.extras.bench [--json] [--device cuda]`.
 
-Off the reading path: nothing in the lesson imports this file. It builds the default policy (random
-weights, so no pretraining is needed) and times minippo.ppo.iteration, the loop's own function,
-on a fixed amount of work: every response runs to exactly --max-new-tokens (EOS is ignored until
-the last token), so runs compare. The phases come from wrapping what the iteration calls: the
-sampler, score() and update(); the rest (teacher-forced log-probs, KL, GAE) is the remainder.
+Off the reading path: nothing in the lesson imports this file. It times minippo.ppo.iteration, the
+loop's own function, on the default policy with random weights (no pretraining needed) and a fixed
+amount of work: every response runs to exactly --max-new-tokens (EOS is ignored until the last token).
+The phases come from wrapping the sampler, score() and update(); the rest (teacher-forced log-probs,
+KL, GAE) is the remainder. Settings are checked as train.py's flags are (minippo/extras/cli.py).
 
     python -m minippo.extras.bench                                   # the default configuration
     python -m minippo.extras.bench --algo reinforce --batch 64 --max-new-tokens 48 --json   # TRL GRPO's work
@@ -18,19 +18,23 @@ no saving for the causal mask); backward costs twice the forward, so
 """
 import argparse
 import json
+import math
+import platform
 import resource
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import replace
+from unittest import mock
 
 import torch
 
 from minippo import ppo
 from minippo.config import Config
 from minippo.data import Vocab, make_corpus, make_prompts
-from minippo.extras import launch
+from minippo.extras import files, launch
+from minippo.extras.cli import LIMITS, check, flag, one_line_error
 from minippo.extras.cuda_graphs import graph_sample
+from minippo.extras.files import UsageError
 from minippo.model import ModelConfig, Policy, sample
 from minippo.rewards import REWARDS
 from minippo.rollout import encode_prompts, score
@@ -46,13 +50,6 @@ def clock(device):
     return time.perf_counter()
 
 
-def device_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-
-
 def matmul_peak(device, dtype=torch.float32, reps=20) -> float:
     """Measured matmul FLOP/s of this device and dtype: the ceiling the update is compared with."""
     n = 4096 if device.type == "cuda" else 1024
@@ -65,7 +62,7 @@ def matmul_peak(device, dtype=torch.float32, reps=20) -> float:
     return 2 * n ** 3 * reps / (clock(device) - t)
 
 
-def recompute_sample(model, prompts, max_new_tokens, temperature):
+def recompute_sample(model, prompts, max_new_tokens, temperature, eos_id=None):
     """Sampling without a KV cache: the whole prefix goes through the model for every new token."""
     x = prompts
     with torch.no_grad():
@@ -75,40 +72,25 @@ def recompute_sample(model, prompts, max_new_tokens, temperature):
     return x
 
 
-def top_operations(prof, rows: int = 8) -> list:
-    """The operations that took the most CPU time (self time: not counting what they called)."""
+def profiled(fn, rows: int = 8) -> list:
+    """The operations of fn() that took the most CPU time (self time: not counting what they called)."""
+    from torch.profiler import profile
+    with profile() as prof:
+        fn()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
     return [{"op": e.key, "ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
              "calls": e.count} for e in events[:rows]]
 
 
-class PhaseTimer:
-    """Wraps the functions the loop calls so that each call adds its wall time to a phase."""
-
-    def __init__(self, device):
-        self.device, self.seconds = device, {}
-
-    def wrap(self, phase, fn):
-        def timed(*args, **kwargs):
-            t = clock(self.device)
-            result = fn(*args, **kwargs)
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + clock(self.device) - t
-            return result
-        return timed
-
-
-@contextmanager
-def patched(module, **replacements):
-    """Replace names in a module while timing (the loop looks them up at every call)."""
-    saved = {name: getattr(module, name) for name in replacements}
-    for name, fn in replacements.items():
-        setattr(module, name, fn)
-    try:
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(module, name, fn)
+def timed(seconds: dict, phase: str, fn, device):
+    """fn, adding the wall time of each call to seconds[phase]."""
+    def call(*args, **kwargs):
+        t = clock(device)
+        result = fn(*args, **kwargs)
+        seconds[phase] = seconds.get(phase, 0.0) + clock(device) - t
+        return result
+    return call
 
 
 def fixed_length(sample_fn):
@@ -127,76 +109,63 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
     torch.manual_seed(0)
     vocab, prompts = Vocab(CHARS), make_prompts(make_corpus(200, 0))
     mcfg = ModelConfig(vocab.size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model)
-    policy = Policy(mcfg).to(device)
-    ref = Policy(mcfg).to(device).requires_grad_(False)
+    policy, ref = Policy(mcfg).to(device), Policy(mcfg).to(device).requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     cfg = replace(cfg, bf16=autocast)
     base_sample = fixed_length(launch.sampler(cfg, device))   # what train.py passes to the loop
-    run_iteration = lambda sample_fn: ppo.iteration(policy, ref, optimizer, vocab, prompts,
-                                                    REWARDS[cfg.reward], cfg, cfg.beta, sample_fn)
-    total, timer = 0.0, PhaseTimer(device)
+    ids = encode_prompts(vocab, [prompts[i % len(prompts)] for i in range(cfg.batch)], device)
+
+    def run_iteration(sample_fn):
+        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            ppo.iteration(policy, ref, optimizer, vocab, prompts, REWARDS[cfg.reward], cfg, cfg.beta, sample_fn)
+    total, spent = 0.0, {}
     for it in range(warmup + iters):
         if it == warmup:
-            timer.seconds = {}
+            spent.clear()
         t = clock(device)
-        with patched(ppo, score=timer.wrap("scoring", score), update=timer.wrap("update", ppo.update)), \
-                torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            run_iteration(timer.wrap("sampling", base_sample))
+        # the loop looks score and update up in minippo.ppo at every call: replaced there while timing
+        with mock.patch.multiple(ppo, score=timed(spent, "scoring", score, device),
+                                 update=timed(spent, "update", ppo.update, device)):
+            run_iteration(timed(spent, "sampling", base_sample, device))
         total += (clock(device) - t) if it >= warmup else 0.0
-    timer.seconds["log-probs, KL, GAE"] = total - sum(timer.seconds.values())
-    phases = {k: timer.seconds[k] / iters for k in PHASES}
-    profiles = {}
-    if profile:                                   # one more sampling call and iteration, profiled
-        from torch.profiler import profile as profiler
-        ids = encode_prompts(vocab, [prompts[i % len(prompts)] for i in range(cfg.batch)], device)
-        with profiler() as prof:
-            base_sample(policy, ids, cfg.max_new_tokens, cfg.temperature, vocab.eos_id)
-        profiles["sampling"] = top_operations(prof)
-        with profiler() as prof, torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            run_iteration(base_sample)
-        profiles["iteration"] = top_operations(prof)
-    P = max(len(x) for x in prompts) + 1
-    L, S = cfg.max_new_tokens, P + cfg.max_new_tokens
-    epochs = cfg.epochs if cfg.algo == "ppo" else 1
-    tokens_of = {"sampling": cfg.batch * L, "scoring": cfg.batch * L,
-                 "log-probs, KL, GAE": (2 if cfg.algo == "ppo" else 1) * cfg.batch * S,
-                 "update": epochs * cfg.batch * S}
+    spent["log-probs, KL, GAE"] = total - sum(spent.values())
+    phases = {k: spent[k] / iters for k in PHASES}
+    L, S = cfg.max_new_tokens, PROMPT_ROOM + cfg.max_new_tokens          # response, prompt + response
+    ppo_ = cfg.algo == "ppo"                      # (REINFORCE: no value pass, one epoch)
+    tokens_of = {"sampling": cfg.batch * L, "scoring": cfg.batch * L, "log-probs, KL, GAE": (1 + ppo_) * cfg.batch * S,
+                 "update": (cfg.epochs if ppo_ else 1) * cfg.batch * S}
     n_params = sum(p.numel() for p in policy.parameters())
     n_weights = n_params - policy.tok_emb.weight.numel() - policy.pos_emb.weight.numel()
     update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens_of["update"]
     peak = matmul_peak(device, torch.bfloat16 if autocast else torch.float32)
     seconds = sum(phases.values())
-    out = {"device": str(device), "device_name": device_name(device), "autocast_bf16": autocast,
-           "algo": cfg.algo, "batch": cfg.batch,
-           "max_new_tokens": cfg.max_new_tokens, "parameters": n_params,
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    out = {"device": str(device), "device_name": name, "autocast_bf16": autocast,
+           "algo": cfg.algo, "batch": cfg.batch, "max_new_tokens": cfg.max_new_tokens, "parameters": n_params,
            "seconds_per_iteration": seconds, "completions_per_s": cfg.batch / seconds,
            "phases": {k: {"seconds": v, "tokens_per_s": tokens_of[k] / v} for k, v in phases.items()},
            "update_flops_per_s": update_flops / phases["update"], "matmul_peak_flops_per_s": peak,
            "update_fraction_of_peak": update_flops / phases["update"] / peak}
-    if with_recompute:
+    if with_recompute:                            # sampling with and without the KV cache
         policy.eval()
+        ways = {"kv_cache": fixed_length(sample), "recompute": recompute_sample}
+        if device.type == "cuda":                 # the same KV-cache loop replayed as CUDA graphs
+            ways["kv_cache_graphs"] = fixed_length(graph_sample)
         times = {}
-        ids = encode_prompts(vocab, [prompts[i % len(prompts)] for i in range(cfg.batch)], device)
-        kv = fixed_length(sample)
-        runs = [("kv_cache", lambda: kv(policy, ids, L, cfg.temperature, vocab.eos_id)),
-                ("recompute", lambda: recompute_sample(policy, ids, L, cfg.temperature))]
-        if device.type == "cuda":     # the same KV-cache loop replayed as CUDA graphs
-            graphs = fixed_length(graph_sample)
-            runs.append(("kv_cache_graphs", lambda: graphs(policy, ids, L, cfg.temperature, vocab.eos_id)))
-        for name, fn in runs:
-            fn()                                  # warm-up
-        for _ in range(3):                        # best of 3, interleaved: noise only ever adds time
-            for name, fn in runs:
+        for rep in range(4):                      # a warm-up, then the best of 3, interleaved: noise only adds time
+            for name, fn in ways.items():
                 t = clock(device)
-                fn()
-                times[name] = min(times.get(name, float("inf")), clock(device) - t)
-        out["sampling_kv_cache_s"], out["sampling_recompute_s"] = times["kv_cache"], times["recompute"]
-        out["kv_cache_speedup"] = times["recompute"] / times["kv_cache"]
-        if "kv_cache_graphs" in times:
-            out["sampling_kv_cache_graphs_s"] = times["kv_cache_graphs"]
-            out["cuda_graph_speedup"] = times["kv_cache"] / times["kv_cache_graphs"]
-    if profiles:
-        out["profile"] = profiles
+                fn(policy, ids, L, cfg.temperature, vocab.eos_id)
+                times[name] = min(times.get(name, math.inf), clock(device) - t) if rep else math.inf
+        out.update(sampling_kv_cache_s=times["kv_cache"], sampling_recompute_s=times["recompute"],
+                   kv_cache_speedup=times["recompute"] / times["kv_cache"])
+        if device.type == "cuda":
+            out.update(sampling_kv_cache_graphs_s=times["kv_cache_graphs"],
+                       cuda_graph_speedup=times["kv_cache"] / times["kv_cache_graphs"])
+    if profile:                                   # one more sampling call and iteration, profiled
+        out["profile"] = {"sampling": profiled(lambda: base_sample(policy, ids, L, cfg.temperature, vocab.eos_id)),
+                          "iteration": profiled(lambda: run_iteration(base_sample))}
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -228,42 +197,40 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--algo", default="ppo", choices=("ppo", "reinforce"))
-    p.add_argument("--batch", type=int, default=Config.batch)
-    p.add_argument("--max-new-tokens", type=int, default=Config.max_new_tokens)
-    p.add_argument("--d-model", type=int, default=Config.d_model)
-    p.add_argument("--n-layer", type=int, default=Config.n_layer)
-    p.add_argument("--autocast", action="store_true", help="bf16 autocast for the log-probs and the update (GPU only; sampling stays fp32)")
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minippo.extras.bench", description=__doc__.splitlines()[0])
+    for name in ("device", "algo", "batch", "max_new_tokens", "d_model", "n_layer", "n_head"):
+        f = Config.__dataclass_fields__[name]
+        p.add_argument(flag(name), type=f.type, default=f.default, help=f"{f.metadata['help']} [{f.default}]")
+    p.add_argument("--bf16", "--autocast", action="store_true", help="bf16 autocast for the log-probs and "
+                   "the update (GPU only; sampling stays fp32)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
-    p.add_argument("--scaling", action="store_true", help="then the default PPO configuration at larger batches and models")
-    p.add_argument("--profile", action="store_true", help="add torch.profiler's top operations of sampling and update")
+    p.add_argument("--scaling", action="store_true", help="then the default PPO at larger batches and models")
+    p.add_argument("--profile", action="store_true", help="add torch.profiler's top operations")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.error = lambda message: p.exit(2, f"error: {message}\n")      # one line, not the usage block
-    a = p.parse_args(argv)
-    for flag, value, most in (("--batch", a.batch, 65_536), ("--iters", a.iters, 1000),
-                              ("--max-new-tokens", a.max_new_tokens, 256)):
-        if not 0 < value <= most:
-            p.exit(2, f"error: {flag}={value}: must be in 1 .. {most}\n")
-    if not 0 < a.d_model <= 4096 or not 0 < a.n_layer <= 64 or a.d_model % Config.n_head:
-        p.exit(2, f"error: need 0 < --n-layer <= 64 and --d-model a multiple of {Config.n_head} up to 4096\n")
-    if a.device == "cuda" and not torch.cuda.is_available():
-        p.exit(2, "error: --device=cuda: no CUDA GPU is available here\n")
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if a.device == "auto" else a.device)
-    if a.autocast and device.type != "cuda":
-        p.exit(2, "error: --autocast needs a CUDA GPU (bf16 matmuls on a CPU are ~50x slower than fp32)\n")
-    cfg = Config(algo=a.algo, batch=a.batch, max_new_tokens=a.max_new_tokens, d_model=a.d_model,
-                 n_layer=a.n_layer, block_size=max(Config.block_size, PROMPT_ROOM + a.max_new_tokens),
-                 minibatch=min(Config.minibatch, a.batch) if a.batch % Config.minibatch == 0 else a.batch)
-    runs = [bench(cfg, device, a.iters, autocast=a.autocast, profile=a.profile)]
+    p.error = one_line_error
+    return files.boundary(command, p.parse_args(argv))     # (out of memory too: one line)
+
+
+def command(a) -> None:
+    # checked as train.py's flags are (cli.check): a bad setting is one line naming its flag. The
+    # minibatch and the context length follow from the batch and the response length.
+    block = min(LIMITS["block_size"][1], max(Config.block_size, PROMPT_ROOM + a.max_new_tokens))
+    minibatch = a.batch if a.batch % Config.minibatch else min(Config.minibatch, a.batch)
+    cfg = check(Config(device=a.device, algo=a.algo, bf16=a.bf16, batch=a.batch, minibatch=minibatch,
+                       iters=a.iters, max_new_tokens=a.max_new_tokens, block_size=block, d_model=a.d_model,
+                       n_layer=a.n_layer, n_head=a.n_head))
+    if PROMPT_ROOM + cfg.max_new_tokens > block:
+        raise UsageError(f"--max-new-tokens={cfg.max_new_tokens}: must be at most {block - PROMPT_ROOM} "
+                         f"(a prompt takes up to {PROMPT_ROOM} of the {block:,} positions)")
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    runs = [bench(cfg, device, cfg.iters, autocast=cfg.bf16, profile=a.profile)]
     if a.scaling:
         for batch in (32, 128, 256):
-            runs.append(bench(Config(batch=batch, minibatch=32), device, a.iters, with_recompute=False))
+            runs.append(bench(Config(batch=batch, minibatch=32), device, cfg.iters, with_recompute=False))
         for d, layers in ((128, 2), (256, 4)):
-            runs.append(bench(Config(d_model=d, n_layer=layers), device, a.iters, with_recompute=False))
+            runs.append(bench(Config(d_model=d, n_layer=layers), device, cfg.iters, with_recompute=False))
     if a.json:
         print(json.dumps(runs[0] if len(runs) == 1 else runs, indent=1))
     else:

@@ -1,48 +1,40 @@
 """The command line of train.py: flags generated from Config, every value checked before any work.
 
-A bad value prints one line naming the setting, the value and what is allowed, and exits with
-code 2. Off the reading path: the lesson reads a Config; this file makes one from the flags.
+The checks are data: LIMITS and CHOICES say what each setting may be, and check() adds the few
+rules that tie two settings together. A bad value is one line naming the flag, exit code 2.
 """
 import argparse
+import json
 import math
 import os
+import shlex
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 from minippo.config import Config
+from minippo.extras.files import UsageError
 
-
-ALGOS = ("ppo", "reinforce")
-DEVICES = ("auto", "cpu", "cuda")
-# settings that may differ when resuming (where the run is saved, how long it goes on)
+# what each setting may be: (lowest, highest); beyond the upper limits a run would exhaust memory,
+# never end, or overflow (beta: -beta KL and exp(r / beta))
+LIMITS = {"seed": (0, 2 ** 63 - 1), "n_layer": (1, 64), "n_head": (1, 64), "d_model": (1, 4096),
+          "block_size": (2, 4096), "corpus_lines": (1, 10 ** 7), "pretrain_steps": (1, 10 ** 7),
+          "pretrain_batch": (1, 65_536), "pretrain_lr": (0, 1), "iters": (1, 10 ** 7), "batch": (1, 65_536),
+          "max_new_tokens": (1, 4095), "temperature": (0, 100), "beta": (0, 1000), "target_kl": (0, 10 ** 6),
+          "kl_horizon": (1, 10 ** 12), "lr": (0, 1), "epochs": (1, 100), "minibatch": (1, 65_536),
+          "clip": (0, 1), "vf_coef": (0, 1000), "gamma": (0, 1), "lam": (0, 1), "ent_coef": (0, 1000),
+          "max_grad_norm": (0, 10 ** 6), "sample_every": (1, 10 ** 7), "ckpt_every": (1, 10 ** 7),
+          "eval_samples": (1, 100_000), "human_eval": (0, 10_000)}
+ABOVE_LOWEST = {"pretrain_lr", "temperature", "lr", "clip", "max_grad_norm"}     # 0 itself is refused
+CHOICES = {"algo": ("ppo", "reinforce"), "device": ("auto", "cpu", "cuda")}       # and reward: REWARDS
+# settings that may differ when resuming (where the run is saved, how long it goes on, what is added)
 RESUMABLE = {"out", "resume", "force", "iters", "plot", "human_eval"}
 # settings the cached reference depends on
 PRETRAIN_KEYS = ("seed", "data", "n_layer", "n_head", "d_model", "block_size", "corpus_lines",
                  "pretrain_steps", "pretrain_batch", "pretrain_lr")
 
 
-UPPER = {"n_layer": 64, "n_head": 64, "d_model": 4096, "block_size": 4096, "corpus_lines": 10_000_000,
-         "pretrain_steps": 10_000_000, "pretrain_batch": 65_536, "iters": 10_000_000, "batch": 65_536,
-         "epochs": 100, "kl_horizon": 10 ** 12, "eval_samples": 100_000, "human_eval": 10_000}
-
-
-class UsageError(Exception):
-    """A bad setting or input file: the message is one line, the exit code 2."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Pretrain a tiny character-level GPT, then tune it with "
-                                "KL-penalised PPO or REINFORCE.", allow_abbrev=False)
-    for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        help = f"{f.metadata['help']} [default: {f.default}]"
-        if f.type is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
-        else:
-            p.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=help)
-
-    p.error = one_line_error
-    return p
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def one_line_error(message):
@@ -53,86 +45,106 @@ def one_line_error(message):
     sys.exit(2)
 
 
-def _convert(name, text, kind):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise UsageError(f"--{name.replace('_', '-')}={text}: expected {kind.__name__}") from None
-    if kind is float and not math.isfinite(value):     # e.g. 1e400: say what was typed, not inf
-        raise UsageError(f"--{name.replace('_', '-')}={text}: must be a finite number")
-    return value
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Pretrain a tiny character-level GPT, then tune it with "
+                                "KL-penalised PPO or REINFORCE.", allow_abbrev=False)
+    for f in fields(Config):
+        help = f"{f.metadata['help']} [default: {f.default}]"
+        if f.type is bool:
+            p.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=f.default, help=help)
+        else:
+            p.add_argument(flag(f.name), type=str, default=None, metavar=f.name.upper(), help=help)
+    p.error = one_line_error
+    return p
 
 
-def check(cfg: Config, rewards=()):
-    """Raise UsageError naming the first setting that is out of range."""
+def check(cfg: Config, rewards=(), here: bool = True) -> Config:
+    """cfg, or UsageError naming the first setting that is not allowed (`here`: on this machine)."""
     def bad(name, allowed):
-        raise UsageError(f"--{name.replace('_', '-')}={getattr(cfg, name)!r}: {allowed}")
+        raise UsageError(f"{flag(name)}={getattr(cfg, name)!r}: {allowed}")
 
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        if isinstance(v, float) and not math.isfinite(v):
-            bad(f.name, "must be a finite number")
-    for name in ("n_layer", "n_head", "d_model", "block_size", "corpus_lines", "pretrain_steps",
-                 "pretrain_batch", "iters", "batch", "max_new_tokens", "epochs", "minibatch",
-                 "kl_horizon", "sample_every", "ckpt_every", "eval_samples"):
-        if getattr(cfg, name) <= 0:
-            bad(name, "must be a positive integer")
-    for name, most in UPPER.items():       # beyond these a run would exhaust memory or never end
-        if getattr(cfg, name) > most:
-            bad(name, f"must be at most {most:,}")
-    if not 0 <= cfg.seed < 2 ** 63:
-        bad("seed", "must be in 0 .. 2^63 - 1")
+    for name, (low, high) in LIMITS.items():
+        v = getattr(cfg, name)
+        if not (low < v if name in ABOVE_LOWEST else low <= v) or not v <= high:
+            bad(name, f"must be {'above' if name in ABOVE_LOWEST else 'at least'} {low} and at most {high:,}")
+    for name, allowed in {**CHOICES, "reward": rewards or (cfg.reward,)}.items():
+        if getattr(cfg, name) not in allowed:
+            bad(name, f"must be one of {', '.join(allowed)}" + (" (add yours in minippo/rewards.py)"
+                                                                 if name == "reward" else ""))
     if not cfg.out.strip():
         bad("out", "must name a folder")
-    for name in ("pretrain_lr", "lr", "temperature", "max_grad_norm"):
-        if getattr(cfg, name) <= 0:
-            bad(name, "must be > 0")
-    for name in ("beta", "target_kl", "vf_coef", "ent_coef", "human_eval"):
-        if getattr(cfg, name) < 0:
-            bad(name, "must be >= 0")
-    for name in ("gamma", "lam"):
-        if not 0 <= getattr(cfg, name) <= 1:
-            bad(name, "must be in [0, 1]")
-    if not 0 < cfg.clip < 1:
-        bad("clip", "must be in (0, 1)")
     if cfg.d_model % cfg.n_head:
         bad("n_head", f"must divide --d-model={cfg.d_model}")
     if cfg.batch % cfg.minibatch:
         bad("minibatch", f"must divide --batch={cfg.batch}")
+    if cfg.max_new_tokens >= cfg.block_size:
+        bad("max_new_tokens", f"must be < --block-size={cfg.block_size} (the prompt needs room)")
     if cfg.target_kl > 0 and cfg.kl_horizon <= 0.2 * cfg.batch:
         bad("kl_horizon", f"must be above 0.2 x --batch = {0.2 * cfg.batch:g} with --target-kl: a step "
                           f"moves beta by up to 20% x batch / horizon, and beta must stay above 0")
     if cfg.algo == "reinforce" and cfg.batch < 2:
         bad("batch", "must be at least 2 with --algo reinforce (its baseline is the others' mean return)")
-    if cfg.max_new_tokens >= cfg.block_size:
-        bad("max_new_tokens", f"must be < --block-size={cfg.block_size} (the prompt needs room)")
-    if cfg.algo not in ALGOS:
-        bad("algo", f"must be one of {', '.join(ALGOS)}")
-    if rewards and cfg.reward not in rewards:
-        bad("reward", f"must be one of {', '.join(rewards)} (add yours in minippo/rewards.py)")
-    if cfg.device not in DEVICES:
-        bad("device", f"must be one of {', '.join(DEVICES)}")
+    if here and (cfg.device == "cuda" or cfg.bf16):
+        import torch                        # (imported here: --help stays fast)
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            bad("device", "no CUDA GPU is available here; use --device cpu or auto")
+        if cfg.device == "cpu" or not torch.cuda.is_available():
+            bad("bf16", "needs a CUDA GPU (--device cuda): on a CPU bf16 matmuls are slower")
+    return cfg
 
 
 def parse_config(argv=None, rewards=()) -> Config:
-    """Command line -> checked Config. Bad values exit with code 2 and one line on stderr."""
+    """Command line -> checked Config, or UsageError."""
     args = build_parser().parse_args(argv)
     values = {}
+    for f in fields(Config):
+        text = getattr(args, f.name)
+        if text is None or f.type is bool:
+            values[f.name] = f.default if text is None else text
+            continue
+        try:
+            values[f.name] = f.type(text)
+        except ValueError:
+            raise UsageError(f"{flag(f.name)}={text}: expected {f.type.__name__}") from None
+        if f.type is float and not math.isfinite(values[f.name]):   # e.g. 1e400: say what was typed
+            raise UsageError(f"{flag(f.name)}={text}: must be a finite number")
+    cfg = Config(**values)
+    if cfg.resume and args.out is not None and args.out != cfg.resume:
+        raise UsageError(f"--out={args.out} and --resume={cfg.resume}: a resumed run stays in its folder; "
+                         f"give --resume alone")
+    cfg.out = cfg.resume or cfg.out
+    return check(cfg, rewards)
+
+
+def read_settings(path: str) -> dict:
+    """Every setting of a run folder's config.json (one newer than the run: its default), or
+    UsageError when the file is not one minippo wrote."""
     try:
-        for f in fields(Config):
-            v = getattr(args, f.name)
-            if v is None:
-                continue
-            values[f.name] = v if f.type is bool else _convert(f.name, v, f.type)
-        cfg = Config(**values)
-        if cfg.resume and values.get("out", cfg.resume) != cfg.resume:
-            raise UsageError(f"--out={values['out']} and --resume={cfg.resume}: a resumed run stays in "
-                             f"its folder; give --resume alone")
-        if cfg.resume:
-            cfg.out = cfg.resume
-        check(cfg, rewards)
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        assert isinstance(saved, dict) and {"out", "seed", "algo", "beta", "iters"} <= set(saved)
+    except (OSError, UnicodeDecodeError, ValueError, AssertionError, RecursionError):
+        raise UsageError(f"{path}: not a minippo run's config.json; this folder holds something else: "
+                         f"choose another folder") from None
+    return {**asdict(Config()), **saved}
+
+
+def config_from(path: str, rewards=()) -> Config:
+    """The Config of a run folder's config.json, typed and checked as flags are, or UsageError."""
+    values = {k: v for k, v in read_settings(path).items() if k in asdict(Config())}
+    for f in fields(Config):
+        v = values[f.name]
+        if not (type(v) is f.type or (f.type is float and type(v) is int)):
+            raise UsageError(f"{path}: its {f.name} is {v!r}, not a {f.type.__name__}; it was not written "
+                             f"by minippo: choose another folder")
+    try:
+        return check(Config(**values), rewards, here=False)      # (a GPU's run, read on a CPU)
     except UsageError as e:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    return cfg
+        raise UsageError(f"{path}: {e}") from None
+
+
+def changed_flags(cfg: Config) -> list[str]:
+    """The flags that differ from the defaults, as a command line would give them."""
+    default = asdict(Config())
+    return [(flag(k) if v else "--no-" + k.replace("_", "-")) if type(v) is bool else f"{flag(k)} {shlex.quote(str(v))}"
+            for k, v in asdict(cfg).items() if k not in ("out", "resume", "force") and v != default[k]]

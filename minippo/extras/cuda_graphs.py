@@ -5,47 +5,25 @@ model.sample() (minippo/extras/launch.py:sampler). Why it exists: at
 ~110k parameters one decode step is ~60 tiny kernels, and launching a kernel costs the CPU more
 (~5 us) than running it costs the GPU, so an eager GPU waits on Python. A CUDA graph records the
 kernels of several decode steps once and then replays them all with one launch. Replay needs fixed
-shapes and fixed addresses, hence the three changes from the eager loop:
-  - a static KV cache of block_size columns, allocated once per batch size: the column being written
-    is a (1,) tensor on the GPU (index_copy_), and attention reads every column, those not yet
-    written being masked out as not real;
-  - the step counter, positions, done flags and outputs are GPU tensors updated in place;
+shapes and fixed addresses. model.decode_step(), the step model.sample() runs, has them: the column
+it writes is a (1,) tensor (index_copy_), attention reads every column of the preallocated cache,
+those not yet written being masked out as not real, and positions change in place. So the graphs
+record that very function; what this file adds around it:
+  - a static KV cache of block_size columns, allocated once per batch size and temperature;
+  - the step counter, done flags and outputs are tensors updated in place;
   - y_t ~ softmax(logits / T) is drawn inside the graph as argmax_i p_i / E_i with E_i ~ Exp(1),
     which picks i with probability p_i (the smallest of independent Exp(p_i) waiting times,
     E_i / p_i, wins with probability p_i / sum_j p_j); it is what torch.multinomial does for one
     sample, written out so that only the graph-safe Philox generator is involved.
-The arithmetic is model.next_logits()'s. On a CPU the same static loop runs without graphs, which is how
-tests compare it with the eager loop.
+On a CPU the same static loop runs without graphs, which is how tests compare it with the eager loop.
 """
 import weakref
 
 import torch
-import torch.nn.functional as F
 
 STEPS_PER_GRAPH = 8     # decode steps per replay; between replays one sync asks "all rows done?"
 KEEP = 4                # Samplers kept per model (one per batch size and temperature), oldest dropped
 _samplers = weakref.WeakKeyDictionary()       # model -> {(B, T, eos_id): Sampler}, built on demand
-
-
-def static_decode(model, token, s):
-    """model.next_logits() with fixed shapes: token (B,) is written at column s["col"] -> logits (B, V)."""
-    col = s["col"]                                                          # (1,) long
-    real = token != model.cfg.vocab_size                                    # (B,)
-    s["real"].index_copy_(1, col, real[:, None])
-    mask = s["real"][:, None, None, :]                # (B, 1, 1, S): every real key so far, itself too
-    x = (model.tok_emb(token) + model.pos_emb(s["pos"]))[:, None]           # (B, 1, C)
-    s["pos"].add_(real)
-    for block, (K, V) in zip(model.blocks, s["kv"]):
-        B, T, C = x.shape
-        q, k, v = block.qkv(block.ln1(x)).split(C, dim=2)
-        q, k, v = (t.view(B, T, block.n_head, C // block.n_head).transpose(1, 2) for t in (q, k, v))
-        K.index_copy_(2, col, k)
-        V.index_copy_(2, col, v)
-        y = F.scaled_dot_product_attention(q, K, V, attn_mask=mask)         # (B, nh, 1, hs)
-        x = x + block.proj(y.transpose(1, 2).reshape(B, T, C))
-        x = x + block.mlp(block.ln2(x))
-    col.add_(1)
-    return model.lm_head(model.ln_f(x[:, 0]))
 
 
 def sample_step(model, s, temperature: float, eos_id: int):
@@ -58,7 +36,7 @@ def sample_step(model, s, temperature: float, eos_id: int):
     s["logprobs"].index_copy_(1, s["i"], lp.masked_fill(s["done"][:, None], 0.0))
     s["done"] |= nxt == eos_id
     s["i"].add_(1)
-    s["logits"].copy_(static_decode(model, nxt, s))
+    s["logits"].copy_(model.decode_step(nxt, s))
 
 
 class Sampler:
@@ -68,15 +46,11 @@ class Sampler:
 
     def __init__(self, model, B: int, temperature: float, eos_id: int):
         c, p = model.cfg, model.lm_head.weight
-        S, long = c.block_size, dict(dtype=torch.long, device=p.device)
-        shape = (B, c.n_head, S, c.d_model // c.n_head)
         self.temperature, self.eos_id = temperature, eos_id
-        self.s = {"real": torch.zeros(B, S, dtype=torch.bool, device=p.device),
-                  "kv": [(p.new_zeros(shape), p.new_zeros(shape)) for _ in range(c.n_layer)],
-                  "pos": torch.zeros(B, **long), "col": torch.zeros(1, **long),
-                  "i": torch.zeros(1, **long), "done": torch.zeros(B, dtype=torch.bool, device=p.device),
-                  "logits": p.new_zeros(B, c.vocab_size),
-                  "tokens": torch.zeros(B, S, **long), "logprobs": p.new_zeros(B, S)}
+        # the KV cache (col, pos, real, kv) over the whole position table, and the loop's own state
+        self.s = dict(model.new_cache(B, c.block_size), i=p.new_zeros(1, dtype=torch.long),
+                      done=p.new_zeros(B, dtype=torch.bool), logits=p.new_zeros(B, c.vocab_size),
+                      tokens=p.new_zeros(B, c.block_size, dtype=torch.long), logprobs=p.new_zeros(B, c.block_size))
         self.graphs = {}
         if p.is_cuda:
             self.graphs[STEPS_PER_GRAPH] = self._capture(model, STEPS_PER_GRAPH)
@@ -100,16 +74,10 @@ class Sampler:
         return graph
 
     def __call__(self, model, prompts, max_new_tokens: int):
-        s, P, pad = self.s, prompts.shape[1], model.cfg.vocab_size
-        s["real"].zero_()
+        s, pad = self.s, model.cfg.vocab_size
         s["done"].zero_()
-        s["i"].zero_()
-        s["tokens"].fill_(pad)
-        s["logprobs"].zero_()
-        cache = {"len": 0, "real": s["real"], "kv": s["kv"]}
-        s["logits"].copy_(model(prompts, cache)[0][:, -1])                  # prefill, eager
-        s["pos"].copy_(cache["pos"])
-        s["col"].fill_(P)
+        s["i"].zero_()                              # tokens, logprobs: each call rewrites the columns it returns
+        s["logits"].copy_(model(prompts, s)[0][:, -1])      # prefill, eager: sets the cache's col, pos, real
         n = 0
         while n < max_new_tokens:
             k = STEPS_PER_GRAPH if max_new_tokens - n >= STEPS_PER_GRAPH else 1

@@ -1,14 +1,13 @@
 """More than one process: data parallelism with torch.distributed, in plain functions that do
-nothing at all in a single process. The lesson (minippo/ppo.py) never calls them: the command does.
+nothing in a single process. The lesson never calls them; the command does (runs.py, launch.py).
 
     torchrun --standalone --nproc_per_node 2 train.py ...
 
-torchrun starts N copies of train.py and tells each its RANK and the WORLD_SIZE through the
-environment. Each copy runs the loop on batch/N responses from its own random stream; hooks average
-the gradients over the copies before every optimizer step, so all copies take the same step and
-keep identical weights. The logged figures and the KL fed to the adaptive beta are reduced over the
-global batch, so beta follows the same trajectory everywhere. Advantage whitening and the REINFORCE
-leave-one-out baseline use each process's own share (still unbiased; see tests/test_distributed.py).
+torchrun starts N copies of train.py with their RANK and WORLD_SIZE in the environment. Each runs
+the loop on batch/N responses from its own random stream; after every backward the loop calls
+run.average_gradients, so all copies take the same step and keep identical weights. Logged figures
+and the KL fed to the adaptive beta are reduced over the global batch. Advantage whitening and the
+REINFORCE baseline use each process's own share (still unbiased; tests/test_distributed.py).
 Backend: gloo on CPU, nccl on CUDA.
 """
 import os
@@ -34,11 +33,6 @@ def setup(device_name: str) -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def is_first_process() -> bool:
-    """Rank 0, or the only process: the one that prints."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -58,21 +52,19 @@ def all_mean(x: float) -> float:
     return all_sum(torch.tensor(float(x), dtype=torch.float64, device=_device())).item() / dist.get_world_size()
 
 
-def average_gradients_in_backward(model) -> None:
-    """From now on, as soon as backward() has accumulated a parameter's gradient, it is replaced by
-    its mean over the processes: the gradient of the loss averaged over the global batch, which is
-    what DistributedDataParallel does (without its bucketing). Every process runs the same graph,
-    so the hooks fire in the same order everywhere. Nothing happens in a single process."""
+def average_gradients(model) -> None:
+    """Replace every gradient by its mean over the processes: the gradient of the loss averaged over
+    the global batch, which is what DistributedDataParallel does (here as one all-reduce of one flat
+    buffer, after backward). Every process runs the same graph, so the same gradients exist
+    everywhere. Nothing happens in a single process."""
     if not active():
         return
-
-    def average(p):
-        dist.all_reduce(p.grad)
-        p.grad /= dist.get_world_size()
-
-    for p in model.parameters():
-        if p.requires_grad:
-            p.register_post_accumulate_grad_hook(average)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
 
 
 def gather(items: list) -> list:
@@ -82,11 +74,6 @@ def gather(items: list) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, items)
     return [x for part in out for x in part]
-
-
-def barrier() -> None:
-    if active():
-        dist.barrier()
 
 
 def any_process(flag: bool) -> bool:

@@ -3,14 +3,13 @@
     python -m minippo.extras.human_eval out --n 20                    # you answer in the terminal
     printf '1\\n2\\nt\\n' | python -m minippo.extras.human_eval out --n 3  # or pipe the answers in
 
-For N prompts from the run's prompt set it samples one response from pi_ref and one from the tuned
-policy, both at the run's temperature, and shows them in random order as 1: and 2:, never saying which
-is which. You answer 1, 2, t (tie) or s (skip). It then reports the tuned policy's win rate with a
-95% confidence interval and appends every judgement to RUN_DIR/human_eval.jsonl.
-This is the lecture's advice to evaluate the model regularly with human feedback: the reward is a
-proxy the policy can exploit (see `python train.py --beta 0`); a reader judges what the reward cannot.
-RLHF collects such comparisons by the hundred thousand and trains a reward model on them; so can you:
-`python -m minippo.extras.reward_model --pairs-file RUN_DIR/human_eval.jsonl` (reward_model.py).
+For N of the run's prompts it samples a response from pi_ref and one from the tuned policy (at the
+run's temperature) and shows them in random order as 1: and 2:, never saying which is which. You answer
+1, 2, t (tie) or s (skip); it reports the tuned policy's win rate with a 95% confidence interval and
+appends every judgement to RUN_DIR/human_eval.jsonl. This is the lecture's advice to evaluate with
+human feedback: the reward is a proxy the policy can exploit (see `python train.py --beta 0`). RLHF
+collects such comparisons by the hundred thousand and trains a reward model on them; so can you:
+`python -m minippo.extras.reward_model --pairs-file RUN_DIR/human_eval.jsonl`.
 """
 import argparse
 import io
@@ -20,22 +19,19 @@ import os
 import random
 import sys
 import time
-from dataclasses import fields
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from minippo.extras import checkpoint as ckpt
-from minippo.config import Config
-from minippo.extras import runs
-from minippo.extras.cli import UsageError, one_line_error
+from minippo.extras import files, runs
+from minippo.extras.cli import LIMITS, check, config_from, one_line_error
+from minippo.extras.files import UsageError
 from minippo.model import Policy, sample
 from minippo.rollout import decode_responses, encode_prompts
 
 Z95 = 1.959964                     # the standard normal's 97.5% quantile
 ANSWERS = {"1": "1", "2": "2", "t": "t", "tie": "t", "s": "s", "skip": "s"}
-REFUSAL = ("standard input is not a terminal and no answers were piped in; run this in a terminal, "
-           "or pipe one answer per line (1, 2, t or s), e.g. printf '1\\n2\\nt\\n' | python -m "
-           "minippo.extras.human_eval RUN_DIR --n 3")
 
 
 def wilson(wins: float, n: int, z: float = Z95):
@@ -60,7 +56,9 @@ def answer_stream(stdin):
         return stdin
     text = stdin.read()
     if not text.strip():
-        raise UsageError(REFUSAL)
+        raise UsageError("standard input is not a terminal and no answers were piped in; run this in a terminal, "
+                         "or pipe one answer per line (1, 2, t or s), e.g. printf '1\\n2\\nt\\n' | python -m "
+                         "minippo.extras.human_eval RUN_DIR --n 3")
     return io.StringIO(text)
 
 
@@ -98,10 +96,9 @@ def human_eval(policy, ref, vocab, prompts, cfg, device, n: int, seed: int, stdi
     rng = random.Random(seed)
     xs = rng.sample(prompts, n) if n <= len(prompts) else [rng.choice(prompts) for _ in range(n)]
     torch.manual_seed(seed)
-    ref_texts = responses(ref, vocab, xs, cfg, device)
-    pol_texts = responses(policy, vocab, xs, cfg, device)
+    ref_texts, pol_texts = responses(ref, vocab, xs, cfg, device), responses(policy, vocab, xs, cfg, device)
     counts = {"policy": 0, "reference": 0, "tie": 0, "skip": 0}
-    shown = 0
+    shown, saved = 0, Path(out_path).read_bytes() if os.path.exists(out_path) else b""
     for i, (x, ref_text, pol_text) in enumerate(zip(xs, ref_texts, pol_texts)):
         policy_is = rng.choice((1, 2))          # the blind: a coin decides which one is shown first
         first, second = (pol_text, ref_text) if policy_is == 1 else (ref_text, pol_text)
@@ -111,21 +108,22 @@ def human_eval(policy, ref, vocab, prompts, cfg, device, n: int, seed: int, stdi
             stdout.write(f"\nanswers ended after {shown} of {n} pairs\n")
             break
         shown += 1
-        winner = ({"t": "tie", "s": "skip"}.get(answer)
-                  or ("policy" if int(answer) == policy_is else "reference"))
+        winner = {"t": "tie", "s": "skip"}.get(answer) or ("policy" if int(answer) == policy_is else "reference")
         counts[winner] += 1
-        with open(out_path, "a") as f:          # one line per answer: a session cut short keeps its work
-            f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "prompt": x,
-                                "response_1": first, "response_2": second, "policy_is": policy_is,
-                                "answer": answer, "winner": winner, "seed": seed}) + "\n")
+        saved += (json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "prompt": x, "response_1": first,
+                              "response_2": second, "policy_is": policy_is, "answer": answer, "winner": winner,
+                              "seed": seed}) + "\n").encode()
+        # saved after every answer (a session cut short keeps its work), atomically: a failed write
+        # leaves the earlier judgements whole, and is one line naming the file
+        files.atomic_write(out_path, lambda tmp: Path(tmp).write_bytes(saved))
     if shown == 0:
         raise UsageError("no pair was answered: answers are 1, 2, t (tie) or s (skip), one per line")
     judged = shown - counts["skip"]
     wins = counts["policy"] + 0.5 * counts["tie"]    # a tie is half a win for each side
     low, high = wilson(wins, judged)
-    result = {"pairs": shown, "wins": counts["policy"], "losses": counts["reference"],
-              "ties": counts["tie"], "skips": counts["skip"],
-              "win_rate": wins / judged if judged else float("nan"), "ci_low": low, "ci_high": high}
+    result = {"pairs": shown, "wins": counts["policy"], "losses": counts["reference"], "ties": counts["tie"],
+              "skips": counts["skip"], "win_rate": wins / judged if judged else math.nan,
+              "ci_low": low, "ci_high": high}
     stdout.write(f"\ntuned policy against pi_ref, blind: {counts['policy']} wins, {counts['reference']} "
                  f"losses, {counts['tie']} ties, {counts['skip']} skipped\n")
     if judged:
@@ -133,58 +131,46 @@ def human_eval(policy, ref, vocab, prompts, cfg, device, n: int, seed: int, stdi
                      f"[{low:.3f}, {high:.3f}] (Wilson); 0.5 = no better than pi_ref\n")
     else:
         stdout.write("no pair was judged, so there is no win rate\n")
-    if shown:
-        stdout.write(f"judgements appended to {out_path}\n")
+    stdout.write(f"judgements appended to {out_path}\n")
     return result
 
 
 def load_run(run_dir: str, device: str = "cpu"):
-    """A saved run's Run (config, vocabulary, prompts), tuned policy and pi_ref, checked as
-    `train.py --resume` checks them: right kind of file, same vocabulary and model shape."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise UsageError(f"{run_dir}: no run there (no config.json); train one with "
-                         f"python train.py --out {run_dir}")
-    saved = runs.read_run_config(path)
-    cfg = Config(**{f.name: saved[f.name] for f in fields(Config) if f.name in saved})
-    cfg.out, cfg.resume, cfg.force, cfg.device = run_dir, "", False, device
-    run = runs.Run(cfg)                     # rebuilds the vocabulary and prompts as train.py did
+    """A saved run's Run (vocabulary, prompts), tuned policy and pi_ref, loaded all or nothing as
+    `train.py --resume` loads them: typed settings, right kind of file, same vocabulary, every weight
+    of the right shape and finite. Anything else is one UsageError naming the file."""
+    cfg = config_from(os.path.join(run_dir, "config.json"))
+    run = runs.Run(check(replace(cfg, out=run_dir, resume="", force=False, device=device, bf16=False)))
     models = []
     for name, kind in (("checkpoint.pt", "rl"), ("reference.pt", "reference")):
-        state = ckpt.load(os.path.join(run_dir, name), kind)
-        ckpt.check_compatible(state, run.identity, os.path.join(run_dir, name))
-        model = Policy(run.model_config)
-        model.load_state_dict(state["model"])
+        path = run.path(name)
+        state = files.load(path, kind)
+        run.check_identity(state, path)
+        model = files.load_model(Policy(run.model_config), state.get("model"), path, "train the run again")
         models.append(model.to(run.device).eval().requires_grad_(False))
     return run, models[0], models[1]
+
+
+def command(args) -> None:
+    for name, value, (low, high) in (("n", args.n, (1, 10_000)), ("seed", args.seed, LIMITS["seed"])):
+        if not low <= value <= high:
+            raise UsageError(f"--{name}={value}: must be an integer from {low} to {high:,}")
+    config_from(os.path.join(args.run_dir, "config.json"))    # a run folder? said before asking for answers
+    answers = answer_stream(sys.stdin)                          # and those before the slow loading
+    run, policy, ref = load_run(args.run_dir, args.device)
+    human_eval(policy, ref, run.vocab, run.prompts, run.cfg, run.device, args.n, args.seed, answers, sys.stdout,
+               run.path("human_eval.jsonl"))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minippo.extras.human_eval", description="Blind comparison of "
                                 "a saved run's tuned policy with pi_ref; answers come from standard input.")
-    p.add_argument("run_dir", help="a run folder written by train.py (config.json, checkpoint.pt, "
-                   "reference.pt)")
+    p.add_argument("run_dir", help="a run folder written by train.py (config.json, checkpoint.pt, reference.pt)")
     p.add_argument("--n", type=int, default=10, help="pairs to judge [default: 10]")
     p.add_argument("--seed", type=int, default=0, help="which prompts, samples and order [default: 0]")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="[default: cpu]")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto [default: cpu]")
     p.error = one_line_error
-    args = p.parse_args(argv)
-    try:
-        if not 1 <= args.n <= 10_000:
-            raise UsageError(f"--n={args.n}: must be an integer from 1 to 10,000")
-        if not os.path.isfile(os.path.join(args.run_dir, "config.json")):
-            load_run(args.run_dir)          # says there is no run there, before asking for answers
-        answers = answer_stream(sys.stdin)  # refuse before loading anything
-        run, policy, ref = load_run(args.run_dir, args.device)
-        human_eval(policy, ref, run.vocab, run.prompts, run.cfg, run.device, args.n, args.seed,
-                   answers, sys.stdout, os.path.join(args.run_dir, "human_eval.jsonl"))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:                     # e.g. human_eval.jsonl in a read-only folder
-        print(f"error: {e.filename or args.run_dir}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    return 0
+    return files.boundary(command, p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """`python train.py`: the command around the lesson. It checks the flags, prepares the run folder,
 pretrains pi_ref (or loads it), calls minippo.ppo.train, evaluates against J* and reports.
 
-What it adds around the loop, and where: flags and their checks (cli.py); the run folder, resume,
-checkpoints and the metrics (runs.py); several processes under torchrun (dist.py); CUDA-graph
-sampling on a GPU (cuda_graphs.py); --bf16 autocast; Ctrl-C and SIGTERM handling; the plots and the
-blind human evaluation at the end (plot.py, human_eval.py).
+What it adds around the loop, and where: flags and their checks (cli.py); the error boundary,
+atomic writes and the folder lock (files.py); the run folder, resume and the metrics (runs.py);
+several processes under torchrun (dist.py); CUDA-graph sampling on a GPU (cuda_graphs.py); --bf16
+autocast; Ctrl-C and SIGTERM; the plots and the blind human evaluation at the end.
 """
 import math
 import numbers
@@ -18,9 +18,10 @@ import torch
 
 from minippo import ppo
 from minippo.evaluate import evaluate
-from minippo.extras import dist, reward_model, runs
-from minippo.extras.cli import UsageError, parse_config
+from minippo.extras import dist, files, reward_model, runs
+from minippo.extras.cli import parse_config
 from minippo.extras.cuda_graphs import graph_sample
+from minippo.extras.files import Failure, UsageError
 from minippo.extras.human_eval import answer_stream, human_eval
 from minippo.extras.plot import NO_MATPLOTLIB, figure, plot_run
 from minippo.model import sample
@@ -29,51 +30,19 @@ from minippo.rollout import response_logprobs
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(argv, rewards=tuple(REWARDS))
-    stop = runs.StopFlag()                  # Ctrl-C: finish the current step, save, exit
-    stop.quiet = not dist.is_first_process()
-    if hasattr(signal, "SIGXFSZ"):          # past a file-size limit a write fails (one line), not the process
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    stop, out = runs.StopFlag(), []        # Ctrl-C or SIGTERM: finish the current step, save, exit
     previous = {sig: signal.signal(sig, stop.request) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def kept():
+        if out and os.path.exists(os.path.join(out[0], "checkpoint.pt")):
+            return f"the last good checkpoint is kept in {out[0]}"
+        return f"no checkpoint had been saved yet in {out[0]}" if out else "nothing was written"
     try:
-        return command(cfg, stop)
-    except KeyboardInterrupt:               # a second Ctrl-C: quit now, the last checkpoint stays
-        if dist.is_first_process():
-            print(f"\nstopped without saving; {kept(cfg.out)}", file=sys.stderr)
-        return 130
-    except UsageError as e:                 # a bad input: one line, exit 2, nothing saved is touched
-        if dist.is_first_process():
-            print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (RewardError, FloatingPointError) as e:
-        size = REWARDS_SEEN["largest"]
-        hint = REWARD_SIZE_HINT.format(size) if isinstance(e, FloatingPointError) and size > 1e6 else ""
-        print(f"error: {e}{hint}. {kept(cfg.out).capitalize()}.", file=sys.stderr)
-        return 1
-    except OSError as e:                    # the file system refused a write: full, read-only, ...
-        where = e.filename or cfg.out
-        print(f"error: {where}: {e.strerror or e}; files written before it are intact",
-              file=sys.stderr)
-        return 1
+        return files.boundary(command, argv, stop, out, after_stop=kept)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         dist.close()
-
-
-def kept(out: str) -> str:
-    if os.path.exists(os.path.join(out, "checkpoint.pt")):
-        return f"the last good checkpoint is kept in {out}"
-    return f"no checkpoint had been saved yet in {out}"
-
-
-class RewardError(Exception):
-    """The reward function raised or returned something that is not a finite number."""
-
-
-REWARDS_SEEN = {"largest": 0.0}          # the largest |r(x, y)| of this process, for error messages
-REWARD_SIZE_HINT = ("; the reward returned values as large as {:.3g}: keep r(x, y) bounded, say in "
-                    "[-1, 1]")
 
 
 def checked(reward_fn):
@@ -84,15 +53,12 @@ def checked(reward_fn):
         where = f"reward {reward_fn.__name__!r} on prompt {x!r} and response {y!r}"
         try:
             r = reward_fn(x, y)
-        except Exception as e:
-            raise RewardError(f"{where} raised {type(e).__name__}: {e}") from None
-        except SystemExit as e:
-            raise RewardError(f"{where} called sys.exit({e.code!r})") from None
+        except (Exception, SystemExit) as e:
+            raise Failure(f"{where} raised {type(e).__name__}: {e}") from None
         if isinstance(r, torch.Tensor) and r.numel() == 1 and r.dtype != torch.bool:
             r = r.item()
         if isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real) or not math.isfinite(r):
-            raise RewardError(f"{where} returned {r!r}; a reward must be a finite float")
-        REWARDS_SEEN["largest"] = max(REWARDS_SEEN["largest"], abs(float(r)))
+            raise Failure(f"{where} returned {r!r}; a reward must be a finite float")
         return float(r)
     reward.__name__ = reward_fn.__name__
     return reward
@@ -117,45 +83,43 @@ def rescored(sample_fn):
     return sample_rescored
 
 
-def command(cfg, stop) -> int:
-    device_type = runs.pick_device(cfg.device).type
-    if cfg.bf16 and device_type != "cuda":
-        raise UsageError("--bf16 needs a CUDA GPU (--device cuda): on a CPU bf16 matmuls are slower")
-    # several processes (torchrun): which one is this, of how many; (0, 1) when run alone
-    rank, world = dist.setup(device_type)
-    if cfg.batch % world or cfg.minibatch % world:
-        raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly "
-                         f"over the {world} processes")
-    if cfg.algo == "reinforce" and cfg.batch // world < 2:
-        raise UsageError(f"--batch={cfg.batch}: with --algo reinforce each of the {world} processes needs "
-                         f"at least 2 responses (the baseline of each is the others' mean return)")
-    answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None  # refuse now, not later
-    if cfg.plot and figure(1, 1, (1, 1)) is None:
-        raise UsageError(f"--plot: {NO_MATPLOTLIB}")
-    proxy = {}
-
-    def load_reward_model(run):             # --reward-model: loaded and checked before any write
-        if cfg.reward_model:
-            proxy["reward"], proxy["saved"] = reward_model.load(
-                cfg.reward_model, run.identity, run.device, {k: getattr(cfg, k) for k in runs.PRETRAIN_KEYS})
-            reward_model.check_unchanged(cfg.reward_model, run)
-    refusal = None
+def command(argv, stop, out) -> int:
+    """Every input is checked, on every process, before the first file is written."""
+    cfg = parse_config(argv, rewards=tuple(REWARDS))
+    gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    rank, world = dist.setup("cuda" if gpu else "cpu")          # which process of how many; (0, 1) alone
+    refusal, run = None, None
     try:
-        run = runs.open_run(cfg, rank, world, stop, load_reward_model)   # checks --out / --resume, data
+        if cfg.batch % world or cfg.minibatch % world or (cfg.algo == "reinforce" and cfg.batch // world < 2):
+            raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly over the "
+                             f"{world} processes (REINFORCE: at least 2 responses each)")
+        answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None   # refuse now
+        if cfg.plot and figure(1, 1, (1, 1)) is None:
+            raise UsageError(f"--plot: {NO_MATPLOTLIB}")
+        run = runs.Run(cfg, rank, world, stop)                # data and sizes checked
+        proxy = None
+        if cfg.reward_model:                                  # the learned r_phi, checked like any input
+            proxy = reward_model.load(cfg.reward_model, run.identity, run.device, run.pretrain)
+            reward_model.check_unchanged(cfg.reward_model, run)
+        out.append(cfg.out)
+        run.open()                                            # the folder: lock, --resume / --force
     except UsageError as e:
         refusal = e
-    if dist.any_process(refusal is not None):      # rank 0 checks the folder: a refusal there ends
-        raise refusal or UsageError("refused by process 0")   # every process, said once (main)
+    if dist.any_process(refusal is not None):   # rank 0 checks the folder: a refusal there ends
+        raise refusal or UsageError("refused by process 0")   # every process, said once
     try:
         return tune_and_evaluate(cfg, run, answers, proxy)
     finally:
-        runs.unlock(run)
+        run.close()
 
 
 def tune_and_evaluate(cfg, run, answers, proxy) -> int:
-    rank, world, stop = run.rank, run.world, run.stop
+    rank, world = run.rank, run.world
     if rank == 0:
-        print(run.describe() + (f" | {world} processes" if world > 1 else ""))
+        reward = f"learned reward {cfg.reward_model!r} (gold {cfg.reward!r})" if proxy else f"reward {cfg.reward!r}"
+        print(f"minippo | device {run.device} | {len(run.prompts)} prompts | {cfg.algo}, {reward}, beta {cfg.beta}, "
+              f"T {cfg.temperature} | {cfg.batch} responses x <= {cfg.max_new_tokens} tokens per iteration, "
+              f"{cfg.iters} iterations | out: {cfg.out}" + (f" | {world} processes" if world > 1 else ""))
 
     # pi_ref: rank 0 pretrains (or reuses the cached reference.pt) while the others wait, then they
     # load its reference.pt (pretraining takes seconds, and every process must start from one pi_ref)
@@ -164,39 +128,42 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
         return 130                          # interrupted during pretraining; its state is saved
     if rank > 0:
         policy, pretrain_seconds = runs.pretrained_policy(run, build=False)
+    policy.to(run.device)
 
     # the lesson: each process tunes the policy on its share of the batch
     share = replace(cfg, batch=cfg.batch // world, minibatch=cfg.minibatch // world)
-    sample_fn, reward_fn = sampler(cfg, run.device), checked(proxy.get("reward") or REWARDS[cfg.reward])
+    reward_fn = checked(proxy[0] if proxy else REWARDS[cfg.reward])
     if proxy:                               # the loop optimises the learned r_phi; the gold r is logged
         run.gold = checked(REWARDS[cfg.reward])
-    eval_sample = graph_sample if run.device.type == "cuda" else sample   # (no re-scoring: fp32)
     try:
         with torch.autocast(run.device.type, torch.bfloat16, enabled=cfg.bf16):   # --bf16 (GPU)
-            ref, beta = ppo.train(share, policy, run.vocab, run.prompts, reward_fn, run, sample_fn)
+            ref, beta = ppo.train(share, policy, run.vocab, run.prompts, reward_fn, run,
+                                  sampler(cfg, run.device))
     finally:
         run.close_bar()                     # an error message then starts on a line of its own
     if run.stopped:
         return 130
     if rank > 0:                            # several processes: rank 0 alone evaluates and reports
         return 0
-    stop.immediate = True                   # nothing left to save: Ctrl-C from here on quits at once
+    run.stop.immediate = True               # nothing left to save: Ctrl-C from here on quits at once
 
     # ---------------------------------------------------------------- how close to J*?
     torch.manual_seed(cfg.seed + runs.EVAL_SEED)
+    eval_sample = graph_sample if run.device.type == "cuda" else sample   # (no re-scoring: fp32)
     results, ref_texts, pol_texts = evaluate(policy, ref, run.vocab, run.prompts, reward_fn, cfg,
                                              run.device, beta, eval_sample)   # with the final beta
-    results.update(runs.text_figures(ref_texts, pol_texts, run.grammar))
+    results.update(**runs.text_figures(ref_texts, run.grammar, "_reference"),
+                   **runs.text_figures(pol_texts, run.grammar, "_policy"))
     if proxy:                               # the same samples, scored by the gold reward
         results.update(reward_model.gold_figures(run.gold, cfg.reward, run.prompts, cfg.eval_samples,
                                                  ref_texts, pol_texts, results["kl_policy"], beta),
                        reward_model=cfg.reward_model,
-                       reward_model_accuracy=proxy["saved"].get("held_out_accuracy"))
+                       reward_model_accuracy=proxy[1].get("held_out_accuracy"))
     target = results["objective_reference"] + 0.9 * (results["objective_optimal"] - results["objective_reference"])
     results.update(pretrain_seconds=pretrain_seconds, rl_seconds=run.rl_seconds, iters=cfg.iters,
                    samples_drawn=cfg.iters * cfg.batch,
                    samples_to_90pct=run.samples_to_reach(target))     # first batch with J >= 90% of the way
-    run.save_summary(results)
+    files.save_json(results, run.path("summary.json"))
     print(f"\nsame prompts, T = {cfg.temperature}:  reference pi_ref  |  tuned pi_theta")
     for a, b in list(zip(ref_texts, pol_texts))[::cfg.eval_samples][:8]:   # one per prompt
         print(f"  {a:<46} | {b}")
@@ -213,7 +180,7 @@ def summary_table(s: dict, beta: float) -> str:
     g = lambda k: f"{s[k]:>11.3f}" if isinstance(s.get(k), float) and math.isfinite(s[k]) else f"{'-':>11}"
     gap = (f"{s['optimality_gap']:.3f}" if math.isfinite(s["optimality_gap"]) else
            "n/a (J* is not above J(pi_ref): no room to improve, or too few --eval-samples)")
-    rows = [f"\n{'':<20}{'reward':>11}{'KL (nats)':>11}{'J':>11}{'grammatical':>12}{'distinct':>11}",
+    rows = [f"\n{'':<20}{'reward':>11}{'KL_ref':>11}{'J':>11}{'grammatical':>12}{'distinct':>11}",
             f"{'pi_ref':<20}{g('reward_reference')}{0:>11.3f}{g('objective_reference')}"
             f"{g('grammatical_reference')} {g('distinct_reference')}",
             f"{'pi_theta (tuned)':<20}{g('reward_policy')}{g('kl_policy')}{g('objective_policy')}"
@@ -222,7 +189,7 @@ def summary_table(s: dict, beta: float) -> str:
             f"+- {s['objective_optimal_se']:.3f})",
             f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {gap}   "
             f"[beta {beta:.4g}, pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s; "
-            f"all figures in summary.json]"]
+            f"KL_ref in nats per response; all figures in summary.json]"]
     if "gold_objective_optimal" in s:       # --reward-model: the table above is the learned proxy's
         gold_gap = f"{s['gold_optimality_gap']:.3f}" if math.isfinite(s["gold_optimality_gap"]) else "n/a"
         rows[0] = "\nunder the learned reward (the proxy PPO optimised):" + rows[0]

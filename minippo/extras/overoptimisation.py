@@ -24,48 +24,48 @@ starts from another run's pi_ref, with its settings.
 """
 import argparse
 import csv
+import io
 import math
 import os
 import sys
 
-from minippo.extras import checkpoint as ckpt
-from minippo.extras import plot, reward_model, sweep
-from minippo.extras.plot import NO_MATPLOTLIB, figure
 from minippo.config import Config
-from minippo.extras.cli import PRETRAIN_KEYS, UsageError, one_line_error, parse_config
+from minippo.extras import files, plot, reward_model, sweep
+from minippo.extras.cli import PRETRAIN_KEYS, one_line_error, parse_config
+from minippo.extras.files import UsageError
+from minippo.extras.plot import NO_MATPLOTLIB, figure
 from minippo.rewards import REWARDS
 
 WINDOW_COLUMNS = ["pairs", "beta", "iter", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "grammatical"]
+SUMMARY_KEYS = ("kl_policy", "reward_policy", "reward_reference", "gold_reward_policy", "gold_reward_reference")
 
 
-def numbers(text: str, flag: str, kind):
+def texts(text: str, flag: str, kind) -> list[str]:
+    """The values of a comma-separated flag, each as the one exact text of its value (repr): the run
+    folder, the table and the CSV all name a value by it, so values that differ never share a folder."""
     try:
         values = [kind(v) for v in text.split(",")]
     except ValueError:
         raise UsageError(f"--{flag}={text}: expected comma-separated {kind.__name__}s, e.g. "
                          f"{'100,2000' if kind is int else '0,0.01'}") from None
-    if kind is float and not all(math.isfinite(v) and v >= 0 for v in values):
-        raise UsageError(f"--{flag}={text}: every value must be a finite number >= 0")
-    if kind is int and not all(2 <= v <= 1_000_000 for v in values):
-        raise UsageError(f"--{flag}={text}: every value must be from 2 to 1,000,000")
     if len(set(values)) != len(values):
         raise UsageError(f"--{flag}={text}: the values must differ")
-    return values
+    return [repr(v) for v in values]
 
 
-def trained(folder: str, pairs: int, args):
+def trained(folder: str, pairs: str, args):
     """The saved facts of folder/reward_model.pt when it was trained with these settings (and this
     pi_ref), else None; UsageError when it was trained otherwise and --force was not given."""
     path = os.path.join(folder, "reward_model.pt")
     if not os.path.isfile(path):
         return None
-    state = ckpt.load(path, "reward_model")
-    same = (state.get("pairs"), state.get("gold"), state.get("tau"), state.get("seed"), state.get("pretrain")) \
-        == (pairs, args.reward, args.tau, args.seed, args.pretrain) and not state.get("pairs_file")
-    if not same and not args.force:
-        raise UsageError(f"--out={args.out}: {path} was trained with other settings; use another --out, or "
-                         f"--force to train it again (its PPO runs are then run again too)")
-    return state if same else None
+    state = files.load(path, "reward_model")
+    changed = files.differences(state, {"pairs": int(pairs), "gold": args.reward, "tau": args.tau,
+                                        "seed": args.seed, "pretrain": args.pretrain, "pairs_file": ""})
+    if changed and not args.force:
+        raise UsageError(f"--out={args.out}: {path} was trained with other settings ({changed}); use another "
+                         f"--out, or --force to train it again (its PPO runs are then run again too)")
+    return None if changed else state
 
 
 def stale(run_dir: str, model_path: str) -> bool:
@@ -74,15 +74,18 @@ def stale(run_dir: str, model_path: str) -> bool:
     return os.path.exists(config) and os.path.getmtime(config) < os.path.getmtime(model_path)
 
 
-def windows(metrics: list, size: int) -> list:
+def windows(metrics: list, size: int, run_dir: str) -> list:
     """Means over consecutive windows of `size` iterations of the batch figures (the last window
     may be shorter): KL, proxy reward, gold reward, grammatical fraction."""
+    for m in metrics:                       # e.g. a run of another command, or of an older minippo
+        if not all(isinstance(m.get(k), (int, float)) for k in ("kl", "gold_reward")):
+            raise UsageError(f"{run_dir}/metrics.jsonl: iteration {m['iter']} has no numeric kl and gold_reward; "
+                             f"remove {run_dir} and run this command again")
     out = []
     for i in range(0, len(metrics), size):
         w = metrics[i:i + size]
         mean = lambda k: sum(m[k] for m in w) / len(w) if all(m.get(k) is not None for m in w) else None
-        kl = mean("kl")
-        out.append({"iter": w[-1]["iter"], "kl": kl, "sqrt_kl": math.sqrt(max(0.0, kl)),
+        out.append({"iter": w[-1]["iter"], "kl": mean("kl"), "sqrt_kl": math.sqrt(max(0.0, mean("kl"))),
                     "proxy_reward": mean("reward"), "gold_reward": mean("gold_reward"),
                     "grammatical": mean("grammatical")})
     return out
@@ -103,7 +106,7 @@ def measure(args) -> list:
         folder = os.path.join(args.out, f"rm_{n}_pairs")
         if trained(folder, n, args) is None:
             print(f"\nreward model on {n} pairs -> {folder}", flush=True)
-            code = reward_model.main(["--pairs", str(n), "--reward", args.reward, "--tau", str(args.tau),
+            code = reward_model.main(["--pairs", n, "--reward", args.reward, "--tau", str(args.tau),
                                       "--seed", str(args.seed), "--out", folder, "--force"]
                                      + (["--reference", reference] if reference else []))
             if code:
@@ -111,16 +114,15 @@ def measure(args) -> list:
         state = trained(folder, n, args)
         reference = os.path.join(folder, "reference.pt")       # pretrained once, then copied
         for b in args.betas:
-            run_dir = os.path.join(args.out, f"ppo_{n}_pairs", f"beta={b:g}")
+            run_dir = os.path.join(args.out, f"ppo_{n}_pairs", f"beta={b}")
             again = ["--force"] if stale(run_dir, os.path.join(folder, "reward_model.pt")) else []
-            sweep.sweep("beta", [f"{b:g}"], os.path.dirname(run_dir), run_arguments(args, folder) + again,
-                        reference)
+            sweep.sweep("beta", [b], os.path.dirname(run_dir), run_arguments(args, folder) + again, reference)
             summary = plot.read_summary(run_dir)
-            if "gold_reward_policy" not in summary:
+            if not all(isinstance(summary.get(k), (int, float)) for k in SUMMARY_KEYS):
                 raise UsageError(f"{run_dir}/summary.json: unreadable or not a --reward-model run's; remove "
                                  f"{run_dir} and run this command again")
             results.append({"pairs": n, "accuracy": state.get("held_out_accuracy", float("nan")), "beta": b,
-                            "windows": windows(plot.read_metrics(run_dir), args.window),
+                            "windows": windows(plot.read_metrics(run_dir), args.window, run_dir),
                             "summary": summary})
     return results
 
@@ -128,7 +130,7 @@ def measure(args) -> list:
 def draw(results: list, path: str, gold: str) -> str:
     """One panel per reward model: gold (solid) and proxy (dashed) reward against sqrt(KL), one
     colour per beta, starting from pi_ref at KL = 0. Returns `path`."""
-    pairs = sorted({r["pairs"] for r in results})
+    pairs = list(dict.fromkeys(r["pairs"] for r in results))
     fig = figure(1, len(pairs), (5.2 * len(pairs), 4.4))
     if fig is None:
         raise UsageError(NO_MATPLOTLIB)
@@ -137,9 +139,9 @@ def draw(results: list, path: str, gold: str) -> str:
             s, w = r["summary"], r["windows"]
             x = [0.0] + [p["sqrt_kl"] for p in w]
             ax.plot(x, [s["gold_reward_reference"]] + [p["gold_reward"] for p in w], "o-", ms=3, color=f"C{i}",
-                    label=f"gold, beta {r['beta']:g}")
+                    label=f"gold, beta {r['beta']}")
             ax.plot(x, [s["reward_reference"]] + [p["proxy_reward"] for p in w], "x--", ms=3, color=f"C{i}",
-                    label=f"proxy r_phi, beta {r['beta']:g}")
+                    label=f"proxy r_phi, beta {r['beta']}")
         ax.set_title(f"r_phi from {n} pairs (held-out accuracy {r['accuracy']:.2f})", fontsize=10)
         ax.set_xlabel("sqrt(KL(pi_theta || pi_ref)), KL in nats per response")
         ax.set_ylabel(f"mean reward (gold {gold!r}; proxy normalised)")
@@ -164,13 +166,11 @@ def report(results: list, args) -> None:
                  s.get("grammatical_policy")]
         print("".join(f"{'-' if c is None else f'{c:.3f}' if isinstance(c, float) else c:>12}" for c in cells))
     path = os.path.join(args.out, "overoptimisation.csv")
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(WINDOW_COLUMNS)
-        for r in results:
-            for p in r["windows"]:
-                row = {"pairs": r["pairs"], "beta": r["beta"], **p}
-                writer.writerow(["" if row[c] is None else row[c] for c in WINDOW_COLUMNS])
+    rows = [{"pairs": r["pairs"], "beta": r["beta"], **p} for r in results for p in r["windows"]]
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows([WINDOW_COLUMNS] + [["" if row[c] is None else row[c] for c in WINDOW_COLUMNS]
+                                                  for row in rows])
+    files.save_lines([out.getvalue()], path)
     print(f"wrote {path}")
     if figure(1, 1, (1, 1)) is None:
         print(f"plot skipped: {NO_MATPLOTLIB}")
@@ -201,51 +201,44 @@ def main(argv=None) -> int:
     p.error = one_line_error
     args, run_flags = p.parse_known_args(argv)     # any other flag goes to every PPO run
     try:
-        for flag in ("--reward-model", "--resume", "--out", "--beta"):
-            if any(a.split("=")[0] == flag for a in run_flags):
-                raise UsageError(f"{flag}: set by this command for each run; leave it out (--betas sets beta)")
-        pretraining = [f"--{k.replace('_', '-')}" for k in PRETRAIN_KEYS]
-        for a in run_flags:
-            if a.split("=")[0] in pretraining:
-                raise UsageError(f"{a.split('=')[0]}: pi_ref's settings come from --reference RUN/reference.pt "
-                                 f"(a train.py run made with them), so that the reward models share it")
-        args.run_flags = run_flags
-        if args.reference:
-            settings = reward_model.reference_settings(args.reference)
-            if args.seed not in (None, settings["seed"]):
-                raise UsageError(f"--seed={args.seed}: --reference={args.reference} was pretrained with "
-                                 f"seed {settings['seed']}; leave --seed out or give that one")
-            args.seed = settings["seed"]
-            args.run_flags += [a for k, v in settings.items() if k != "seed" and v != ""
-                               for a in (f"--{k.replace('_', '-')}", str(v))]
-        args.seed = 0 if args.seed is None else args.seed
-        args.pretrain = (settings if args.reference else
-                         {k: getattr(Config(seed=args.seed), k) for k in PRETRAIN_KEYS})
-        if not args.out.strip():
-            raise UsageError("--out: must name a folder")
-        args.pairs = numbers(args.pairs, "pairs", int)
-        args.betas = numbers(args.betas, "betas", float)
-        if not (math.isfinite(args.tau) and args.tau >= 0):
-            raise UsageError(f"--tau={args.tau}: must be a finite number >= 0")
-        if not 1 <= args.iters <= 100_000:
-            raise UsageError(f"--iters={args.iters}: must be an integer from 1 to 100,000")
-        if not 1 <= args.window <= args.iters:
-            raise UsageError(f"--window={args.window}: must be an integer from 1 to --iters={args.iters}")
-        if not 0 <= args.seed < 2 ** 63:
-            raise UsageError(f"--seed={args.seed}: must be in 0 .. 2^63 - 1")
-        parse_config(run_arguments(args, "unused") + ["--out", "unused"], tuple(REWARDS))  # bad flags: now
-        report(measure(args), args)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:                  # a reward model or a run failed: it said why
+        return files.boundary(command, args, run_flags, after_stop=lambda: "run the same command again to continue")
+    except SystemExit as e:                  # a reward model or a run failed, and said why
         return e.code
-    except KeyboardInterrupt:
-        print("\ninterrupted; run the same command again to continue", file=sys.stderr)
-        return 130
-    except OSError as e:
-        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
-        return 1
+
+
+def command(args, run_flags) -> int:
+    """Every flag is checked before any work: a bad one is one line naming it."""
+    for flag in ("--reward-model", "--resume", "--out", "--beta"):
+        if any(a.split("=")[0] == flag for a in run_flags):
+            raise UsageError(f"{flag}: set by this command for each run; leave it out (--betas sets beta)")
+    for a in run_flags:
+        if a.split("=")[0] in [f"--{k.replace('_', '-')}" for k in PRETRAIN_KEYS]:
+            raise UsageError(f"{a.split('=')[0]}: pi_ref's settings come from --reference RUN/reference.pt "
+                             f"(a train.py run made with them), so that the reward models share it")
+    args.run_flags, settings = run_flags, {}
+    if args.reference:
+        settings = reward_model.reference_settings(args.reference)
+        if args.seed not in (None, settings["seed"]):
+            raise UsageError(f"--seed={args.seed}: --reference={args.reference} was pretrained with "
+                             f"seed {settings['seed']}; leave --seed out or give that one")
+        args.run_flags += [a for k, v in settings.items() if k != "seed" and v != ""
+                           for a in (f"--{k.replace('_', '-')}", str(v))]
+    args.seed = settings.get("seed", 0 if args.seed is None else args.seed)
+    args.pretrain = settings or {k: getattr(Config(seed=args.seed), k) for k in PRETRAIN_KEYS}
+    typed, args.pairs, args.betas = args.betas, texts(args.pairs, "pairs", int), texts(args.betas, "betas", float)
+    if not all(2 <= int(n) <= 1_000_000 for n in args.pairs):
+        raise UsageError(f"--pairs={','.join(args.pairs)}: every value must be from 2 to 1,000,000")
+    if not (math.isfinite(args.tau) and args.tau >= 0):
+        raise UsageError(f"--tau={args.tau}: must be a finite number >= 0")
+    if not 1 <= args.window <= args.iters:
+        raise UsageError(f"--window={args.window}: must be an integer from 1 to --iters={args.iters}")
+    parse_config(run_arguments(args, "unused") + ["--out", args.out], tuple(REWARDS))   # the run flags, --out
+    for b in args.betas:                    # each beta as train.py would check it
+        try:
+            parse_config(run_arguments(args, "unused") + ["--out", args.out, "--beta", b], tuple(REWARDS))
+        except UsageError as e:
+            raise UsageError(f"--betas={typed}: {e}") from None
+    report(measure(args), args)
     return 0
 
 

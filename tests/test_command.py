@@ -1,0 +1,428 @@
+"""train.py as a user runs it: a short seeded run learns; Ctrl-C, SIGTERM and --resume are exact; and
+the invariants of minippo/extras/files.py hold: a refused input is one line (exit 2) that changes
+nothing, a failed write or a broken run is one line (exit 1) that keeps what was saved, one writer
+per folder, and nothing the user gave is removed."""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, TINY, call, metrics, one_line, run, snapshot, with_reference
+from minippo.config import Config
+from minippo.extras import files, launch
+from minippo.extras.files import Failure, UsageError
+from minippo.extras.launch import checked, summary_table
+from minippo.extras.runs import Run
+from minippo.rewards import NO_EOS_PENALTY
+from minippo.rollout import score
+
+
+def train(capsys, *args):
+    return call(launch.main, capsys, *args)
+
+
+def copy_of(reference, tmp_path, name="run"):
+    shutil.copytree(reference, tmp_path / name)
+    return tmp_path / name
+
+
+# ----------------------------------------------------------------------------- it learns, exactly
+def test_short_seeded_run_raises_reward_and_keeps_kl_bounded(reference):
+    m = metrics(reference)
+    assert len(m) == 12 and [r["iter"] for r in m] == list(range(1, 13))
+    first, last = m[0]["reward"], sum(r["reward"] for r in m[-3:]) / 3
+    assert last > first + 0.3, (first, last)    # rewards lie in [-1, 1]: 0.3 is a clear rise, not noise
+    assert all(r["kl"] < 10 for r in m)                      # bounded: no runaway from pi_ref
+    assert m[0]["approx_kl"] > -1e-3 and m[0]["clipfrac"] < 0.5
+    summary = json.load(open(reference / "summary.json"))
+    assert summary["objective_optimal"] >= summary["objective_policy"] - 4 * summary["objective_policy_se"]
+    assert summary["rl_seconds"] > 0 and 0 < summary["optimality_gap"] < 1
+    assert (reference / "samples.txt").read_text().startswith("iteration 1\n")
+
+
+def test_same_seed_gives_identical_metrics_and_reinforce_learns(reference, tmp_path):
+    out = with_reference(reference, tmp_path, "again")
+    assert "reusing" in run("--out", out, *TINY, "--iters", "4").stdout
+    assert metrics(out) == metrics(reference)[:4]
+    out = with_reference(reference, tmp_path, "reinforce")
+    run("--out", out, *TINY, "--iters", "12", "--algo", "reinforce")
+    m = metrics(out)
+    assert sum(r["reward"] for r in m[-3:]) / 3 > m[0]["reward"] + 0.2
+    assert "clipfrac" not in m[0] and "vf_loss" not in m[0]
+
+
+def test_help_lists_every_setting():
+    out = run("--help").stdout
+    assert all(f"--{f.replace('_', '-')}" in out for f in Config.__dataclass_fields__)
+
+
+# ----------------------------------------------------------------------------- Ctrl-C, SIGTERM, resume
+def signal_when(args, ready, sig=signal.SIGINT):
+    """Start train.py, send `sig` once ready(stderr so far) holds (a sign of readiness, not a delay)."""
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = []
+    threading.Thread(target=lambda: err.extend(iter(lambda: p.stderr.read(64), "")), daemon=True).start()
+    while p.poll() is None and not ready("".join(err)):
+        time.sleep(0.02)
+    p.send_signal(sig)
+    p.wait()
+    time.sleep(0.1)
+    return p.returncode, "".join(err)
+
+
+def lines(path):
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_during_rl_saves_and_resume_is_bit_exact(reference, tmp_path, sig):
+    out = with_reference(reference, tmp_path, "part")
+    args = [*TINY, "--iters", "8", "--ckpt-every", "100"]
+    code, err = signal_when(["--out", out, *args], lambda _: lines(out / "metrics.jsonl") >= 3, sig)
+    assert code == 130 and "--resume" in err, err[-2000:]
+    assert 3 <= len(metrics(out)) < 8
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"]
+    run(*args, "--resume", out)
+    assert metrics(out) == metrics(reference)[:8]
+    assert json.loads((out / "summary.json").read_text())["rl_seconds"] > saved
+
+
+def test_ctrl_c_during_pretraining_then_resume_is_bit_exact(reference, tmp_path):
+    out = tmp_path / "pre"
+    args = [*TINY, "--iters", "3"]
+    code, err = signal_when(["--out", out, *args], lambda e: "pretrain:  " in e and "/250" in e
+                            and not e.rstrip().endswith("0/250"))
+    assert code == 130, err[-2000:]
+    assert (out / "pretrain_state.pt").exists() and not (out / "reference.pt").exists()
+    run(*args, "--resume", out)
+    assert not (out / "pretrain_state.pt").exists()
+    assert metrics(out) == metrics(reference)[:3]          # pi_ref came out bit for bit the same
+
+
+def test_ctrl_c_during_the_final_evaluation_quits_at_once(reference, tmp_path):
+    out = with_reference(reference, tmp_path, "eval")
+    t = time.time()
+    code, err = signal_when(["--out", out, *TINY, "--iters", "1", "--eval-samples", "20000"],
+                            lambda _: (out / "checkpoint.pt").exists() and time.time() - t > 0.5)
+    assert code == 130 and "stopped" in err and not (out / "summary.json").exists(), err[-1500:]
+
+
+def test_ctrl_c_while_torch_is_importing_is_one_line():
+    start = ("import runpy, sys, minippo.extras; sys.stderr.write('up\\n'); sys.stderr.flush(); "
+             "sys.argv = ['train.py', '--help']; runpy.run_path('train.py', run_name='__main__')")
+    p = subprocess.Popen([sys.executable, "-c", start], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stderr.readline() == "up\n"     # the commands' package is in: torch, a second or more, is next
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("torch imported before the signal arrived (a fast machine)")
+    assert p.returncode == 130 and err.strip() == "stopped before anything was written", err
+
+
+# ----------------------------------------------------------------------------- refused inputs
+BAD_FLAGS = [
+    (["--lr", "0"], "--lr"), (["--lr=-1e-3"], "--lr"), (["--nonsense", "1"], "--nonsense"), (["--batch", "0"], "--batch"),
+    (["--iters", "-5"], "--iters"), (["--batch", "64", "--minibatch", "24"], "--minibatch"),
+    (["--beta", "-0.1"], "--beta"), (["--beta", "1e308"], "--beta"), (["--temperature", "0"], "--temperature"),
+    (["--clip", "1.5"], "--clip"), (["--clip", "0"], "--clip"), (["--lam", "1.2"], "--lam"),
+    (["--gamma", "-0.1"], "--gamma"), (["--beta", "nan"], "--beta"), (["--lr", "inf"], "--lr"),
+    (["--reward", "kindness"], "--reward"), (["--algo", "dpo"], "--algo"), (["--device", "tpu"], "--device"),
+    (["--batch", "many"], "--batch"), (["--max-new-tokens", "200"], "--max-new-tokens"), (["--n-head", "3"], "--n-head"),
+    (["--bf16", "--device", "cpu"], "--bf16"), (["--algo", "reinforce", "--batch", "1", "--minibatch", "1"], "--batch"),
+    (["--target-kl", "1", "--kl-horizon", "1"], "--kl-horizon"),        # else beta goes negative
+    (["--seed", "99999999999999999999"], "--seed"), (["--d-model", "100000"], "--d-model"),
+    (["--n-layer", "1000"], "--n-layer"), (["--batch", "10000000000"], "--batch"),
+    (["--eval-samples", "999999999"], "--eval-samples"), (["--human-eval", "10000000000"], "--human-eval"),
+    (["--out", ""], "--out"), (["--out", " "], "--out"), (["--lr", "1e400"], "--lr=1e400"),   # as typed, not inf
+    (["--corpus-lines", "5"], "--corpus-lines"), (["--block-size", "4000", "--corpus-lines", "1000"], "--block-size"),
+    *([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device")])]
+
+
+@pytest.mark.parametrize("args, name", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_a_bad_flag_is_one_line_and_creates_nothing(tmp_path, capsys, args, name):
+    code, err = train(capsys, "--out", tmp_path / "out", *args)
+    one_line(code, err, name)
+    assert "--data" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, name", [BAD_FLAGS[i] for i in (0, 13, 16)])
+def test_a_bad_flag_from_the_shell(tmp_path, args, name):
+    p = run("--out", tmp_path / "out", *args, check=False)
+    one_line(p.returncode, p.stderr, name)
+
+
+FILES = {"empty.txt": ("\n \n", "empty"), "latin1.txt": ("caf\xe9 ol\xe9\n" * 50, "not UTF-8"),
+         "short.txt": ("one two three.\n", "too short"), "missing.txt": (None, "no such file"),
+         "folder": ("/", "a folder")}
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_a_bad_data_file_is_named(tmp_path, capsys, name):
+    text, why = FILES[name]
+    if text == "/":
+        (tmp_path / name).mkdir()
+    elif text is not None:
+        (tmp_path / name).write_bytes(text.encode("latin-1"))
+    code, err = train(capsys, "--out", tmp_path / "out", "--data", tmp_path / name)
+    one_line(code, err, "--data", why)
+
+
+@pytest.mark.parametrize("text, words", [("the food\nthe Zebra\n", ["'Z'"]),
+                                         ("the food " + "a" * 100_000 + "\n", ["100009 characters"])])
+def test_a_bad_prompt_is_named_by_its_file_and_cut_short(tmp_path, capsys, text, words):
+    (tmp_path / "p.txt").write_text(text)
+    code, err = train(capsys, "--out", tmp_path / "o", "--prompts", tmp_path / "p.txt")
+    one_line(code, err, "--prompts", *words)
+    assert len(err) < 400
+
+
+# ----------------------------------------------------------------------------- the run folder
+@pytest.mark.parametrize("contents, flags, words", [
+    ({"metrics.jsonl": '{"iter": 1}\n', "config.json": "{}", "checkpoint.pt": "x"}, [], ["--resume", "--force"]),
+    *[({"config.json": c, "metrics.jsonl": "their data\n"}, ["--force"], ["config.json", "not a minippo"])
+      for c in ('{"name": "my web app"}', "not json at all", "[1, 2]", "")],
+    ({"summary.json": '{"mine": 1}', "samples.txt": "my samples"}, ["--force"], ["--force", "no config.json"]),
+    ({"notes.txt": "mine"}, ["--resume", "{out}"], ["no run to resume"]),
+    ({"reference.pt": "\x80\x02garbage"}, [], ["reference.pt", "not a readable"])],
+    ids=["run", "foreign-json", "not-json", "list", "empty", "no-config", "nothing-to-resume", "corrupt-reference"])
+def test_a_folder_that_is_not_this_run_is_left_exactly_as_it_was(tmp_path, capsys, contents, flags, words):
+    out = tmp_path / "theirs"
+    out.mkdir()
+    for name, text in contents.items():
+        (out / name).write_text(text)
+    before = snapshot(out)
+    code, err = train(capsys, "--out", out, *TINY, *[f.format(out=out) for f in flags])
+    one_line(code, err, *words)
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("out", ["{file}", "{file}/sub", "/proc/minippo_out", "x" * 300])
+def test_an_out_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, out):
+    (tmp_path / "a_file").write_text("not a folder")
+    code, err = train(capsys, "--out", out.format(file=tmp_path / "a_file"), *TINY)
+    one_line(code, err, "--out")
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_force_never_removes_an_input_of_the_command(reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path)
+    (out / "samples.txt").write_text("the food\nthe staff\n")       # the user's prompts, by that name
+    before = snapshot(out)
+    code, err = train(capsys, "--out", out, *TINY, "--force", "--prompts", out / "samples.txt")
+    one_line(code, err, "samples.txt", "input")
+    assert snapshot(out) == before
+
+
+def test_one_writer_per_folder_and_free_again_when_its_holder_dies(reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path)
+    before = snapshot(out)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+                               "from minippo.extras.files import lock; lock(sys.argv[2]); print('held', "
+                               "flush=True); time.sleep(60)", str(ROOT), str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    for flags in (["--force"], ["--resume", str(out)]):
+        code, err = train(capsys, "--out", out, *TINY, "--iters", "14", *flags)
+        one_line(code, err, f"in use by process {holder.pid}")
+    holder.kill()                                      # a killed run leaves no lock behind
+    holder.wait()
+    (out / "checkpoint.pt.tmp4242").write_bytes(b"half a checkpoint")    # what a kill mid-write leaves
+    files.unlock(str(out), files.lock(str(out)))
+    assert {k: v for k, v in snapshot(out).items() if k != files.LOCK_NOTE} == before
+
+
+# ----------------------------------------------------------------------------- what is saved must fit
+def tamper(path, change):
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+
+
+def group(key, value):
+    return lambda s: s["optimizer"]["param_groups"][0].update({key: value})
+
+
+def first_moment(change):
+    return lambda s: s["optimizer"]["state"][0].update(exp_avg=change(s["optimizer"]["state"][0]["exp_avg"]))
+
+
+CHECKPOINT = [
+    (lambda s: s.update(iter=-5), "iteration"), (lambda s: s.update(iter="7"), "iteration"),
+    (lambda s: s.update(beta=math.nan), "beta"), (lambda s: s.pop("beta"), "beta"), (lambda s: s["model"]["lm_head.weight"].__setitem__((0, 0), math.nan), "not finite"),
+    (lambda s: s["model"].update({"lm_head.weight": s["model"]["lm_head.weight"][:3]}), "lm_head.weight"),
+    (lambda s: s["model"].pop("lm_head.weight"), "lm_head.weight"), (lambda s: s.update(vocab="abc"), "vocab"),
+    (lambda s: s["rng"][0].update(torch=torch.zeros(3, dtype=torch.uint8)), "random"),
+    (lambda s: s.update(rng=["not a state"]), "random"), (lambda s: s["logs"]["metrics.jsonl"].append(5), "log lines"),
+    (lambda s: s.update(rl_seconds="x"), "seconds"), (group("betas", (2.0, "a")), "another optimizer"),
+    (group("maximize", True), "another optimizer"), (lambda s: s["optimizer"]["param_groups"][0].pop("weight_decay"), "opt"),
+    (lambda s: s.update(optimizer={"state": {}, "param_groups": [{"lr": 0.001}]}), "optimizer"),
+    (first_moment(lambda t: t[:1]), "moments"), (first_moment(lambda t: t + math.inf), "moments"),
+    (lambda s: s.update(iter=13), "--iters=12"), (lambda s: s.update(rng=s["rng"] * 2), "2 processes")]
+
+
+@pytest.mark.parametrize("change, word", CHECKPOINT, ids=[f"checkpoint-{w}-{i}" for i, (_, w) in enumerate(CHECKPOINT)])
+def test_a_checkpoint_that_this_run_would_not_save_is_refused_and_nothing_changes(reference, tmp_path, capsys,
+                                                                                 change, word):
+    out = copy_of(reference, tmp_path)
+    tamper(out / "checkpoint.pt", change)
+    before = snapshot(out)
+    code, err = train(capsys, "--resume", out, *TINY, "--iters", "12")
+    one_line(code, err, word)
+    assert snapshot(out) == before and b"\0" not in (out / "metrics.jsonl").read_bytes()
+
+
+def test_a_resume_rewrites_the_logs_from_the_checkpoint(reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path)
+    (out / "metrics.jsonl").write_text((out / "metrics.jsonl").read_text()[:100])     # a power loss, say
+    (out / "samples.txt").unlink()
+    assert train(capsys, "--resume", out, *TINY, "--iters", "13")[0] == 0
+    assert metrics(out)[:12] == metrics(reference) and len(metrics(out)) == 13
+    assert (out / "samples.txt").read_text() == (reference / "samples.txt").read_text()
+
+
+@pytest.mark.parametrize("change, words", [
+    *[(lambda out, c=c: (out / "config.json").write_text(c), ["config.json"]) for c in ("{not json", "", "[1, 2, 3]")],
+    (lambda out: tamper(out / "reference.pt", lambda s: s["model"]["tok_emb.weight"].__setitem__((1, 1), math.inf)),
+     ["reference.pt", "not finite"])], ids=["bad-json", "empty", "list", "reference-inf"])
+def test_a_resume_whose_files_were_damaged_is_refused_and_nothing_changes(reference, tmp_path, capsys, change, words):
+    out = copy_of(reference, tmp_path)
+    change(out)
+    before = snapshot(out)
+    code, err = train(capsys, "--resume", out, *TINY, "--iters", "14")
+    one_line(code, err, *words)
+    assert snapshot(out) == before
+
+
+def test_a_resume_must_repeat_the_run_s_settings(reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path)
+    code, err = train(capsys, "--resume", out, *TINY, "--iters", "14", "--lr", "0.002")
+    one_line(code, err, "--resume", "--lr=0.001")
+    code, err = train(capsys, "--resume", out, "--out", tmp_path / "elsewhere")
+    one_line(code, err, "--out", "--resume")
+
+
+def test_a_pretraining_state_out_of_range_is_refused(tmp_path, capsys):
+    out = tmp_path / "pre"
+    code, _ = train(capsys, "--out", out, *TINY, "--pretrain-steps", "0")       # refused: nothing written
+    assert code == 2 and not out.exists()
+    out.mkdir()
+    cfg = Config(out=str(out), pretrain_steps=250, corpus_lines=4000, batch=32, minibatch=16, eval_samples=16,
+                 sample_every=100, lr=1e-3, anneal_lr=False, device="cpu")
+    files.save_json(cfg.__dict__, str(out / "config.json"))
+    torch.save({"kind": "pretrain", **Run(cfg).identity, "step": 999, "model": {}, "optimizer": {},
+                "rng": files.rng_state()}, out / "pretrain_state.pt")
+    code, err = train(capsys, "--resume", out, *TINY)
+    one_line(code, err, "pretrain_state.pt")
+
+
+# ----------------------------------------------------------------------------- files.py on its own
+class Custom:   # a pickled custom object must never be loaded
+    pass
+
+
+def test_a_failed_write_keeps_the_old_file_names_it_and_leaves_no_temporary(tmp_path):
+    path = str(tmp_path / "keep.pt")
+    files.save({"kind": "rl", "n": 1}, path)
+
+    def broken(tmp):
+        open(tmp, "wb").write(b"partial")
+        raise RuntimeError("disk full")                # torch.save's words for a failed write
+    with pytest.raises(OSError, match="disk full") as e:
+        files.atomic_write(path, broken)
+    assert e.value.filename == path and files.load(path, "rl")["n"] == 1 and os.listdir(tmp_path) == ["keep.pt"]
+    files.save_json({"gap": math.nan, "rows": [1.0, math.inf]}, str(tmp_path / "s.json"))
+    assert json.loads((tmp_path / "s.json").read_text()) == {"gap": None, "rows": [1.0, None]}
+
+
+def test_a_file_that_is_not_minippo_s_is_refused_in_one_line(tmp_path):
+    files.save({"kind": "rl", "model": {}}, str(tmp_path / "good.pt"))
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:200])
+    (tmp_path / "foreign.pt").write_text("hello, I am a text file")
+    torch.save({"kind": "rl", "evil": Custom()}, tmp_path / "pickled.pt")
+    for name, kind in [("missing.pt", "rl"), ("truncated.pt", "rl"), ("foreign.pt", "rl"), ("pickled.pt", "rl"),
+                       ("good.pt", "reference")]:
+        with pytest.raises(UsageError) as e:
+            files.load(str(tmp_path / name), kind)
+        assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_random_state_round_trips_and_a_broken_one_changes_nothing():
+    files.seed_everything(5)
+    state = files.rng_state()
+    expect = (np.random.rand(), torch.rand(1).item())
+    files.seed_everything(99)
+    with pytest.raises(RuntimeError):
+        files.set_rng_state({**state, "torch": torch.zeros(3, dtype=torch.uint8)})
+    assert torch.rand(1).item() == torch.rand(1, generator=torch.Generator().manual_seed(99)).item()
+    files.set_rng_state(state)
+    assert (np.random.rand(), torch.rand(1).item()) == expect
+
+
+# ----------------------------------------------------------------------------- a run that cannot go on
+@pytest.mark.parametrize("value, expected", [(np.float32(0.5), 0.5), (np.int64(1), 1.0), (torch.tensor(0.25), 0.25), (3, 3.0)])
+def test_a_reward_of_any_real_type_is_taken(value, expected):
+    assert checked(lambda x, y: value)("the food", " is good.") == expected
+
+
+@pytest.mark.parametrize("bad, what", [(math.inf, "returned inf"), ("great", "returned 'great'"), (None, "returned None"),
+                                       (True, "returned True"), (np.bool_(True), "returned"),
+                                       (torch.tensor([1.0, 2.0]), "returned"), (KeyError("x"), "raised KeyError"),
+                                       (SystemExit(0), "raised SystemExit")])
+def test_a_reward_that_is_not_a_finite_number_is_named(bad, what):
+    def odd(prompt, response):
+        if isinstance(bad, BaseException):
+            raise bad
+        return bad
+    with pytest.raises(Failure) as e:
+        score(checked(odd), ["the food"], [" is good."], [True], "cpu")
+    assert str(e.value).startswith("reward 'odd' on prompt 'the food' and response ' is good.'") and what in str(e.value)
+    assert score(checked(odd), ["the food"], [" is goo"], [False], "cpu").tolist() == [NO_EOS_PENALTY]
+
+
+def test_a_misbehaving_reward_stops_with_one_line_and_keeps_the_last_checkpoint(reference, tmp_path, capsys,
+                                                                                 monkeypatch):
+    calls = []
+
+    def flaky(prompt, response):             # fine for the first ~2 iterations of 32, then bad
+        calls.append(1)
+        return 0.0 if len(calls) <= 70 else math.nan
+    monkeypatch.setitem(launch.REWARDS, "flaky", flaky)
+    out = with_reference(reference, tmp_path, "flaky")
+    code, err = train(capsys, "--out", out, *TINY, "--iters", "6", "--ckpt-every", "2", "--reward", "flaky")
+    one_line(code, err, "reward 'flaky' on prompt '", "returned nan", "checkpoint is kept", expected=1)
+    done = [m["iter"] for m in metrics(out)]
+    assert len(done) >= 2 and done == list(range(1, len(done) + 1))       # every finished iteration
+    assert files.load(str(out / "checkpoint.pt"), "rl")["iter"] == len(done) - len(done) % 2
+
+
+@pytest.mark.parametrize("flags, words", [(["--reward", "huge"], ["non-finite", "no checkpoint"]),
+                                          (["--ckpt-every", "2"], ["checkpoint.pt", "could not write"])],
+                         ids=["gradient", "file-size-limit"])
+def test_a_run_that_cannot_go_on_is_one_line_and_keeps_what_was_saved(reference, tmp_path, flags, words):
+    """A non-finite gradient never reaches the weights; a write past a file-size limit names the file."""
+    out = with_reference(reference, tmp_path, "stop")
+    code = ("import sys, resource, runpy; resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
+            "from minippo import rewards; rewards.REWARDS['huge'] = lambda x, y: 1e300; "
+            "sys.argv = sys.argv[1:]; runpy.run_path('train.py', run_name='__main__')")
+    p = subprocess.run([sys.executable, "-c", code, "train.py", "--out", str(out), *TINY, "--iters", "3", *flags],
+                       cwd=ROOT, capture_output=True, text=True)
+    one_line(p.returncode, p.stderr, *words, expected=1)
+    assert not (out / "checkpoint.pt").exists() and not [f for f in os.listdir(out) if ".tmp" in f]
+    assert (out / "reference.pt").read_bytes() == (reference / "reference.pt").read_bytes()
+
+
+def test_the_resume_hint_is_shell_quoted_and_the_table_says_n_a(tmp_path):
+    run_ = Run(Config(out=str(tmp_path / "my runs" / "a'b"), corpus_lines=400))
+    assert run_.resume_hint.endswith("--resume '" + str(tmp_path / "my runs" / "a") + "'\"'\"'b'")
+    s = {"optimality_gap": math.nan, "objective_optimal_se": 0.0, "pretrain_seconds": 1.0, "rl_seconds": 2.0}
+    assert "= n/a" in summary_table(s, 0.1)
