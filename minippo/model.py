@@ -39,12 +39,11 @@ class Block(nn.Module):
 
     def forward(self, x, mask, kv=None, cols=None):
         B, T, C = x.shape                                                    # (B, T, C)
-        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if kv is not None:      # KV cache: write this chunk's keys/values at columns `cols`, read them all
-            kv[0].index_copy_(2, cols, k)
-            kv[1].index_copy_(2, cols, v)
-            k, v = kv                                   # (B, nh, S, hs), the mask hides unwritten columns
+        qkv = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv                                   # qkv (3, B, nh, T, hs): (B, nh, T, hs) each
+        if kv is not None:      # KV cache (2, B, nh, S, hs): write this chunk's keys/values at columns `cols`
+            kv.index_copy_(3, cols, qkv[1:])
+            k, v = kv                                   # read every column: the mask hides unwritten ones
         # softmax(q k^T / sqrt(hs), over allowed keys only) v, in one fused torch kernel
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)          # (B, nh, T, hs)
         x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
@@ -136,7 +135,8 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int)
     pad_id = model.cfg.vocab_size
     B, P = prompts.shape
     cache = model.new_cache(B, P + max_new_tokens)
-    def upto(n):        # the cache's first n columns, as views: on a CPU each column read costs attention time
+
+    def upto(n):        # the cache's first n columns as views (writes land in it): each column read costs time
         return dict(cache, real=cache["real"][:, :n], kv=cache["kv"][..., :n, :])
     logits = model(prompts, upto(P))[0][:, -1]                              # (B, V) prefill
     done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
@@ -149,7 +149,7 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int)
         tokens.append(nxt)
         lps.append(lp.masked_fill(done, 0.0))
         done = done | (nxt == eos_id)
-        if bool(done.all()):
+        if bool(done.all()) or t == max_new_tokens - 1:    # every row ended, or no token left to draw
             break
         logits = model.decode_step(nxt, upto(P + t + 1))                    # the columns written so far
     return torch.stack(tokens, 1), torch.stack(lps, 1)

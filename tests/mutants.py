@@ -23,7 +23,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["tests/test_rl.py", "tests/test_model.py", "tests/test_exact_gradient.py",
         "tests/test_loop.py", "tests/test_evaluate.py", "tests/test_estimators.py",
-        "tests/test_data.py", "tests/test_train.py"]
+        "tests/test_data.py", "tests/test_command.py::test_short_seeded_run_raises_reward_and_keeps_kl_bounded",
+        "tests/test_command.py::test_same_seed_gives_identical_metrics_and_reinforce_learns"]
 
 # (id, file, the line as it is, the line as the mutant has it, what the bug is)
 MUTANTS = [
@@ -45,8 +46,8 @@ MUTANTS = [
     ("M6", "minippo/ppo.py", "loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy",
      "loss = pg_loss + cfg.vf_coef * vf_loss + cfg.ent_coef * mb_entropy",
      "the entropy bonus with the wrong sign"),
-    ("M7", "minippo/ppo.py", "torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)",
-     "pass",
+    ("M7", "minippo/ppo.py", "grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)",
+     "grad_norm = torch.nn.utils.get_total_norm([p.grad for p in policy.parameters() if p.grad is not None])",
      "no gradient clipping"),
     ("M8", "minippo/ppo.py", "if cfg.whiten:",
      "if not cfg.whiten:",

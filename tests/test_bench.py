@@ -1,18 +1,16 @@
-"""The benchmark (python -m minippo.extras.bench): its figures follow from its timings and the stated FLOP
-formula, and --json is machine-readable (its refusals: tests/test_experiments.py)."""
+"""The benchmark: --json's figures follow from its timings and the FLOP formula (refusals: test_experiments.py)."""
 import json
 
 import pytest
-import torch
 
-from minippo.extras.bench import PROMPT_ROOM, Config, bench, main
+from minippo.extras.bench import PROMPT_ROOM, Config, main
 
 
-def test_figures_are_consistent_with_the_formula():
-    cfg = Config(batch=8, minibatch=4, max_new_tokens=8)
-    r = bench(cfg, torch.device("cpu"), iters=1, warmup=1, profile=True)
+def test_json_figures_are_consistent_with_the_formula(capsys):
+    assert main(["--json", "--batch", "8", "--max-new-tokens", "8", "--iters", "1", "--profile"]) == 0
+    r, cfg = json.loads(capsys.readouterr().out), Config(batch=8, max_new_tokens=8)
     S = PROMPT_ROOM + cfg.max_new_tokens                            # prompt + response columns
-    assert r["parameters"] == 108_161
+    assert (r["algo"], r["batch"], r["parameters"]) == ("ppo", 8, 108_161)
     n_weights = r["parameters"] - 29 * 64 - cfg.block_size * 64     # embeddings excluded
     flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * cfg.epochs * cfg.batch * S
     update = r["phases"]["update"]
@@ -25,10 +23,3 @@ def test_figures_are_consistent_with_the_formula():
         shares = [o["share"] for o in ops]
         assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
     assert any("mm" in o["op"] for o in r["profile"]["iteration"])  # matmuls show up where expected
-
-
-def test_json_output(capsys):
-    assert main(["--json", "--algo", "reinforce", "--batch", "8", "--max-new-tokens", "6", "--iters", "1"]) == 0
-    r = json.loads(capsys.readouterr().out)
-    assert r["algo"] == "reinforce" and r["batch"] == 8 and r["completions_per_s"] > 0
-    assert r["phases"]["log-probs, KL, GAE"]["tokens_per_s"] > 0

@@ -1,5 +1,4 @@
-"""The experiment extras: curves (plot.py), sweeps (sweep.py), blind human evaluation (human_eval.py), and
-the refusals of all four commands (with bench.py). They reuse the session's tiny run (conftest `reference`)."""
+"""plot.py, sweep.py, human_eval.py, and the refusals of all four extras (with bench.py), on conftest's `reference`."""
 import csv
 import io
 import json
@@ -15,8 +14,6 @@ from conftest import ROOT, TINY, call, needs_matplotlib, one_line, snapshot, wit
 from minippo.extras import bench, human_eval, plot, sweep
 from minippo.extras.human_eval import load_run, wilson
 
-METRICS = [{"iter": i, "reward": -0.1 + 0.2 * i, "kl": 0.3 * i, "approx_kl": 0.01, "objective": -0.1 + 0.17 * i,
-            "beta": 0.1, "grammatical": 0.9, "distinct": 1 - 0.1 * i, "seconds": 0.2} for i in range(1, 6)]
 
 
 def checkpoint(change):
@@ -26,10 +23,6 @@ def checkpoint(change):
 
 def embedding(change):
     return checkpoint(lambda s: {**s, "model": {**s["model"], "tok_emb.weight": change(s["model"]["tok_emb.weight"])}})
-
-
-def metrics(text):
-    return lambda run: (run / "metrics.jsonl").write_text(text)
 
 
 NO_GPU = "cuda" if not torch.cuda.is_available() else "tpu"    # a device parse_config refuses here
@@ -51,15 +44,14 @@ REFUSED = [
     (sweep, ["--sweep", "beta=0,1", "--out", " "], None, ["--out=' '"]),
     (sweep, ["--sweep", f"device=cpu,{NO_GPU}", "--out", "OUT"], None, ["--device="]),
     (sweep, ["--sweep", "betta=0,1", "--out", "OUT"], None, ["'betta' is not a setting"]),
-    (sweep, ["--sweep", "beta=0.1,-1", "--out", "OUT"], None, ["--beta=-1.0"]),
     (sweep, ["--sweep", "beta=", "--out", "OUT"], None, ["expected NAME=V1,V2"]),
     (sweep, ["--sweep", "temperature=1,x", "--out", "OUT"], None, ["--temperature=x: expected float"]),
     (sweep, ["--sweep", "beta=0", "--reference", "RUN/metrics.jsonl", "--out", "OUT"], None, ["metrics.jsonl"]),
     (plot, [], None, ["RUN_DIR"]),
     (plot, ["OUT"], None, ["no such file"]),
-    (plot, ["RUN"], metrics(""), ["empty"]),
-    (plot, ["RUN"], metrics('{"iter": 1, "reward": 0}\n{"it'), ["line 2", "JSON"]),
-    (plot, ["RUN"], metrics('{"loss": 1}\n'), ["no numeric 'iter'"]),
+    (plot, ["RUN"], lambda run: (run / "metrics.jsonl").write_text(""), ["empty"]),
+    (plot, ["RUN"], lambda run: (run / "metrics.jsonl").write_text('{"iter": 1, "reward": 0}\n{'), ["line 2", "JSON"]),
+    (plot, ["RUN"], lambda run: (run / "metrics.jsonl").write_text('{"loss": 1}\n'), ["line 1", "numeric 'iter'"]),
 ]
 
 
@@ -73,8 +65,7 @@ def test_a_refused_input_is_one_line_and_changes_nothing(reference, tmp_path, ca
     monkeypatch.chdir(tmp_path)                                 # (where a folder named " " would go)
     args = [str(a).replace("RUN", str(run)).replace("OUT", str(out)) for a in args]
     small = [*TINY, "--pretrain-steps", "1", "--iters", "1"] if command is sweep else []   # were a run to start
-    code, err = call(command.main, capsys, *args, *small)
-    one_line(code, err, *words)
+    one_line(*call(command.main, capsys, *args, *small), *words)
     assert snapshot(run) == before and not out.exists()
 
 
@@ -95,19 +86,20 @@ def test_a_failed_write_or_allocation_is_one_line(reference, tmp_path, name, arg
     one_line(p.returncode, p.stderr, *words, expected=1)
 
 
-def test_plot_writes_a_png_with_the_two_kls_named_apart(tmp_path, capsys, monkeypatch):
+def test_plot_writes_a_png_with_the_two_kls_named_apart(reference, tmp_path, capsys, monkeypatch):
     needs_matplotlib("matplotlib is an optional extra (pip install matplotlib); the plots cannot be drawn")
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in METRICS))
-    figures = []
-    monkeypatch.setattr(plot, "figure", lambda *a, draw=plot.figure: figures.append(draw(*a)) or figures[-1])
-    assert plot.main([str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'curves.png'}"
-    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    run, figures = shutil.copytree(reference, tmp_path / "run"), []
+    monkeypatch.setattr(plot, "figure", lambda *a, draw=plot.figure, **k: figures.append(draw(*a, **k)) or figures[-1])
+    assert plot.main([str(run)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {run / 'curves.png'}"
+    assert (run / "curves.png").read_bytes().startswith(b"\x89PNG")
     titles = [ax.get_title() for ax in figures[-1].axes if ax.get_visible()]
     assert {"KL(pi_theta || pi_ref), nats per response", "approx_kl: KL(pi_old || pi_theta), per token"} < set(titles)
 
 
 def test_sweep_writes_the_table_and_csv_and_reuses_finished_runs(reference, tmp_path, capsys, monkeypatch):
+    assert sweep.setting_flags("max_new_tokens", "40") + sweep.setting_flags("whiten", "0") == [
+        "--max-new-tokens", "40", "--no-whiten"]                  # a value as train.py's flag
     out = tmp_path / "sweep"
     args = ["--sweep", "beta=0.05,0.2", "--out", str(out), "--reference", str(reference / "reference.pt"),
             *TINY, "--iters", "2", "--eval-samples", "4"]
@@ -137,44 +129,27 @@ def test_sweep_writes_the_table_and_csv_and_reuses_finished_runs(reference, tmp_
     assert call(plot.main, capsys, out / "beta=0.2") == (2, f"error: {plot.NO_MATPLOTLIB}\n")
 
 
-def test_sweep_flags_map_to_train_flags():
-    assert sweep.setting_flags("max_new_tokens", "40") + sweep.setting_flags("whiten", "0") == [
-        "--max-new-tokens", "40", "--no-whiten"]
-
-
-def test_wilson_interval_matches_hand_computed_values():
-    # 8 of 10, z = 1.96: centre (0.8 + 0.1921) / 1.3841 = 0.7167, half 1.4160 * 0.1600 = 0.2266
-    assert wilson(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
-    # 1.5 of 3 (three ties): centre 0.5, half 0.8595 * sqrt(0.25/3 + 3.8415/36) = 0.3747
-    assert wilson(1.5, 3) == pytest.approx((0.1253, 0.8747), abs=1e-4)
-    assert wilson(0, 5)[0] == pytest.approx(0, abs=1e-12) and wilson(5, 5)[1] == pytest.approx(1)
-    assert wilson(0, 0) == (0.0, 1.0)                                      # nothing judged: no information
-
-
-@pytest.fixture(scope="module")
-def saved_run(reference):
-    return load_run(str(reference))
-
-
-def evaluate_with(saved_run, answers, n, tmp_path, seed=0):
-    run, policy, ref = saved_run
+def evaluate_with(reference, answers, n, path, seed=0):
+    run, policy, ref = load_run(str(reference))
     shown = io.StringIO()
     result = human_eval.human_eval(policy, ref, run.vocab, run.prompts, run.cfg, run.device, n, seed,
-                                   io.StringIO(answers), shown, str(tmp_path / "human_eval.jsonl"))
-    return result, shown.getvalue(), [json.loads(line) for line in open(tmp_path / "human_eval.jsonl")]
+                                   io.StringIO(answers), shown, str(path))
+    return result, shown.getvalue(), [json.loads(line) for line in open(path)]
 
 
-def test_ties_give_half_and_the_wilson_interval(saved_run, tmp_path):
-    result, shown, records = evaluate_with(saved_run, "t\ntie\ns\nt\n", 4, tmp_path)
+def test_wilson_interval_ties_and_piped_answers_blind_and_saved(reference, tmp_path):
+    # 8 of 10, z = 1.96: centre (0.8 + 0.1921) / 1.3841 = 0.7167, half 1.4160 * 0.1600 = 0.2266
+    assert wilson(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson(0, 5)[0] == pytest.approx(0, abs=1e-12) and wilson(5, 5)[1] == pytest.approx(1)
+    assert wilson(0, 0) == (0.0, 1.0)                                      # nothing judged: no information
+    # 1.5 of 3 (three ties): centre 0.5, half 0.8595 * sqrt(0.25/3 + 3.8415/36) = 0.3747
+    result, shown, records = evaluate_with(reference, "t\ntie\ns\nt\n", 4, tmp_path / "ties.jsonl")
     assert (result["pairs"], result["ties"], result["skips"], result["win_rate"]) == (4, 3, 1, 0.5)
     assert (result["ci_low"], result["ci_high"]) == pytest.approx((0.1253, 0.8747), abs=1e-4)
     assert "win rate of the tuned policy 0.500" in shown and "[0.125, 0.875]" in shown
     assert [r["winner"] for r in records] == ["tie", "tie", "skip", "tie"]
-
-
-def test_piped_answers_are_blind_and_saved(saved_run, tmp_path):
     (tmp_path / "human_eval.jsonl").write_text('{"earlier": 1}\n')             # appended to, never replaced
-    result, shown, records = evaluate_with(saved_run, "1\nx\n2\n2\n1\nt\n", 7, tmp_path, seed=3)
+    result, shown, records = evaluate_with(reference, "1\nx\n2\n2\n1\nt\n", 7, tmp_path / "human_eval.jsonl", 3)
     assert records.pop(0) == {"earlier": 1}
     assert result["pairs"] == 5 and "'x' is not an answer" in shown and "answers ended after 5 of 7" in shown
     assert not any(word in shown.split("answers ended")[0] for word in ("policy", "pi_ref", "reference", "tuned"))

@@ -59,9 +59,9 @@ def one_iteration(policy, ref, cfg, beta, monkeypatch, seed=1):
     seen = {}
     real_update = ppo.update
 
-    def spy(policy, optimizer, batch, cfg, beta):
+    def spy(policy, optimizer, batch, cfg, beta, average_gradients):
         seen.update(batch)
-        return real_update(policy, optimizer, batch, cfg, beta)
+        return real_update(policy, optimizer, batch, cfg, beta, average_gradients)
     monkeypatch.setattr(ppo, "update", spy)
     torch.manual_seed(seed)
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)     # read the gradient, move nothing
@@ -229,7 +229,7 @@ def test_a_response_without_eos_gets_the_penalty_not_the_reward():
 
 
 class FakeRun:
-    """The three calls the loop makes to the command's Run, recording what it is told."""
+    """The calls the loop makes to the command's Run, recording what it is told."""
 
     def __init__(self, beta):
         self.beta, self.logged = beta, []
@@ -246,6 +246,9 @@ class FakeRun:
     def save(self, it, policy, optimizer, beta):
         self.final_beta = beta
         return False
+
+    def average_gradients(self, model):      # one process: nothing to average
+        pass
 
 
 def test_the_adaptive_beta_moves_with_the_per_response_kl(models):
@@ -267,9 +270,10 @@ def test_the_command_logs_the_iterations_figures(tmp_path, models):
     """minippo/extras/runs.py:Run.log in one process: the metrics line holds the iteration's
     reward and per-response KL, J = reward - beta KL, and the number of responses."""
     import json
-    from minippo.extras.runs import open_run
+    from minippo.extras.runs import Run
     cfg = Config(out=str(tmp_path / "run"), corpus_lines=400, batch=B, minibatch=B, device="cpu")
-    run = open_run(cfg)
+    run = Run(cfg)
+    run.open()
     policy = Policy(run.model_config)
     run.start(policy, torch.optim.SGD(policy.parameters(), lr=0.0))
     out = {"texts": [("the food", " is good.", True)] * (B - 1) + [("the food", " is", False)],
@@ -284,3 +288,4 @@ def test_the_command_logs_the_iterations_figures(tmp_path, models):
     assert m["distinct"] == pytest.approx(2 / B) and m["grammatical"] == pytest.approx((B - 1) / B)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == m
     run.close_bar()
+    run.close()

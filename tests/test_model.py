@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import logprobs
-from minippo.extras.cuda_graphs import graph_sample
+from minippo.extras.cuda_graphs import STEPS_PER_GRAPH, graph_sample
 from minippo.model import sample, token_logprobs
 
 PAD, EOS = 11, 0
@@ -46,13 +46,13 @@ def test_prefill_then_decode_steps_give_the_logits_of_one_pass(peaked_model):
     cache larger than needed that an earlier, longer sequence left full of stale columns."""
     torch.manual_seed(2)
     prompts = torch.randint(1, 11, (4, 5))
-    prompts[0, :2] = PAD
+    prompts[0, :2] = PAD                                        # a left-padded row
     rest = torch.randint(1, 11, (4, 12))
-    rest[1, 6:] = PAD
+    rest[1, 6:] = PAD                                           # a row that ended
     seq = torch.cat([prompts, rest], 1)                         # (4, 17)
     with torch.inference_mode():
         cache = peaked_model.new_cache(4, 40)
-        peaked_model(torch.randint(1, 11, (4, 30)), cache)
+        peaked_model(torch.randint(1, 11, (4, 30)), cache)      # an earlier use: stale columns
         steps = [peaked_model(prompts, cache)[0]]               # (4, 5, V) prefill
         steps += [peaked_model.decode_step(rest[:, t], cache)[:, None] for t in range(12)]
         full = peaked_model(seq)[0]                             # (4, 17, V)
@@ -71,6 +71,13 @@ def test_sampled_logprobs_equal_teacher_forced(peaked_model, sampler, temperatur
     tokens, sampled = sampler(peaked_model, prompts, 30, temperature, eos_id=EOS)
     assert (tokens == EOS).any(1).float().mean() > 0.5          # most rows stopped at EOS
     check_against_teacher_forcing(peaked_model, prompts, tokens, sampled, temperature)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, STEPS_PER_GRAPH, STEPS_PER_GRAPH + 3])
+@pytest.mark.parametrize("sampler", [sample, graph_sample], ids=["eager", "static"])
+def test_rows_that_never_end_get_exactly_max_new_tokens(peaked_model, sampler, max_new_tokens):
+    tokens, _ = sampler(peaked_model, torch.randint(1, 11, (6, 3)), max_new_tokens, 1.0, eos_id=-1)
+    assert tokens.shape == (6, max_new_tokens) and (tokens != PAD).all()
 
 
 def test_temperature_divides_the_logits():

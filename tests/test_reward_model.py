@@ -1,6 +1,4 @@
-"""The reward model learned from preferences (minippo/extras/reward_model.py) and the over-optimisation
-measurement (overoptimisation.py): the Bradley-Terry loss and its gradient in closed form, the labels,
-the pairs file, an r_phi that recovers the gold ranking, PPO against it, and the refusals."""
+"""The reward model (minippo/extras/reward_model.py) and the over-optimisation measurement (overoptimisation.py)."""
 import csv
 import json
 import math
@@ -43,11 +41,10 @@ def test_bradley_terry_loss_and_gradient_match_the_closed_form():
     assert r_b.grad.tolist() == pytest.approx([-g for g in grad_a], abs=1e-12)   # only r_a - r_b matters
 
 
-def test_bradley_terry_labels():
-    assert rm.preference(1.0, 0.0, 0.0) == 1.0 and rm.preference(0.0, 1.0, 0.0) == 0.0
-    assert rm.preference(0.5, 0.5, 0.0) == 0.5 == rm.preference(0.5, 0.5, 2.0)
-    assert rm.preference(1.0, -1.0, 0.5) == pytest.approx(sigma(4.0), abs=1e-15)
-    assert rm.preference(1e9, 0.0, 1e-9) == 1.0                         # no overflow
+@pytest.mark.parametrize("g_a, g_b, tau, p", [(1.0, 0.0, 0.0, 1.0), (0.0, 1.0, 0.0, 0.0), (0.5, 0.5, 0.0, 0.5),
+                                              (0.5, 0.5, 2.0, 0.5), (1.0, -1.0, 0.5, sigma(4)), (1e9, 0.0, 1e-9, 1.0)])
+def test_bradley_terry_labels(g_a, g_b, tau, p):           # the last: no overflow
+    assert rm.preference(g_a, g_b, tau) == pytest.approx(p, abs=1e-15)
 
 
 def test_gold_figures_by_hand():
@@ -84,8 +81,7 @@ def test_reward_read_at_the_last_token_and_the_accuracy_by_hand():
 def test_the_normalisation_gives_mean_0_and_sd_1_and_refuses_a_constant_reward():
     r = torch.tensor([3.0, 5.0, 4.0, 12.0], dtype=torch.float64)
     gain, bias = rm.normalisation(r)
-    assert (gain * r + bias).mean().item() == pytest.approx(0, abs=1e-12)
-    assert (gain * r + bias).std().item() == pytest.approx(1, abs=1e-12) and gain > 0
+    assert [(gain * r + bias).mean().item(), (gain * r + bias).std().item()] == pytest.approx([0, 1], abs=1e-12)
     with pytest.raises(UsageError, match="it learned nothing"):
         rm.normalisation(torch.zeros(100, dtype=torch.float64))
 
@@ -288,9 +284,9 @@ LINE_2 = "--pairs-file={}/p.jsonl, line 2: "
     (rm.main, [GOOD, {**GOOD, "response_2": "the food is" + " good" * 20}], [LINE_2, "has 111 characters"]),
     (oo.main, ["--beta", "0.5"], ["--beta: set by this command"]),
     (oo.main, ["--pretrain-steps", "100"], ["--pretrain-steps: pi_ref's settings come from --reference"]),
-    (oo.main, ["--pairs", "1"], ["--pairs=1: every value must be from 2"]),
-    (oo.main, ["--betas", "0,1e308"], ["--betas=0,1e308: --beta=1e+308: must be at least 0 and at most 1,000"]),
-    (oo.main, ["--betas", "0.1,0.10"], ["--betas=0.1,0.10: the values must differ"]),
+    (oo.main, ["--pairs", "1"], ["--pairs=1: must be distinct values from 2"]),
+    (oo.main, ["--betas", "0,1e308"], ["--betas=0,1e308: must be distinct values from 0 to 1,000"]),
+    (oo.main, ["--betas", "0.1,0.10"], ["--betas=0.1,0.10: must be distinct"]),
     (oo.main, ["--window", "500"], ["--window=500: must be an integer from 1 to --iters=150"]),
     (oo.main, ["--clip", "2"], ["--clip=2.0: must be above 0"]),          # a PPO flag, checked before any work
 ])

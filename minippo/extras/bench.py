@@ -1,21 +1,13 @@
 """Where the time of one RL iteration goes: `python -m minippo.extras.bench [--json] [--device cuda]`.
 
-Off the reading path: nothing in the lesson imports this file. It times minippo.ppo.iteration, the
-loop's own function, on the default policy with random weights (no pretraining needed) and a fixed
-amount of work: every response runs to exactly --max-new-tokens (EOS is ignored until the last token).
-The phases come from wrapping the sampler, score() and update(); the rest (teacher-forced log-probs,
-KL, GAE) is the remainder. Settings are checked as train.py's flags are (minippo/extras/cli.py).
-
     python -m minippo.extras.bench                                   # the default configuration
     python -m minippo.extras.bench --algo reinforce --batch 64 --max-new-tokens 48 --json   # TRL GRPO's work
     python -m minippo.extras.bench --scaling                         # cost as batch and model grow
     python -m minippo.extras.bench --profile                         # which operations take the time
 
-FLOP count of the update: per token, a forward pass costs 2 N FLOPs for the weights (N = parameters
-outside the embeddings) plus 4 n_layer S d for the attention scores and values (S = sequence length,
-no saving for the causal mask); backward costs twice the forward, so
-    update FLOPs = 3 (2 N + 4 n_layer S d) x tokens processed.
-"""
+It times minippo.ppo.iteration itself on random weights, every response exactly --max-new-tokens long
+(docs/performance.md). Update FLOPs = 3 (2 N + 4 n_layer S d) x tokens: forward 2 N for the N weights outside
+the embeddings plus 4 n_layer S d for attention (S = sequence length), backward twice the forward."""
 import argparse
 import json
 import math
@@ -67,15 +59,13 @@ def recompute_sample(model, prompts, max_new_tokens, temperature, eos_id=None):
     x = prompts
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            logits, _ = model(x)
-            x = torch.cat([x, torch.multinomial(torch.softmax(logits[:, -1] / temperature, -1), 1)], 1)
+            x = torch.cat([x, torch.multinomial(torch.softmax(model(x)[0][:, -1] / temperature, -1), 1)], 1)
     return x
 
 
 def profiled(fn, rows: int = 8) -> list:
     """The operations of fn() that took the most CPU time (self time: not counting what they called)."""
-    from torch.profiler import profile
-    with profile() as prof:
+    with torch.profiler.profile() as prof:
         fn()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
@@ -94,8 +84,7 @@ def timed(seconds: dict, phase: str, fn, device):
 
 
 def fixed_length(sample_fn):
-    """The loop's sampler with EOS ignored: every response has exactly max_new_tokens tokens, the
-    last one replaced by EOS so that every response is scored by the reward function."""
+    """The sampler with EOS ignored until the last token, EOS: every response max_new_tokens long, and scored."""
     def sample_fixed(model, prompt_ids, max_new_tokens, temperature, eos_id):
         tokens, logprobs = sample_fn(model, prompt_ids, max_new_tokens, temperature, -1)
         return torch.cat([tokens[:, :-1], torch.full_like(tokens[:, -1:], eos_id)], 1), logprobs
@@ -104,65 +93,58 @@ def fixed_length(sample_fn):
 
 def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: bool = True,
           autocast: bool = False, profile: bool = False) -> dict:
-    """Times minippo.ppo.iteration itself (the loop's own code), split into phases by wrapping
-    the sampler, score() and update() that it calls."""
+    """Times minippo.ppo.iteration, split into phases by wrapping the sampler, score() and update() it calls."""
     torch.manual_seed(0)
-    vocab, prompts = Vocab(CHARS), make_prompts(make_corpus(200, 0))
+    vocab, prompts, cfg = Vocab(CHARS), make_prompts(make_corpus(200, 0)), replace(cfg, bf16=autocast)
     mcfg = ModelConfig(vocab.size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model)
     policy, ref = Policy(mcfg).to(device), Policy(mcfg).to(device).requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
-    cfg = replace(cfg, bf16=autocast)
     base_sample = fixed_length(launch.sampler(cfg, device))   # what train.py passes to the loop
     ids = encode_prompts(vocab, [prompts[i % len(prompts)] for i in range(cfg.batch)], device)
+    L, S = cfg.max_new_tokens, PROMPT_ROOM + cfg.max_new_tokens          # response, prompt + response
 
     def run_iteration(sample_fn):
         with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
             ppo.iteration(policy, ref, optimizer, vocab, prompts, REWARDS[cfg.reward], cfg, cfg.beta, sample_fn)
-    total, spent = 0.0, {}
+    spent = {}
     for it in range(warmup + iters):
-        if it == warmup:
-            spent.clear()
-        t = clock(device)
+        if it == warmup:                          # the timed iterations start
+            spent, t = {}, clock(device)
         # the loop looks score and update up in minippo.ppo at every call: replaced there while timing
         with mock.patch.multiple(ppo, score=timed(spent, "scoring", score, device),
                                  update=timed(spent, "update", ppo.update, device)):
             run_iteration(timed(spent, "sampling", base_sample, device))
-        total += (clock(device) - t) if it >= warmup else 0.0
-    spent["log-probs, KL, GAE"] = total - sum(spent.values())
+    spent["log-probs, KL, GAE"] = clock(device) - t - sum(spent.values())
     phases = {k: spent[k] / iters for k in PHASES}
-    L, S = cfg.max_new_tokens, PROMPT_ROOM + cfg.max_new_tokens          # response, prompt + response
     ppo_ = cfg.algo == "ppo"                      # (REINFORCE: no value pass, one epoch)
-    tokens_of = {"sampling": cfg.batch * L, "scoring": cfg.batch * L, "log-probs, KL, GAE": (1 + ppo_) * cfg.batch * S,
-                 "update": (cfg.epochs if ppo_ else 1) * cfg.batch * S}
+    tokens = {"sampling": cfg.batch * L, "scoring": cfg.batch * L, "log-probs, KL, GAE": (1 + ppo_) * cfg.batch * S,
+              "update": (cfg.epochs if ppo_ else 1) * cfg.batch * S}
     n_params = sum(p.numel() for p in policy.parameters())
     n_weights = n_params - policy.tok_emb.weight.numel() - policy.pos_emb.weight.numel()
-    update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens_of["update"]
-    peak = matmul_peak(device, torch.bfloat16 if autocast else torch.float32)
-    seconds = sum(phases.values())
+    update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens["update"] / phases["update"]
+    peak, seconds = matmul_peak(device, torch.bfloat16 if autocast else torch.float32), sum(phases.values())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     out = {"device": str(device), "device_name": name, "autocast_bf16": autocast,
            "algo": cfg.algo, "batch": cfg.batch, "max_new_tokens": cfg.max_new_tokens, "parameters": n_params,
            "seconds_per_iteration": seconds, "completions_per_s": cfg.batch / seconds,
-           "phases": {k: {"seconds": v, "tokens_per_s": tokens_of[k] / v} for k, v in phases.items()},
-           "update_flops_per_s": update_flops / phases["update"], "matmul_peak_flops_per_s": peak,
-           "update_fraction_of_peak": update_flops / phases["update"] / peak}
+           "phases": {k: {"seconds": v, "tokens_per_s": tokens[k] / v} for k, v in phases.items()},
+           "update_flops_per_s": update_flops, "matmul_peak_flops_per_s": peak,
+           "update_fraction_of_peak": update_flops / peak}
     if with_recompute:                            # sampling with and without the KV cache
-        policy.eval()
         ways = {"kv_cache": fixed_length(sample), "recompute": recompute_sample}
         if device.type == "cuda":                 # the same KV-cache loop replayed as CUDA graphs
             ways["kv_cache_graphs"] = fixed_length(graph_sample)
-        times = {}
+        times = dict.fromkeys(ways, math.inf)
         for rep in range(4):                      # a warm-up, then the best of 3, interleaved: noise only adds time
-            for name, fn in ways.items():
+            for way, fn in ways.items():
                 t = clock(device)
-                fn(policy, ids, L, cfg.temperature, vocab.eos_id)
-                times[name] = min(times.get(name, math.inf), clock(device) - t) if rep else math.inf
-        out.update(sampling_kv_cache_s=times["kv_cache"], sampling_recompute_s=times["recompute"],
-                   kv_cache_speedup=times["recompute"] / times["kv_cache"])
+                fn(policy.eval(), ids, L, cfg.temperature, vocab.eos_id)
+                times[way] = min(times[way], clock(device) - t) if rep else math.inf
+        out.update({f"sampling_{way}_s": s for way, s in times.items()})
+        out["kv_cache_speedup"] = times["recompute"] / times["kv_cache"]
         if device.type == "cuda":
-            out.update(sampling_kv_cache_graphs_s=times["kv_cache_graphs"],
-                       cuda_graph_speedup=times["kv_cache"] / times["kv_cache_graphs"])
+            out["cuda_graph_speedup"] = times["kv_cache"] / times["kv_cache_graphs"]
     if profile:                                   # one more sampling call and iteration, profiled
         out["profile"] = {"sampling": profiled(lambda: base_sample(policy, ids, L, cfg.temperature, vocab.eos_id)),
                           "iteration": profiled(lambda: run_iteration(base_sample))}
@@ -171,17 +153,16 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
 
 
 def table(r: dict) -> str:
-    autocast = " | bf16 autocast in log-probs and update" if r["autocast_bf16"] else ""
     lines = [f"device {r['device']} ({r['device_name']}) | {r['algo']} | {r['batch']} completions x "
-             f"{r['max_new_tokens']} tokens | {r['parameters']:,} parameters{autocast}",
+             f"{r['max_new_tokens']} tokens | {r['parameters']:,} parameters"
+             + (" | bf16 autocast in log-probs and update" if r["autocast_bf16"] else ""),
              f"{'phase':<18}{'seconds':>10}{'share':>8}{'tokens/s':>12}"]
-    for k, v in r["phases"].items():
-        lines.append(f"{k:<18}{v['seconds']:>10.4f}{v['seconds'] / r['seconds_per_iteration']:>8.0%}"
-                     f"{v['tokens_per_s']:>12,.0f}")
+    lines += [f"{k:<18}{v['seconds']:>10.4f}{v['seconds'] / r['seconds_per_iteration']:>8.0%}"
+              f"{v['tokens_per_s']:>12,.0f}" for k, v in r["phases"].items()]
     lines.append(f"{'total':<18}{r['seconds_per_iteration']:>10.4f}{'':>8}"
                  f"{r['completions_per_s']:>9,.0f} completions/s")
-    lines.append(f"update: {r['update_flops_per_s'] / 1e9:.1f} GFLOP/s = {r['update_fraction_of_peak']:.0%} "
-                 f"of the measured {'bf16' if r['autocast_bf16'] else 'fp32'} matmul peak "
+    lines.append(f"update: {r['update_flops_per_s'] / 1e9:.1f} GFLOP/s = {r['update_fraction_of_peak']:.0%} of the "
+                 f"measured {'bf16' if r['autocast_bf16'] else 'fp32'} matmul peak "
                  f"{r['matmul_peak_flops_per_s'] / 1e9:,.0f} GFLOP/s")
     if "kv_cache_speedup" in r:
         lines.append(f"sampling {r['batch']} x {r['max_new_tokens']}: KV cache {r['sampling_kv_cache_s']:.3f} s, "
@@ -193,8 +174,25 @@ def table(r: dict) -> str:
         lines.append(f"profile of one {phase} call: CPU self time by operation")
         lines += [f"  {o['op'].removeprefix('aten::')[:50]:<50}{o['ms']:>8.1f} ms{o['share']:>5.0%}"
                   f"{o['calls']:>6} calls" for o in ops]
-    lines.append(f"peak resident memory {r['peak_rss_mb']:.0f} MB")
-    return "\n".join(lines)
+    return "\n".join(lines + [f"peak resident memory {r['peak_rss_mb']:.0f} MB"])
+
+
+def command(a) -> None:
+    # checked as train.py's flags are (cli.check); the minibatch and the context follow from batch and response
+    block = min(LIMITS["block_size"][1], max(Config.block_size, PROMPT_ROOM + a.max_new_tokens))
+    cfg = check(Config(device=a.device, algo=a.algo, bf16=a.bf16, batch=a.batch, iters=a.iters, block_size=block,
+                       minibatch=a.batch if a.batch % Config.minibatch else min(Config.minibatch, a.batch),
+                       max_new_tokens=a.max_new_tokens, d_model=a.d_model, n_layer=a.n_layer, n_head=a.n_head))
+    if PROMPT_ROOM + cfg.max_new_tokens > block:
+        raise UsageError(f"--max-new-tokens={cfg.max_new_tokens}: must be at most {block - PROMPT_ROOM} "
+                         f"(a prompt takes up to {PROMPT_ROOM} of the {block:,} positions)")
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    runs = [bench(cfg, device, cfg.iters, autocast=cfg.bf16, profile=a.profile)]
+    larger = [Config(batch=32, minibatch=32), Config(batch=128, minibatch=32), Config(batch=256, minibatch=32),
+              Config(d_model=128), Config(d_model=256, n_layer=4)]           # --scaling: larger batches and models
+    runs += [bench(c, device, cfg.iters, with_recompute=False) for c in larger] if a.scaling else []
+    print(json.dumps(runs[0] if len(runs) == 1 else runs, indent=1) if a.json else "\n\n".join(map(table, runs)))
 
 
 def main(argv=None) -> int:
@@ -210,31 +208,6 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.error = one_line_error
     return files.boundary(command, p.parse_args(argv))     # (out of memory too: one line)
-
-
-def command(a) -> None:
-    # checked as train.py's flags are (cli.check): a bad setting is one line naming its flag. The
-    # minibatch and the context length follow from the batch and the response length.
-    block = min(LIMITS["block_size"][1], max(Config.block_size, PROMPT_ROOM + a.max_new_tokens))
-    minibatch = a.batch if a.batch % Config.minibatch else min(Config.minibatch, a.batch)
-    cfg = check(Config(device=a.device, algo=a.algo, bf16=a.bf16, batch=a.batch, minibatch=minibatch,
-                       iters=a.iters, max_new_tokens=a.max_new_tokens, block_size=block, d_model=a.d_model,
-                       n_layer=a.n_layer, n_head=a.n_head))
-    if PROMPT_ROOM + cfg.max_new_tokens > block:
-        raise UsageError(f"--max-new-tokens={cfg.max_new_tokens}: must be at most {block - PROMPT_ROOM} "
-                         f"(a prompt takes up to {PROMPT_ROOM} of the {block:,} positions)")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
-    runs = [bench(cfg, device, cfg.iters, autocast=cfg.bf16, profile=a.profile)]
-    if a.scaling:
-        for batch in (32, 128, 256):
-            runs.append(bench(Config(batch=batch, minibatch=32), device, cfg.iters, with_recompute=False))
-        for d, layers in ((128, 2), (256, 4)):
-            runs.append(bench(Config(d_model=d, n_layer=layers), device, cfg.iters, with_recompute=False))
-    if a.json:
-        print(json.dumps(runs[0] if len(runs) == 1 else runs, indent=1))
-    else:
-        print("\n\n".join(table(r) for r in runs))
 
 
 if __name__ == "__main__":

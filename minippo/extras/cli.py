@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Pretrain a tiny character-level GPT, then tune it with "
                                 "KL-penalised PPO or REINFORCE.", allow_abbrev=False)
     for f in fields(Config):
-        help = f"{f.metadata['help']} [default: {f.default}]"
+        help = f"{f.metadata['help']} [default: {f.default}]".replace("%", "%%")
         if f.type is bool:
             p.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=f.default, help=help)
         else:

@@ -6,10 +6,11 @@ model.sample() (minippo/extras/launch.py:sampler). Why it exists: at
 (~5 us) than running it costs the GPU, so an eager GPU waits on Python. A CUDA graph records the
 kernels of several decode steps once and then replays them all with one launch. Replay needs fixed
 shapes and fixed addresses. model.decode_step(), the step model.sample() runs, has them: the column
-it writes is a (1,) tensor (index_copy_), attention reads every column of the preallocated cache,
+it writes is a (1,) tensor (index_copy_), attention reads every column of the cache it is given,
 those not yet written being masked out as not real, and positions change in place. So the graphs
 record that very function; what this file adds around it:
-  - a static KV cache of block_size columns, allocated once per batch size and temperature;
+  - a static KV cache of block_size columns, allocated once per batch size and temperature and read
+    whole at every step (model.sample() hands the step only the columns written so far);
   - the step counter, done flags and outputs are tensors updated in place;
   - y_t ~ softmax(logits / T) is drawn inside the graph as argmax_i p_i / E_i with E_i ~ Exp(1),
     which picks i with probability p_i (the smallest of independent Exp(p_i) waiting times,

@@ -3,14 +3,8 @@
     python -m minippo.extras.human_eval out --n 20                    # you answer in the terminal
     printf '1\\n2\\nt\\n' | python -m minippo.extras.human_eval out --n 3  # or pipe the answers in
 
-For N of the run's prompts it samples a response from pi_ref and one from the tuned policy (at the
-run's temperature) and shows them in random order as 1: and 2:, never saying which is which. You answer
-1, 2, t (tie) or s (skip); it reports the tuned policy's win rate with a 95% confidence interval and
-appends every judgement to RUN_DIR/human_eval.jsonl. This is the lecture's advice to evaluate with
-human feedback: the reward is a proxy the policy can exploit (see `python train.py --beta 0`). RLHF
-collects such comparisons by the hundred thousand and trains a reward model on them; so can you:
-`python -m minippo.extras.reward_model --pairs-file RUN_DIR/human_eval.jsonl`.
-"""
+Pairs are shown in random order as 1: and 2: (answer 1, 2, t = tie or s = skip); it prints the tuned policy's
+win rate with a 95% Wilson interval and appends each judgement to RUN_DIR/human_eval.jsonl (docs/experiments.md)."""
 import argparse
 import io
 import json
@@ -30,17 +24,13 @@ from minippo.extras.files import UsageError
 from minippo.model import Policy, sample
 from minippo.rollout import decode_responses, encode_prompts
 
-Z95 = 1.959964                     # the standard normal's 97.5% quantile
 ANSWERS = {"1": "1", "2": "2", "t": "t", "tie": "t", "s": "s", "skip": "s"}
 
 
-def wilson(wins: float, n: int, z: float = Z95):
-    """95% Wilson score interval for a win probability estimated as p = wins / n (Wilson 1927):
-        centre = (p + z^2 / (2n)) / (1 + z^2 / n)
-        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
-    It inverts the normal test of p instead of using p +- z sqrt(p(1-p)/n), so it stays inside [0, 1]
-    and is not zero-width at p = 0 or 1: right for the handful of judgements a person makes.
-    A tie counts as half a win, so `wins` may be fractional (the interval is then approximate)."""
+def wilson(wins: float, n: int, z: float = 1.959964):
+    """95% Wilson score interval of p = wins / n (a tie is half a win): it inverts the normal test of p, so it
+    stays inside [0, 1] and is not zero-width at p = 0 or 1, right for a handful of judgements:
+        centre = (p + z^2 / (2n)) / (1 + z^2 / n),  half = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))"""
     if n == 0:
         return 0.0, 1.0
     p, z2 = wins / n, z * z
@@ -50,28 +40,18 @@ def wilson(wins: float, n: int, z: float = Z95):
 
 
 def answer_stream(stdin):
-    """Where the answers come from: the terminal, or the piped text. Refuses (UsageError) when
-    nothing was piped, so a script never hangs or silently judges nothing. Call it before slow work."""
+    """The terminal, or the piped text; UsageError when nothing was piped (call it before slow work)."""
     if stdin.isatty():
         return stdin
     text = stdin.read()
     if not text.strip():
-        raise UsageError("standard input is not a terminal and no answers were piped in; run this in a terminal, "
-                         "or pipe one answer per line (1, 2, t or s), e.g. printf '1\\n2\\nt\\n' | python -m "
-                         "minippo.extras.human_eval RUN_DIR --n 3")
+        raise UsageError("standard input is not a terminal and no answers were piped in; run this in a terminal, or "
+                         "pipe one answer per line (1, 2, t or s), e.g. printf '1\\n2\\nt\\n' | ... --n 3")
     return io.StringIO(text)
 
 
-def responses(model, vocab, prompts, cfg, device) -> list[str]:
-    """One sampled response per prompt, at the run's temperature, as prompt + response text."""
-    tokens, _ = sample(model, encode_prompts(vocab, prompts, device), cfg.max_new_tokens,
-                       cfg.temperature, vocab.eos_id)
-    ys, finished = decode_responses(vocab, tokens)
-    return [x + y + ("" if done else " <no EOS>") for x, y, done in zip(prompts, ys, finished)]
-
-
 def ask(stdin, stdout):
-    """One answer, re-asking until it is valid; None when the input ends (EOF) or on Ctrl-C."""
+    """One answer, re-asked until valid; None when the answers end (end of input, or Ctrl-C)."""
     while True:
         stdout.write("which is better? 1, 2, t (tie) or s (skip): ")
         stdout.flush()
@@ -79,80 +59,67 @@ def ask(stdin, stdout):
             line = stdin.readline()
         except KeyboardInterrupt:
             return None
-        if not line:
-            return None
         if not stdin.isatty():
             stdout.write(line.strip() + "\n")     # piped answers: keep the transcript readable
-        if line.strip().lower() in ANSWERS:
-            return ANSWERS[line.strip().lower()]
+        if not line or line.strip().lower() in ANSWERS:
+            return ANSWERS.get(line.strip().lower())
         stdout.write(f"  {line.strip()!r} is not an answer\n")
 
 
-def human_eval(policy, ref, vocab, prompts, cfg, device, n: int, seed: int, stdin, stdout,
-               out_path: str) -> dict:
-    """Show n blind pairs (pi_ref vs tuned policy), read one answer per pair, append each judgement
-    to out_path (JSONL) and return the counts, the win rate and its 95% Wilson interval."""
-    stdin = answer_stream(stdin)
-    rng = random.Random(seed)
+def human_eval(policy, ref, vocab, prompts, cfg, device, n: int, seed: int, stdin, stdout, out_path: str) -> dict:
+    """Show n blind pairs (pi_ref, tuned policy); append each judgement to out_path; return counts, win rate, CI."""
+    stdin, rng = answer_stream(stdin), random.Random(seed)
     xs = rng.sample(prompts, n) if n <= len(prompts) else [rng.choice(prompts) for _ in range(n)]
     torch.manual_seed(seed)
-    ref_texts, pol_texts = responses(ref, vocab, xs, cfg, device), responses(policy, vocab, xs, cfg, device)
+    texts = []                                  # one response per prompt from each, at the run's temperature
+    for model in (ref, policy):
+        tokens = sample(model, encode_prompts(vocab, xs, device), cfg.max_new_tokens, cfg.temperature, vocab.eos_id)[0]
+        ys, finished = decode_responses(vocab, tokens)
+        texts.append([x + y + ("" if done else " <no EOS>") for x, y, done in zip(xs, ys, finished)])
     counts = {"policy": 0, "reference": 0, "tie": 0, "skip": 0}
-    shown, saved = 0, Path(out_path).read_bytes() if os.path.exists(out_path) else b""
-    for i, (x, ref_text, pol_text) in enumerate(zip(xs, ref_texts, pol_texts)):
+    saved = Path(out_path).read_bytes() if os.path.exists(out_path) else b""      # appended to, never replaced
+    for i, (x, ref_text, pol_text) in enumerate(zip(xs, *texts)):
         policy_is = rng.choice((1, 2))          # the blind: a coin decides which one is shown first
         first, second = (pol_text, ref_text) if policy_is == 1 else (ref_text, pol_text)
         stdout.write(f"\npair {i + 1} of {n}, prompt {x!r}\n  1: {first}\n  2: {second}\n")
         answer = ask(stdin, stdout)
         if answer is None:
-            stdout.write(f"\nanswers ended after {shown} of {n} pairs\n")
+            stdout.write(f"\nanswers ended after {i} of {n} pairs\n")
             break
-        shown += 1
         winner = {"t": "tie", "s": "skip"}.get(answer) or ("policy" if int(answer) == policy_is else "reference")
         counts[winner] += 1
         saved += (json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "prompt": x, "response_1": first,
                               "response_2": second, "policy_is": policy_is, "answer": answer, "winner": winner,
                               "seed": seed}) + "\n").encode()
-        # saved after every answer (a session cut short keeps its work), atomically: a failed write
-        # leaves the earlier judgements whole, and is one line naming the file
-        files.atomic_write(out_path, lambda tmp: Path(tmp).write_bytes(saved))
+        files.atomic_write(out_path, lambda tmp: Path(tmp).write_bytes(saved))   # after each answer, whole
+    shown = sum(counts.values())
     if shown == 0:
         raise UsageError("no pair was answered: answers are 1, 2, t (tie) or s (skip), one per line")
-    judged = shown - counts["skip"]
-    wins = counts["policy"] + 0.5 * counts["tie"]    # a tie is half a win for each side
+    judged, wins = shown - counts["skip"], counts["policy"] + 0.5 * counts["tie"]    # a tie: half a win each
     low, high = wilson(wins, judged)
-    result = {"pairs": shown, "wins": counts["policy"], "losses": counts["reference"], "ties": counts["tie"],
-              "skips": counts["skip"], "win_rate": wins / judged if judged else math.nan,
-              "ci_low": low, "ci_high": high}
-    stdout.write(f"\ntuned policy against pi_ref, blind: {counts['policy']} wins, {counts['reference']} "
-                 f"losses, {counts['tie']} ties, {counts['skip']} skipped\n")
-    if judged:
-        stdout.write(f"win rate of the tuned policy {result['win_rate']:.3f} (ties count half), 95% CI "
-                     f"[{low:.3f}, {high:.3f}] (Wilson); 0.5 = no better than pi_ref\n")
-    else:
-        stdout.write("no pair was judged, so there is no win rate\n")
-    stdout.write(f"judgements appended to {out_path}\n")
-    return result
+    rate = (f"win rate of the tuned policy {wins / judged:.3f} (ties count half), 95% CI [{low:.3f}, {high:.3f}] "
+            f"(Wilson); 0.5 = no better than pi_ref" if judged else "no pair was judged, so there is no win rate")
+    stdout.write(f"\ntuned policy against pi_ref, blind: {counts['policy']} wins, {counts['reference']} losses, "
+                 f"{counts['tie']} ties, {counts['skip']} skipped\n{rate}\njudgements appended to {out_path}\n")
+    return {"pairs": shown, "wins": counts["policy"], "losses": counts["reference"], "ties": counts["tie"],
+            "skips": counts["skip"], "win_rate": wins / judged if judged else math.nan, "ci_low": low, "ci_high": high}
 
 
 def load_run(run_dir: str, device: str = "cpu"):
-    """A saved run's Run (vocabulary, prompts), tuned policy and pi_ref, loaded all or nothing as
-    `train.py --resume` loads them: typed settings, right kind of file, same vocabulary, every weight
-    of the right shape and finite. Anything else is one UsageError naming the file."""
+    """A saved run's Run, tuned policy and pi_ref, loaded all or nothing as `train.py --resume` loads them."""
     cfg = config_from(os.path.join(run_dir, "config.json"))
     run = runs.Run(check(replace(cfg, out=run_dir, resume="", force=False, device=device, bf16=False)))
     models = []
     for name, kind in (("checkpoint.pt", "rl"), ("reference.pt", "reference")):
-        path = run.path(name)
-        state = files.load(path, kind)
-        run.check_identity(state, path)
-        model = files.load_model(Policy(run.model_config), state.get("model"), path, "train the run again")
+        state = files.load(run.path(name), kind)
+        run.check_identity(state, run.path(name))
+        model = files.load_model(Policy(run.model_config), state.get("model"), run.path(name), "train the run again")
         models.append(model.to(run.device).eval().requires_grad_(False))
     return run, models[0], models[1]
 
 
 def command(args) -> None:
-    for name, value, (low, high) in (("n", args.n, (1, 10_000)), ("seed", args.seed, LIMITS["seed"])):
+    for name, value, (low, high) in (("n", args.n, (1, LIMITS["human_eval"][1])), ("seed", args.seed, LIMITS["seed"])):
         if not low <= value <= high:
             raise UsageError(f"--{name}={value}: must be an integer from {low} to {high:,}")
     config_from(os.path.join(args.run_dir, "config.json"))    # a run folder? said before asking for answers
@@ -163,8 +130,7 @@ def command(args) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minippo.extras.human_eval", description="Blind comparison of "
-                                "a saved run's tuned policy with pi_ref; answers come from standard input.")
+    p = argparse.ArgumentParser(prog="python -m minippo.extras.human_eval", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a run folder written by train.py (config.json, checkpoint.pt, reference.pt)")
     p.add_argument("--n", type=int, default=10, help="pairs to judge [default: 10]")
     p.add_argument("--seed", type=int, default=0, help="which prompts, samples and order [default: 0]")

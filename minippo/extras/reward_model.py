@@ -37,7 +37,7 @@ ANSWERS = {"1": 1.0, "2": 0.0, "t": 0.5}      # P(response_1 preferred) that an 
 
 
 def bradley_terry_loss(r_a, r_b, p):
-    """Mean of -[p log sigma(d) + (1 - p) log sigma(-d)], d = r_a - r_b, p = P(y_a preferred); d/dr_a = (sigma(d) - p) / N"""
+    """Mean -[p log sigma(d) + (1 - p) log sigma(-d)], d = r_a - r_b, p = P(y_a preferred); d/dr_a = (sigma(d) - p)/N"""
     d = r_a - r_b                                                           # (N,)
     return -(p * F.logsigmoid(d) + (1 - p) * F.logsigmoid(-d)).mean()
 
@@ -65,8 +65,8 @@ def gold_pairs(ref, vocab, prompts, gold_fn, n: int, tau: float, cfg, device, rn
     while len(rows) < n:
         if drawn > 50 * n + 1000:           # a pi_ref that rarely ends a sentence: say so, not loop
             raise UsageError(f"pi_ref finished both responses{' with unequal gold rewards' * decided} of only "
-                             f"{len(rows)} of {drawn} pairs; pretrain it longer (--reference of a run with more --pretrain-steps), "
-                             f"or choose a --reward that separates its responses")
+                             f"{len(rows)} of {drawn} pairs; pretrain it longer (--reference of a run with more "
+                             f"--pretrain-steps), or choose a --reward that separates its responses")
         xs = [rng.choice(prompts) for _ in range(min(512, 2 * (n - len(rows)) + 16))]
         drawn += len(xs)
         g_a, _, texts_a = draw(ref, None, vocab, xs, gold_fn, cfg, device)     # texts x + y (+ NO_EOS)
@@ -117,9 +117,9 @@ def pair_row(line: str, vocab, block_size: int) -> dict:
 
 def training_pairs(rows):
     """(x, y_a, y_b, P(y_a preferred)) for every row that was judged and whose responses ended."""
-    judged = [r for r in rows if r["answer"] != "s" and not any(r[k].endswith(NO_EOS) for k in ("response_1", "response_2"))]
+    ended = [r for r in rows if not r["response_1"].endswith(NO_EOS) and not r["response_2"].endswith(NO_EOS)]
     return [(r["prompt"], r["response_1"][len(r["prompt"]):], r["response_2"][len(r["prompt"]):], ANSWERS[r["answer"]])
-            for r in judged]
+            for r in ended if r["answer"] != "s"]
 
 
 def train_reward_model(ref, vocab, pairs, epochs: int, lr: float, batch: int, device):
@@ -205,8 +205,9 @@ def load(path: str, identity: dict, device, pretrain: dict = None, flag: str = "
     gain, bias = state.get("gain"), state.get("bias")
     if not all(isinstance(v, float) and math.isfinite(v) for v in (gain, bias)):
         raise UsageError(f"{path}: its normalisation (gain {gain!r}, bias {bias!r}) is not finite; train it again")
-    model = files.load_model(Policy(ModelConfig(**identity["model_config"])), state.get("model"), path, "train it again")
-    return learned_reward(model.to(device).eval().requires_grad_(False), Vocab(identity["vocab"]), gain, bias, device), state
+    model = Policy(ModelConfig(**identity["model_config"]))
+    files.load_model(model, state.get("model"), path, "train it again").to(device).eval().requires_grad_(False)
+    return learned_reward(model, Vocab(identity["vocab"]), gain, bias, device), state
 
 
 def check_unchanged(path: str, run) -> None:

@@ -1,10 +1,9 @@
-"""Run train.py once per value of one setting; compare the runs: a table, OUT/sweep.csv, OUT/frontier.png.
+"""Run train.py once per value of one setting, pretraining once; compare them: table, sweep.csv, frontier.png.
 
     python -m minippo.extras.sweep --sweep beta=0,0.03,0.1,0.3,1 --out sweeps/beta [train.py flags]
     python -m minippo.extras.sweep --sweep temperature=0.7,1.0,1.3 --out sweeps/temperature --iters 50
 
-Runs go to OUT/NAME=VALUE, each given a fitting reference.pt when one exists; the same command reuses
-finished runs and resumes an interrupted one (docs/experiments.md)."""
+Runs go to OUT/NAME=VALUE; the same command reuses finished runs and resumes an interrupted one (experiments.md)."""
 import argparse
 import csv
 import io
@@ -64,8 +63,7 @@ def sweep(name: str, values: list[str], out: str, train_args: list[str], referen
         interrupted = os.path.isfile(os.path.join(cfg.out, "config.json")) and not cfg.force
         code = launch.main(argv + (["--resume", cfg.out] if interrupted else []))
         if code:
-            print(f"sweep stopped at {name}={value}: train.py exited with code {code}; run the same command "
-                  f"again to continue (finished runs are reused)", file=sys.stderr)
+            print(f"sweep stopped at {name}={value}: train.py exited with code {code}; run it again", file=sys.stderr)
             raise SystemExit(code)
     summaries = [plot.read_summary(c.out) for c in runs]
     return [{**{col: s.get(key) for col, _, key in COLUMNS}, "setting": f"{name}={v}",
@@ -73,15 +71,12 @@ def sweep(name: str, values: list[str], out: str, train_args: list[str], referen
 
 
 def command(argv) -> None:
-    p = argparse.ArgumentParser(prog="python -m minippo.extras.sweep", allow_abbrev=False, description="Run "
-                                "train.py once per value of one setting; other flags go to every run.")
+    p = argparse.ArgumentParser("python -m minippo.extras.sweep", description=__doc__.split(",")[0], allow_abbrev=False)
     p.add_argument("--sweep", required=True, metavar="NAME=V1,V2,...", help="e.g. beta=0,0.03,0.1,0.3,1")
     p.add_argument("--out", help="sweep folder; each run goes to OUT/NAME=VALUE [default: sweeps/NAME]")
     p.add_argument("--reference", default="", help="a reference.pt to start from, used if its pretraining fits")
     p.error = one_line_error
     args, train_args = p.parse_known_args(argv)
-    if "--resume" in [a.split("=")[0] for a in train_args]:
-        raise UsageError("--resume: not used by a sweep; run the same sweep command again to continue it")
     name, _, values = args.sweep.partition("=")
     name, values = name.strip().lstrip("-").replace("-", "_"), [v.strip() for v in values.split(",")]
     if name not in asdict(Config()) or name in NOT_SWEPT:
@@ -94,21 +89,19 @@ def command(argv) -> None:
     rows = sweep(name, values, out, train_args, args.reference)
     columns = [(col, head) for col, head, _ in COLUMNS if any(r[col] is not None for r in rows)]   # measured ones
     width, text = max(len(r["setting"]) for r in rows) + 2, io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow([col for col, _ in columns])
-    print(f"\nsweep over {name} (final evaluation of each run; all figures in OUT/NAME=VALUE/summary.json)")
-    print(f"{'setting':<{width}}" + "".join(f"{head:>12}" for _, head in columns[1:]))
+    print(f"\nsweep over {name} (final evaluation of each run; all figures in OUT/NAME=VALUE/summary.json)\n"
+          f"{'setting':<{width}}" + "".join(f"{head:>12}" for _, head in columns[1:]))
     for r in rows:
         cells = ["-" if r[c] is None else f"{r[c]:.3f}" if isinstance(r[c], float) else r[c] for c, _ in columns[1:]]
         print(f"{r['setting']:<{width}}" + "".join(f"{cell:>12}" for cell in cells))
-        writer.writerow(["" if r[col] is None else r[col] for col, _ in columns])
+    table = [[col for col, _ in columns]] + [["" if r[col] is None else r[col] for col, _ in columns] for r in rows]
+    csv.writer(text, lineterminator="\n").writerows(table)
     files.save_lines([text.getvalue()], os.path.join(out, "sweep.csv"))
-    print(f"wrote {os.path.join(out, 'sweep.csv')}")
     if plot.figure(1, 1, (1, 1)) is None:
-        print(f"plots skipped: {plot.NO_MATPLOTLIB}")
+        print(f"wrote {os.path.join(out, 'sweep.csv')}; plots skipped: {plot.NO_MATPLOTLIB}")
     else:
         path = plot.plot_frontier(rows, os.path.join(out, "frontier.png"), f"{name} sweep: final reward vs KL")
-        print(f"wrote {path}; the curves of each run: python -m minippo.extras.plot {os.path.join(out, name)}=*")
+        print(f"wrote {path} and sweep.csv; the curves of each run: python -m minippo.extras.plot {out}/{name}=*")
 
 
 def main(argv=None) -> int:
