@@ -61,7 +61,8 @@ def test_same_seed_gives_identical_metrics_and_reinforce_learns(reference, tmp_p
 
 
 def test_help_lists_every_setting():
-    out = run("--help").stdout
+    from minippo.extras.cli import build_parser
+    out = build_parser().format_help()
     assert all(f"--{f.replace('_', '-')}" in out for f in Config.__dataclass_fields__)
 
 
@@ -99,14 +100,16 @@ def test_a_signal_during_rl_saves_and_resume_is_bit_exact(reference, tmp_path, s
 
 def test_ctrl_c_during_pretraining_then_resume_is_bit_exact(reference, tmp_path):
     out = tmp_path / "pre"
-    args = [*TINY, "--iters", "3"]
+    args = [*TINY, "--iters", "1", "--eval-samples", "4"]
     code, err = signal_when(["--out", out, *args], lambda e: "pretrain:  " in e and "/250" in e
                             and not e.rstrip().endswith("0/250"))
     assert code == 130, err[-2000:]
     assert (out / "pretrain_state.pt").exists() and not (out / "reference.pt").exists()
     run(*args, "--resume", out)
     assert not (out / "pretrain_state.pt").exists()
-    assert metrics(out) == metrics(reference)[:3]          # pi_ref came out bit for bit the same
+    weights = [torch.load(d / "reference.pt", weights_only=True)["model"] for d in (out, reference)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])   # pi_ref, bit for bit
+    assert metrics(out) == metrics(reference)[:1]
 
 
 def test_ctrl_c_during_the_final_evaluation_quits_at_once(reference, tmp_path):
@@ -156,7 +159,7 @@ def test_a_bad_flag_is_one_line_and_creates_nothing(tmp_path, capsys, args, name
     assert "--data" not in err and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args, name", [BAD_FLAGS[i] for i in (0, 13, 16)])
+@pytest.mark.parametrize("args, name", [BAD_FLAGS[13]])
 def test_a_bad_flag_from_the_shell(tmp_path, args, name):
     p = run("--out", tmp_path / "out", *args, check=False)
     one_line(p.returncode, p.stderr, name)
