@@ -166,7 +166,7 @@ RM_MUTANTS = [
      'm["gold_reward"] = m["reward"]',
      "the logged gold reward is the proxy's"),
     ("R13", "minippo/extras/launch.py", "run.gold = checked(REWARDS[cfg.reward])",
-     "run.gold = checked(proxy[\"reward\"])",
+     "run.gold = checked(proxy[0])",
      "the gold reward is the learned one"),
     ("R14", "minippo/extras/reward_model.py",
      "usable = not a.endswith(NO_EOS) and not b.endswith(NO_EOS) and not (decided and ga == gb)",

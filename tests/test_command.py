@@ -135,19 +135,16 @@ def test_ctrl_c_while_torch_is_importing_is_one_line():
 
 # ----------------------------------------------------------------------------- refused inputs
 BAD_FLAGS = [
-    (["--lr", "0"], "--lr"), (["--lr=-1e-3"], "--lr"), (["--nonsense", "1"], "--nonsense"), (["--batch", "0"], "--batch"),
-    (["--iters", "-5"], "--iters"), (["--batch", "64", "--minibatch", "24"], "--minibatch"),
-    (["--beta", "-0.1"], "--beta"), (["--beta", "1e308"], "--beta"), (["--temperature", "0"], "--temperature"),
-    (["--clip", "1.5"], "--clip"), (["--clip", "0"], "--clip"), (["--lam", "1.2"], "--lam"),
-    (["--gamma", "-0.1"], "--gamma"), (["--beta", "nan"], "--beta"), (["--lr", "inf"], "--lr"),
+    (["--lr", "0"], "--lr"), (["--nonsense", "1"], "--nonsense"), (["--batch", "many"], "--batch"),
+    (["--batch", "64", "--minibatch", "24"], "--minibatch"), (["--beta", "-0.1"], "--beta"),
+    (["--beta", "1e308"], "--beta"), (["--beta", "nan"], "--beta"), (["--lr", "1e400"], "--lr=1e400"),  # as typed
+    (["--clip", "1.5"], "--clip"), (["--lam", "1.2"], "--lam"), (["--temperature", "0"], "--temperature"),
     (["--reward", "kindness"], "--reward"), (["--algo", "dpo"], "--algo"), (["--device", "tpu"], "--device"),
-    (["--batch", "many"], "--batch"), (["--max-new-tokens", "200"], "--max-new-tokens"), (["--n-head", "3"], "--n-head"),
+    (["--max-new-tokens", "200"], "--max-new-tokens"), (["--n-head", "3"], "--n-head"),
     (["--bf16", "--device", "cpu"], "--bf16"), (["--algo", "reinforce", "--batch", "1", "--minibatch", "1"], "--batch"),
     (["--target-kl", "1", "--kl-horizon", "1"], "--kl-horizon"),        # else beta goes negative
     (["--seed", "99999999999999999999"], "--seed"), (["--d-model", "100000"], "--d-model"),
-    (["--n-layer", "1000"], "--n-layer"), (["--batch", "10000000000"], "--batch"),
-    (["--eval-samples", "999999999"], "--eval-samples"), (["--human-eval", "10000000000"], "--human-eval"),
-    (["--out", ""], "--out"), (["--out", " "], "--out"), (["--lr", "1e400"], "--lr=1e400"),   # as typed, not inf
+    (["--eval-samples", "999999999"], "--eval-samples"), (["--out", " "], "--out"),
     (["--corpus-lines", "5"], "--corpus-lines"), (["--block-size", "4000", "--corpus-lines", "1000"], "--block-size"),
     *([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device")])]
 
@@ -159,10 +156,9 @@ def test_a_bad_flag_is_one_line_and_creates_nothing(tmp_path, capsys, args, name
     assert "--data" not in err and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args, name", [BAD_FLAGS[13]])
-def test_a_bad_flag_from_the_shell(tmp_path, args, name):
-    p = run("--out", tmp_path / "out", *args, check=False)
-    one_line(p.returncode, p.stderr, name)
+def test_a_bad_flag_from_the_shell(tmp_path):
+    p = run("--out", tmp_path / "out", "--beta", "nan", check=False)
+    one_line(p.returncode, p.stderr, "--beta")
 
 
 FILES = {"empty.txt": ("\n \n", "empty"), "latin1.txt": ("caf\xe9 ol\xe9\n" * 50, "not UTF-8"),
@@ -261,13 +257,15 @@ def first_moment(change):
 
 CHECKPOINT = [
     (lambda s: s.update(iter=-5), "iteration"), (lambda s: s.update(iter="7"), "iteration"),
-    (lambda s: s.update(beta=math.nan), "beta"), (lambda s: s.pop("beta"), "beta"), (lambda s: s["model"]["lm_head.weight"].__setitem__((0, 0), math.nan), "not finite"),
+    (lambda s: s.update(beta=math.nan), "beta"), (lambda s: s.pop("beta"), "beta"),
+    (lambda s: s["model"]["lm_head.weight"].__setitem__((0, 0), math.nan), "not finite"),
     (lambda s: s["model"].update({"lm_head.weight": s["model"]["lm_head.weight"][:3]}), "lm_head.weight"),
     (lambda s: s["model"].pop("lm_head.weight"), "lm_head.weight"), (lambda s: s.update(vocab="abc"), "vocab"),
     (lambda s: s["rng"][0].update(torch=torch.zeros(3, dtype=torch.uint8)), "random"),
     (lambda s: s.update(rng=["not a state"]), "random"), (lambda s: s["logs"]["metrics.jsonl"].append(5), "log lines"),
     (lambda s: s.update(rl_seconds="x"), "seconds"), (group("betas", (2.0, "a")), "another optimizer"),
-    (group("maximize", True), "another optimizer"), (lambda s: s["optimizer"]["param_groups"][0].pop("weight_decay"), "opt"),
+    (group("maximize", True), "another optimizer"),
+    (lambda s: s["optimizer"]["param_groups"][0].pop("weight_decay"), "opt"),
     (lambda s: s.update(optimizer={"state": {}, "param_groups": [{"lr": 0.001}]}), "optimizer"),
     (first_moment(lambda t: t[:1]), "moments"), (first_moment(lambda t: t + math.inf), "moments"),
     (lambda s: s.update(iter=13), "--iters=12"), (lambda s: s.update(rng=s["rng"] * 2), "2 processes")]
@@ -333,20 +331,6 @@ class Custom:   # a pickled custom object must never be loaded
     pass
 
 
-def test_a_failed_write_keeps_the_old_file_names_it_and_leaves_no_temporary(tmp_path):
-    path = str(tmp_path / "keep.pt")
-    files.save({"kind": "rl", "n": 1}, path)
-
-    def broken(tmp):
-        open(tmp, "wb").write(b"partial")
-        raise RuntimeError("disk full")                # torch.save's words for a failed write
-    with pytest.raises(OSError, match="disk full") as e:
-        files.atomic_write(path, broken)
-    assert e.value.filename == path and files.load(path, "rl")["n"] == 1 and os.listdir(tmp_path) == ["keep.pt"]
-    files.save_json({"gap": math.nan, "rows": [1.0, math.inf]}, str(tmp_path / "s.json"))
-    assert json.loads((tmp_path / "s.json").read_text()) == {"gap": None, "rows": [1.0, None]}
-
-
 def test_a_file_that_is_not_minippo_s_is_refused_in_one_line(tmp_path):
     files.save({"kind": "rl", "model": {}}, str(tmp_path / "good.pt"))
     (tmp_path / "truncated.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:200])
@@ -359,26 +343,20 @@ def test_a_file_that_is_not_minippo_s_is_refused_in_one_line(tmp_path):
         assert name in str(e.value) and "\n" not in str(e.value)
 
 
-def test_the_random_state_round_trips_and_a_broken_one_changes_nothing():
-    files.seed_everything(5)
-    state = files.rng_state()
-    expect = (np.random.rand(), torch.rand(1).item())
-    files.seed_everything(99)
-    with pytest.raises(RuntimeError):
-        files.set_rng_state({**state, "torch": torch.zeros(3, dtype=torch.uint8)})
-    assert torch.rand(1).item() == torch.rand(1, generator=torch.Generator().manual_seed(99)).item()
-    files.set_rng_state(state)
-    assert (np.random.rand(), torch.rand(1).item()) == expect
+def test_json_never_holds_nan(tmp_path):
+    files.save_json({"gap": math.nan, "rows": [1.0, math.inf], "ok": 0.5}, str(tmp_path / "s.json"))
+    assert json.loads((tmp_path / "s.json").read_text()) == {"gap": None, "rows": [1.0, None], "ok": 0.5}
 
 
 # ----------------------------------------------------------------------------- a run that cannot go on
-@pytest.mark.parametrize("value, expected", [(np.float32(0.5), 0.5), (np.int64(1), 1.0), (torch.tensor(0.25), 0.25), (3, 3.0)])
+@pytest.mark.parametrize("value, expected", [(np.float32(0.5), 0.5), (np.int64(1), 1.0), (torch.tensor(0.25), 0.25),
+                                             (3, 3.0)])
 def test_a_reward_of_any_real_type_is_taken(value, expected):
     assert checked(lambda x, y: value)("the food", " is good.") == expected
 
 
-@pytest.mark.parametrize("bad, what", [(math.inf, "returned inf"), ("great", "returned 'great'"), (None, "returned None"),
-                                       (True, "returned True"), (np.bool_(True), "returned"),
+@pytest.mark.parametrize("bad, what", [(math.inf, "returned inf"), ("great", "returned 'great'"),
+                                       (None, "returned None"), (True, "returned True"), (np.bool_(True), "returned"),
                                        (torch.tensor([1.0, 2.0]), "returned"), (KeyError("x"), "raised KeyError"),
                                        (SystemExit(0), "raised SystemExit")])
 def test_a_reward_that_is_not_a_finite_number_is_named(bad, what):
@@ -388,7 +366,8 @@ def test_a_reward_that_is_not_a_finite_number_is_named(bad, what):
         return bad
     with pytest.raises(Failure) as e:
         score(checked(odd), ["the food"], [" is good."], [True], "cpu")
-    assert str(e.value).startswith("reward 'odd' on prompt 'the food' and response ' is good.'") and what in str(e.value)
+    assert str(e.value).startswith("reward 'odd' on prompt 'the food' and response ' is good.'")
+    assert what in str(e.value)
     assert score(checked(odd), ["the food"], [" is goo"], [False], "cpu").tolist() == [NO_EOS_PENALTY]
 
 

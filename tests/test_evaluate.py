@@ -1,14 +1,13 @@
 """The evaluation (minippo/evaluate.py) against exact answers.
 
-A query x = "a" and responses of at most 2 tokens over {EOS, a, b}: seven outcomes ("", "a", "b"
-ended by EOS; "aa", "ab", "ba", "bb" cut off without one). A policy here is a table: any distribution
-over the seven, turned into the next-token conditionals an autoregressive model gives, so that the
-evaluation's own teacher-forced log-probs apply to it. Then J(pi_ref), J(theta), KL, J* and the gap
-have closed forms, and so do their standard errors, and the Monte Carlo estimates must agree:
-within 4 standard errors (a 1-in-16,000 event per figure for a normal estimate), and the reported
-standard errors within 10% of the exact ones (at n = 10,000 a sample standard deviation is within
-a few % of the true one with overwhelming probability).
-"""
+A query x = "a" and responses of at most 2 tokens over {EOS, a, b}: seven outcomes ("", "a", "b" ended by EOS;
+"aa", "ab", "ba", "bb" cut off without one). A policy here is a table: any distribution over the seven, turned
+into the next-token conditionals an autoregressive model gives, so that the evaluation's own teacher-forced log-
+probs apply to it. Then J(pi_ref), J(theta), KL, J* and the gap have closed forms, and so do their standard
+errors, and the Monte Carlo estimates must agree: within 4 standard errors (a 1-in-16,000 event per figure for a
+normal estimate), and the reported standard errors within 10% of the exact ones (at n = 10,000 a sample standard
+deviation is within a few % of the true one with overwhelming probability)."""
+import functools
 import math
 
 import pytest
@@ -23,13 +22,12 @@ VOCAB = Vocab("\nab")                    # EOS = 0, a = 1, b = 2, PAD = 3
 EOS, A, B_, PAD = 0, 1, 2, 3
 OUTCOMES = [(EOS,), (A, EOS), (B_, EOS), (A, A), (A, B_), (B_, A), (B_, B_)]
 REWARD = {"": 0.0, "a": 1.0, "b": -0.5}   # r(x, y) of the responses that end; the rest get the penalty
-R = torch.tensor([REWARD.get(VOCAB.decode(y).rstrip("\n"), 0.0) if y[-1] == EOS else NO_EOS_PENALTY
-                  for y in OUTCOMES], dtype=torch.float64)
+R = torch.tensor([REWARD[VOCAB.decode(y).rstrip("\n")] if y[-1] == EOS else NO_EOS_PENALTY for y in OUTCOMES]).double()
 BETA, N = 0.5, 10000
 
 
-def reward(x, y):
-    return REWARD[y]
+def reward(x, y):                        # prompt "b" (test_j_star_...): the opposite rewards
+    return REWARD[y] if x == "a" else -REWARD[y]
 
 
 class Table:
@@ -58,23 +56,27 @@ def sample_table(model, prompt_ids, max_new_tokens, temperature, eos_id):
     return tokens, torch.zeros(tokens.shape)
 
 
+def sem(p, v):
+    """The standard error of the mean of N draws of v (a value per outcome) under the distribution p."""
+    return ((p * (v - (p * v).sum()) ** 2).sum()).sqrt().item() / math.sqrt(N)
+
+
+def optimum(r, ref: Table):
+    """J* = beta log E_ref exp(r/beta), and the standard error of its N-sample estimate (the delta method)."""
+    w = (r / BETA).exp()
+    mean_w = (ref.p * w).sum().item()
+    return BETA * math.log(mean_w), BETA * sem(ref.p, w) / mean_w
+
+
 def exact(q: Table, ref: Table):
-    """Closed forms: J(q) = E_q[r - beta log q/pref], J(pi_ref), J* = beta log E_ref exp(r/beta), the
-    gap, and the standard errors of their n-sample estimates (J*'s by the delta method)."""
+    """Closed forms: J(q) = E_q[r - beta log q/pref], J(pi_ref), J*, the gap, KL and the N-sample standard errors."""
     log_ratio = (q.p / ref.p).log()
-    j_q = (q.p * (R - BETA * log_ratio)).sum()
-    sd_q = ((q.p * (R - BETA * log_ratio - j_q) ** 2).sum()).sqrt()
-    j_ref = (ref.p * R).sum()
-    w = (R / BETA).exp()
-    mean_w = (ref.p * w).sum()
-    j_star = BETA * mean_w.log()
-    sd_w = ((ref.p * (w - mean_w) ** 2).sum()).sqrt()
-    return {"objective_policy": j_q.item(), "objective_reference": j_ref.item(),
-            "objective_optimal": j_star.item(), "kl_policy": (q.p * log_ratio).sum().item(),
-            "optimality_gap": ((j_star - j_q) / (j_star - j_ref)).item(),
-            "objective_policy_se": (sd_q / math.sqrt(N)).item(),
-            "objective_optimal_se": (BETA * sd_w / (mean_w * math.sqrt(N))).item(),
-            "reference_se": (((ref.p * (R - j_ref) ** 2).sum()).sqrt() / math.sqrt(N)).item()}
+    j_q, j_ref = (q.p * (R - BETA * log_ratio)).sum().item(), (ref.p * R).sum().item()
+    j_star, j_star_se = optimum(R, ref)
+    return {"objective_policy": j_q, "objective_reference": j_ref, "objective_optimal": j_star,
+            "kl_policy": (q.p * log_ratio).sum().item(), "optimality_gap": (j_star - j_q) / (j_star - j_ref),
+            "objective_policy_se": sem(q.p, R - BETA * log_ratio), "objective_optimal_se": j_star_se,
+            "reference_se": sem(ref.p, R)}
 
 
 REF = Table([0.30, 0.15, 0.25, 0.05, 0.10, 0.05, 0.10])
@@ -82,31 +84,25 @@ OPTIMUM = Table(REF.p * (R / BETA).exp())                 # pi* = pi_ref exp(r/b
 BETWEEN = Table(0.5 * REF.p + 0.5 * OPTIMUM.p)
 
 
-RESULTS = {}
-
-
-def run_evaluate(policy, seed=0):
-    if id(policy) in RESULTS:
-        return RESULTS[id(policy)]
+@functools.cache                          # one evaluation per policy, shared by the tests
+def run_evaluate(policy, prompts=("a",), seed=0):
     torch.manual_seed(seed)
     cfg = Config(max_new_tokens=2, temperature=1.0, eval_samples=N)
-    out, ref_texts, pol_texts = evaluate(policy, REF, VOCAB, ["a"], reward, cfg, "cpu", BETA, sample_table)
-    assert len(ref_texts) == len(pol_texts) == N
-    RESULTS[id(policy)] = out
+    out, ref_texts, pol_texts = evaluate(policy, REF, VOCAB, list(prompts), reward, cfg, "cpu", BETA, sample_table)
+    assert len(ref_texts) == len(pol_texts) == N * len(prompts)
     return out
 
 
 @pytest.mark.parametrize("policy, name", [(BETWEEN, "between"), (OPTIMUM, "optimum"), (REF, "reference")])
 def test_every_figure_agrees_with_its_closed_form(policy, name):
     got, want = run_evaluate(policy), exact(policy, REF)
-    se = want["objective_policy_se"]
-    assert got["objective_optimal"] == pytest.approx(want["objective_optimal"], abs=4 * want["objective_optimal_se"])
-    assert got["objective_reference"] == pytest.approx(want["objective_reference"], abs=4 * want["reference_se"])
-    assert got["objective_policy"] == pytest.approx(want["objective_policy"], abs=4 * se + 1e-6)
+    opt_se, pol_se, ref_se = want["objective_optimal_se"], want["objective_policy_se"], want["reference_se"]
+    assert got["objective_optimal"] == pytest.approx(want["objective_optimal"], abs=4 * opt_se)
+    assert got["objective_reference"] == pytest.approx(want["objective_reference"], abs=4 * ref_se)
+    assert got["objective_policy"] == pytest.approx(want["objective_policy"], abs=4 * pol_se + 1e-6)
     for key in ("objective_policy_se", "objective_optimal_se"):
         assert got[key] == pytest.approx(want[key], rel=0.1, abs=1e-6), key   # (0 at the optimum)
-    width = 4 * (want["objective_optimal_se"] + se + want["reference_se"]) / (
-        want["objective_optimal"] - want["objective_reference"])
+    width = 4 * (opt_se + pol_se + ref_se) / (want["objective_optimal"] - want["objective_reference"])
     assert got["optimality_gap"] == pytest.approx(want["optimality_gap"], abs=width)
     assert got["beta"] == BETA and got["eval_samples_per_prompt"] == N
 
@@ -128,19 +124,16 @@ def test_pi_ref_against_itself_has_zero_kl_and_its_own_reward():
 
 def test_the_kl_is_log_pi_minus_log_pi_ref_of_the_sampled_responses():
     got, want = run_evaluate(BETWEEN), exact(BETWEEN, REF)
-    log_ratio = (BETWEEN.p / REF.p).log()
-    sd = ((BETWEEN.p * (log_ratio - want["kl_policy"]) ** 2).sum()).sqrt().item() / math.sqrt(N)
     assert want["kl_policy"] > 0.05
-    assert got["kl_policy"] == pytest.approx(want["kl_policy"], abs=4 * sd)
+    assert got["kl_policy"] == pytest.approx(want["kl_policy"], abs=4 * sem(BETWEEN.p, (BETWEEN.p / REF.p).log()))
 
 
 def test_optimal_value_matches_log_mean_exp_and_its_limits():
     r = torch.tensor([1.0, -0.5, 0.0, 0.25], dtype=torch.float64)
     for beta in (0.1, 1.0, 10.0):
-        value, se = optimal_value(r, beta)
-        assert value == pytest.approx(beta * math.log((r / beta).exp().mean().item()))
-        w = (r / beta).exp()
-        assert se == pytest.approx(beta * (w.std() / (w.mean() * 2)).item())     # sqrt(n) = 2
+        w = (r / beta).exp()                                    # the se: sqrt(n) = 2
+        assert optimal_value(r, beta) == pytest.approx((beta * math.log(w.mean().item()),
+                                                        beta * (w.std() / (w.mean() * 2)).item()))
     assert optimal_value(r, 0.0) == (1.0, 0.0)                # beta -> 0: the best reward
     assert optimal_value(r, 1e4)[0] == pytest.approx(r.mean().item(), abs=1e-4)   # beta -> inf: the mean
     assert optimal_value(r * 100, 0.01)[0] == pytest.approx(100.0, abs=0.02)     # no overflow
@@ -149,18 +142,8 @@ def test_optimal_value_matches_log_mean_exp_and_its_limits():
 def test_j_star_is_the_mean_over_prompts_of_each_prompts_optimum():
     """Two prompts whose rewards differ: J* = 1/K sum_x beta log E_{y ~ pi_ref}[exp(r(x, y)/beta)],
     with the standard error sqrt(sum_x se_x^2) / K."""
-    def reward2(x, y):
-        return REWARD[y] if x == "a" else -REWARD[y]
-    torch.manual_seed(1)
-    cfg = Config(max_new_tokens=2, temperature=1.0, eval_samples=N)
-    got, _, _ = evaluate(BETWEEN, REF, VOCAB, ["a", "b"], reward2, cfg, "cpu", BETA, sample_table)
-    values, ses = [], []
-    for sign in (1, -1):
-        r = torch.where(R == NO_EOS_PENALTY, R, sign * R)         # the penalty stays -1 for both
-        w = (r / BETA).exp()
-        mean_w = (REF.p * w).sum()
-        values.append(BETA * mean_w.log().item())
-        ses.append((BETA * ((REF.p * (w - mean_w) ** 2).sum()).sqrt() / (mean_w * math.sqrt(N))).item())
+    got = run_evaluate(BETWEEN, ("a", "b"), seed=1)
+    values, ses = zip(*(optimum(torch.where(R == NO_EOS_PENALTY, R, s * R), REF) for s in (1, -1)))  # penalty: -1
     se = math.sqrt(sum(s ** 2 for s in ses)) / 2
     assert abs(values[0] - values[1]) > 0.1                        # the mean is not the max
     assert got["objective_optimal"] == pytest.approx(sum(values) / 2, abs=4 * se)

@@ -15,9 +15,7 @@ from minippo.extras import bench, human_eval, plot, sweep
 from minippo.extras.human_eval import load_run, wilson
 
 
-
 def checkpoint(change):
-    """A way to break RUN: replace its checkpoint.pt's state by change(state)."""
     return lambda run: torch.save(change(torch.load(run / "checkpoint.pt", weights_only=True)), run / "checkpoint.pt")
 
 

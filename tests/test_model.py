@@ -9,23 +9,8 @@ from minippo.model import sample, token_logprobs
 PAD, EOS = 11, 0
 
 
-def check_against_teacher_forcing(model, prompts, tokens, sampled, temperature, atol=1e-5):
-    """Sampled log-probs equal teacher-forced ones; PAD (log-prob 0) only after a row's first EOS."""
-    assert (tokens[:, 0] != PAD).all()                          # every row starts with a real token
-    for row in tokens:
-        eos = (row == EOS).nonzero()
-        if len(eos):
-            assert (row[eos[0, 0] + 1:] == PAD).all()
-    forced = logprobs(model, torch.cat([prompts, tokens], 1), temperature)[:, prompts.shape[1] - 1:]
-    mask = tokens != PAD
-    assert (forced - sampled)[mask].abs().max() <= atol
-    assert (sampled[~mask] == 0).all()
-
-
 def test_value_head_is_exactly_zero_at_init(peaked_model):
-    tokens = torch.randint(0, 11, (3, 10))
-    _, values = peaked_model(tokens)
-    assert torch.equal(values, torch.zeros(3, 10))
+    assert torch.equal(peaked_model(torch.randint(0, 11, (3, 10)))[1], torch.zeros(3, 10))
 
 
 def test_causal_masking(peaked_model):
@@ -33,8 +18,7 @@ def test_causal_masking(peaked_model):
     tokens = torch.randint(0, 11, (2, 16))
     logits, _ = peaked_model(tokens)
     for t in range(15):
-        changed = tokens.clone()
-        changed[:, t + 1] = (changed[:, t + 1] + 1) % 11
+        changed = (tokens + (torch.arange(16) == t + 1).long()) % 11         # token t + 1 changed
         new_logits, _ = peaked_model(changed)
         assert torch.equal(new_logits[:, :t + 1], logits[:, :t + 1])       # past untouched
         assert not torch.allclose(new_logits[:, t + 1], logits[:, t + 1])  # the change is seen
@@ -64,13 +48,18 @@ def test_prefill_then_decode_steps_give_the_logits_of_one_pass(peaked_model):
 @pytest.mark.parametrize("temperature", [0.7, 1.0, 1.5])
 @pytest.mark.parametrize("sampler", [sample, graph_sample], ids=["eager", "static"])
 def test_sampled_logprobs_equal_teacher_forced(peaked_model, sampler, temperature):
-    """model.sample(), and the CUDA-graph sampler's static loop (here on the CPU, without graphs)."""
+    """model.sample(), and the CUDA-graph sampler's static loop (here on the CPU, without graphs): sampled
+    log-probs equal teacher-forced ones; PAD (log-prob 0) exactly after a row's first EOS."""
     torch.manual_seed(3)
     prompts = torch.randint(1, 11, (32, 4))
     prompts[:8, :2] = PAD
     tokens, sampled = sampler(peaked_model, prompts, 30, temperature, eos_id=EOS)
-    assert (tokens == EOS).any(1).float().mean() > 0.5          # most rows stopped at EOS
-    check_against_teacher_forcing(peaked_model, prompts, tokens, sampled, temperature)
+    eos = tokens == EOS
+    assert eos.any(1).float().mean() > 0.5                      # most rows stopped at EOS
+    assert torch.equal(tokens == PAD, eos.cumsum(1) - eos.long() > 0)
+    forced = logprobs(peaked_model, torch.cat([prompts, tokens], 1), temperature)[:, prompts.shape[1] - 1:]
+    assert (forced - sampled)[tokens != PAD].abs().max() <= 1e-5
+    assert (sampled[tokens == PAD] == 0).all()
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, STEPS_PER_GRAPH, STEPS_PER_GRAPH + 3])
@@ -81,21 +70,17 @@ def test_rows_that_never_end_get_exactly_max_new_tokens(peaked_model, sampler, m
 
 
 def test_temperature_divides_the_logits():
-    logits = torch.randn(5, 7)
-    targets = torch.randint(0, 7, (5,))
+    logits, y = torch.randn(5, 7), torch.randint(0, 7, (5,))
     for t in (0.5, 2.0):
-        expect = torch.log_softmax(logits / t, -1)[torch.arange(5), targets]
-        assert torch.allclose(token_logprobs(logits, targets, t), expect)
+        assert torch.allclose(token_logprobs(logits, y, t), torch.log_softmax(logits / t, -1)[torch.arange(5), y])
 
 
 def test_logprobs_unaffected_by_padding_in_the_batch(peaked_model):
     torch.manual_seed(4)
-    seq = torch.randint(0, 11, (1, 12))
-    alone = logprobs(peaked_model, seq, 1.0)
-    other = torch.randint(0, 11, (1, 17))
+    seq, other = torch.randint(0, 11, (1, 12)), torch.randint(0, 11, (1, 17))
     padded = torch.cat([torch.full((1, 5), PAD), seq], 1)       # left-padded beside a longer row
     batch = logprobs(peaked_model, torch.cat([padded, other]), 1.0)
-    assert torch.allclose(batch[0, 5:], alone[0], atol=1e-6)
+    assert torch.allclose(batch[0, 5:], logprobs(peaked_model, seq, 1.0)[0], atol=1e-6)
 
 
 def test_a_rescored_sampler_gives_the_same_tokens_and_teacher_forced_logprobs(peaked_model):

@@ -15,9 +15,7 @@ import torch
 from conftest import ROOT, TINY, call, metrics, one_line, snapshot, with_reference
 from minippo.config import Config
 from minippo.evaluate import draw
-from minippo.extras import cli, launch, runs
-from minippo.extras import overoptimisation as oo
-from minippo.extras import reward_model as rm
+from minippo.extras import cli, launch, runs, overoptimisation as oo, reward_model as rm
 from minippo.extras.files import Failure, UsageError
 from minippo.model import ModelConfig, Policy
 from minippo.rewards import NO_EOS_PENALTY, positive
@@ -27,13 +25,11 @@ VOCAB = runs.Run(Config(out="unused", corpus_lines=4000)).vocab
 GOOD = {"prompt": "the food", "response_1": "the food is good.", "response_2": "the food is bad.", "answer": "1"}
 
 
-# ----------------------------------------------------------------------------- closed forms
 def test_bradley_terry_loss_and_gradient_match_the_closed_form():
     r_a = torch.tensor([0.0, 2.0, -1.0, 0.5], dtype=torch.float64, requires_grad=True)
     r_b = torch.tensor([0.0, 0.5, 1.0, 0.5], dtype=torch.float64, requires_grad=True)
     p = torch.tensor([1.0, 1.0, 0.0, 0.5], dtype=torch.float64)      # a wins, a wins, b wins, tie
     loss = rm.bradley_terry_loss(r_a, r_b, p)
-    # by hand: -log sigma(r_w - r_l) per decided pair; a tie at d = 0 costs log 2
     assert loss.item() == pytest.approx((2 * math.log(2) - math.log(sigma(1.5)) - math.log(sigma(2.0))) / 4, abs=1e-12)
     loss.backward()
     grad_a = [(sigma(d) - q) / 4 for d, q in zip([0.0, 1.5, -2.0, 0.0], p.tolist())]   # (sigma(d) - p) / N
@@ -48,7 +44,6 @@ def test_bradley_terry_labels(g_a, g_b, tau, p):           # the last: no overfl
 
 
 def test_gold_figures_by_hand():
-    """The gold reward of evaluation texts (n per prompt, '<no EOS>' = the penalty), J and J*."""
     prompts, n, beta = ["the food", "the room"], 2, 0.5
     ref = ["the food is good.", "the food is bad.", "the room is okay.", "the room is" + rm.NO_EOS]
     pol = ["the food is good.", "the food is nice.", "the room is great.", "the room is bad."]
@@ -61,21 +56,16 @@ def test_gold_figures_by_hand():
     assert g["gold_objective_optimal"] == pytest.approx(j_star, abs=1e-12)
 
 
-class CountG(torch.nn.Module):
-    """A stand-in reward model: its 'value' at each position is the number of g's read so far."""
-    def forward(self, ids):
-        return None, (ids == VOCAB.encode("g")[0]).float().cumsum(1)
-
-
 def test_reward_read_at_the_last_token_and_the_accuracy_by_hand():
+    count_g = lambda ids: (None, (ids == VOCAB.encode("g")[0]).float().cumsum(1))   # value: the g's read so far
     xs, ys = ["the food", "the room"], [" is good.", " was great and good."]
-    assert rm.raw_rewards(CountG(), VOCAB, xs, ys, "cpu").tolist() == [1.0, 2.0]   # all of x + y + EOS
+    assert rm.raw_rewards(count_g, VOCAB, xs, ys, "cpu").tolist() == [1.0, 2.0]   # all of x + y + EOS
     pairs = [("the food", " is good.", " is bad.", 1.0),      # right: one g against none
              ("the food", " is good.", " is bad.", 0.0),      # wrong
              ("the food", " is good.", " is great.", 1.0),    # wrong: one against one is no preference
              ("the food", " is great.", " is good.", 0.0),    # wrong: equal rewards rank nothing
              ("the food", " is bad.", " is fine.", 0.5)]      # a tie has no right answer: left out
-    assert rm.accuracy(CountG(), VOCAB, pairs, "cpu") == pytest.approx(1 / 4)
+    assert rm.accuracy(count_g, VOCAB, pairs, "cpu") == pytest.approx(1 / 4)
 
 
 def test_the_normalisation_gives_mean_0_and_sd_1_and_refuses_a_constant_reward():
@@ -86,7 +76,6 @@ def test_the_normalisation_gives_mean_0_and_sd_1_and_refuses_a_constant_reward()
         rm.normalisation(torch.zeros(100, dtype=torch.float64))
 
 
-# ----------------------------------------------------------------------------- pairs
 @pytest.fixture(scope="module")
 def ref_run(reference):
     run = runs.Run(cli.config_from(str(reference / "config.json")))
@@ -94,8 +83,6 @@ def ref_run(reference):
 
 
 def test_gold_labels_follow_the_gold_reward(ref_run):
-    """Noise-free labels name the response with the larger gold reward, "t" for equal ones; both
-    responses finished; held-out ("decided") pairs have no ties."""
     run, ref = ref_run
     torch.manual_seed(0)
     rows = rm.gold_pairs(ref, run.vocab, run.prompts, positive, 200, 0.0, run.cfg, "cpu", random.Random(0))
@@ -128,10 +115,8 @@ def test_a_pi_ref_that_never_ends_a_sentence_is_refused_not_looped_on():
         rm.gold_pairs(ref, VOCAB, ["the food"], positive, 5, 0.0, Config(max_new_tokens=8), "cpu", random.Random(0))
 
 
-# ----------------------------------------------------------------------------- a learned r_phi
 @pytest.fixture(scope="module")
 def learned(reference, tmp_path_factory):
-    """A reward model on 200 noise-free pairs from the tiny reference, measured on 200 fresh ones."""
     out = tmp_path_factory.mktemp("rm")
     assert rm.main(["--reference", str(reference / "reference.pt"), "--pairs", "200", "--held-out", "200",
                     "--out", str(out)]) == 0
@@ -139,11 +124,9 @@ def learned(reference, tmp_path_factory):
 
 
 def test_the_reward_model_recovers_the_gold_ranking_and_is_normalised_on_pi_ref(learned, ref_run):
-    """Chance is 0.5, and 200 held-out pairs have a standard deviation of 0.035: 0.7 is 5.7 of them
-    above (the tiny reference's r_phi measures 0.8); one that learned nothing scores 0."""
     state = torch.load(learned / "reward_model.pt", weights_only=True)      # plain values only
     assert state["kind"] == "reward_model" and state["pairs"] == 200 and state["held_out_pairs"] == 200
-    assert state["held_out_accuracy"] > 0.7, state["held_out_accuracy"]
+    assert state["held_out_accuracy"] > 0.7, state["held_out_accuracy"]     # chance 0.5, sd 0.035; measured 0.8
     assert [json.loads(line)["answer"] in "12t" for line in open(learned / "pairs.jsonl")] == [True] * 200
     run, ref = ref_run
     reward, _ = rm.load(str(learned), run.identity, torch.device("cpu"), run.pretrain)
@@ -201,27 +184,22 @@ def test_a_reward_model_of_another_run_or_broken_is_refused_before_anything_is_w
     assert not (tmp_path / "new").exists()
 
 
-# ----------------------------------------------------------------------------- what the commands keep
-def test_training_on_a_pairs_file_records_its_pairs_and_never_replaces_the_input(learned, reference, tmp_path):
-    """From another folder, OUT/pairs.jsonl becomes a copy of the pairs that trained the model; given
-    OUT/pairs.jsonl itself with --force, that file is left as it is, and only the model is replaced."""
-    quick = ["--reference", reference / "reference.pt", "--held-out", "20", "--epochs", "1"]
-    new = tmp_path / "new"
-    assert rm.main([str(a) for a in ["--pairs-file", learned / "pairs.jsonl", "--out", new, *quick]]) == 0
+def test_training_on_a_pairs_file_records_its_pairs_and_never_replaces_the_input(learned, reference, tmp_path,
+                                                                                   capsys):
+    quick, new = ["--reference", reference / "reference.pt", "--held-out", "20", "--epochs", "1"], tmp_path / "new"
+    assert call(rm.main, capsys, "--pairs-file", learned / "pairs.jsonl", "--out", new, *quick)[0] == 0
     assert [json.loads(line) for line in open(new / "pairs.jsonl")] == [json.loads(line) for line in
                                                                          open(learned / "pairs.jsonl")]
     (new / "pairs.jsonl").write_text((new / "pairs.jsonl").read_text().replace("\n", "\n\n"))  # not as rm writes
     before = snapshot(new)
-    assert rm.main([str(a) for a in ["--pairs-file", new / "pairs.jsonl", "--out", new, "--force", *quick]]) == 0
+    assert call(rm.main, capsys, "--pairs-file", new / "pairs.jsonl", "--out", new, "--force", *quick)[0] == 0
     state = torch.load(new / "reward_model.pt", weights_only=True)
     assert state["pairs_file"] == str(new / "pairs.jsonl") and state["pairs"] == 200
     assert snapshot(new)["pairs.jsonl"] == before["pairs.jsonl"] and snapshot(new) != before
 
 
 def test_a_failed_write_names_the_file_and_keeps_the_old_model_and_pairs(learned, reference, tmp_path):
-    """A file-size limit between the pairs' size (~7 kB) and the model's (~440 kB): the model fails."""
-    out = tmp_path / "rm"
-    shutil.copytree(learned, out)
+    out = shutil.copytree(learned, tmp_path / "rm")     # a size limit above the pairs' (~7 kB), below the model's
     before = snapshot(out)
     limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
     p = subprocess.run([sys.executable, "-m", "minippo.extras.reward_model", "--out", out, "--force", "--pairs",
@@ -233,9 +211,7 @@ def test_a_failed_write_names_the_file_and_keeps_the_old_model_and_pairs(learned
 
 
 def test_the_overoptimisation_command_end_to_end(reference, tmp_path, capsys):
-    """A reward model, PPO against it at two betas that differ by 1e-7 (two runs, each labelled by
-    its own value), the table, CSV and plot; run again, everything is reused and the same; a run
-    whose metrics lack the KL is then one line."""
+    """Two betas 1e-7 apart: two runs; run again: all reused; a run whose metrics lack the KL: one line."""
     out = tmp_path / "oo"
     args = ["--out", out, "--reference", reference / "reference.pt", "--pairs", "40", "--betas", "0.1,0.1000001",
             "--iters", "4", "--window", "2", "--eval-samples", "4", "--batch", "16", "--minibatch", "8"]
@@ -254,14 +230,8 @@ def test_the_overoptimisation_command_end_to_end(reference, tmp_path, capsys):
     assert {f: f.stat().st_mtime_ns for f in made} == made          # reused, not made again
     assert list(csv.DictReader(open(out / "overoptimisation.csv"))) == rows
     path = out / "ppo_40_pairs" / "beta=0.1" / "metrics.jsonl"
-    path.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "kl"}) + "\n"
-                            for line in open(path)))
+    path.write_text("".join(json.dumps(m) + "\n" for m in metrics(path.parent, drop=("kl",))))
     one_line(*call(oo.main, capsys, *args), f"{path.parent}/metrics.jsonl: iteration 1 has no numeric kl")
-
-
-def write(tmp_path, *rows):
-    (tmp_path / "p.jsonl").write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return ["--pairs-file", tmp_path / "p.jsonl"]
 
 
 LINE_2 = "--pairs-file={}/p.jsonl, line 2: "
@@ -294,7 +264,8 @@ def test_bad_input_is_one_line_and_changes_nothing(reference, tmp_path, capsys, 
     """Refused before any work, in a train.py run folder with its own pi_ref (not the defaults')."""
     out = with_reference(reference, tmp_path, "run")
     if flags and not isinstance(flags[0], str):             # the lines of a pairs file
-        flags = write(tmp_path, *flags) + ["--reference", out / "reference.pt"]
+        (tmp_path / "p.jsonl").write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in flags))
+        flags = ["--pairs-file", tmp_path / "p.jsonl", "--reference", out / "reference.pt"]
     flags = [tmp_path if f == "FOLDER" else f for f in flags]
     before, listing = snapshot(out), sorted(os.listdir(tmp_path))
     one_line(*call(main, capsys, "--out", out, *flags), *[w.format(tmp_path) for w in says])

@@ -3,17 +3,14 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pytest
+import torch
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import toy_bandit as tb
+from conftest import ROOT
 
-import toy_bandit as tb  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 R = np.array([0.2, 1.0, 0.5, 0.8, 0.0])            # best arm is 1, not 0: no lucky index
 THETA = np.array([0.3, -0.5, 1.2, 0.0, -1.0])       # a non-uniform policy: no symmetry to hide errors
 LOG_REF = tb.reference_policy(5)
@@ -21,7 +18,6 @@ LOG_REF = tb.reference_policy(5)
 
 @pytest.mark.parametrize("beta,temperature", [(0.0, 1.0), (0.0, 2.5), (0.1, 1.0), (0.5, 1.0), (2.0, 1.7)])
 def test_objective_and_exact_grad_match_autograd_and_finite_differences(beta, temperature):
-    """J - beta KL(pi || pi_ref) written directly in torch; autograd gives the reference gradient."""
     th = torch.tensor(THETA, requires_grad=True)
     logpi = torch.log_softmax(th / temperature, dim=0)
     loss = (logpi.exp() * (torch.tensor(R) - beta * (logpi - torch.tensor(LOG_REF)))).sum()
@@ -37,8 +33,7 @@ def test_objective_and_exact_grad_match_autograd_and_finite_differences(beta, te
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_grad_log_pi_matches_autograd_and_sums_to_the_exact_grad(temperature):
-    """grad log pi against autograd, then step (3) of the derivation enumerated over arms:
-    grad J = sum_a pi(a) r(a) grad log pi(a) = pi * (r - J) / T."""
+    """Step (3) of the derivation enumerated over arms: grad J = sum_a pi(a) r(a) grad log pi(a) = pi (r - J) / T."""
     pi, log_pi = tb.policy(THETA, temperature), lambda th: torch.log_softmax(th / temperature, dim=0)
     rows = tb.grad_log_pi(pi, np.arange(5), temperature)                   # row a: grad log pi(a)
     np.testing.assert_allclose(rows, torch.autograd.functional.jacobian(log_pi, torch.tensor(THETA)), atol=1e-12)
@@ -51,9 +46,8 @@ def test_grad_log_pi_matches_autograd_and_sums_to_the_exact_grad(temperature):
     (8, baseline, *case, 1.0) for baseline in (False, True)
     for case in [(0.0, 1.0, 0.0), (0.0, 1.0, 0.5), (0.3, 2.0, 0.0)]] + [(2, True, 0.0, 1.0, 0.0, 0.5)])
 def test_estimator_is_unbiased_and_the_check_can_fail(n, baseline, beta, temperature, noise, scale):
-    """Mean of 20000 estimates within 4 standard errors of the exact gradient. The last case shows
-    the check can fail: a baseline that includes r_i itself (the plain batch mean) gives (N - 1) / N
-    times the leave-one-out estimate, and with N = 2 (scale 0.5) that is visibly biased."""
+    """Mean of 20000 estimates within 4 standard errors of the exact gradient. The last case (a batch-mean baseline
+    including r_i: (N - 1) / N times leave-one-out, N = 2) is visibly biased: the check can fail."""
     est = scale * tb.sample_grad(THETA, R, n, np.random.default_rng(1), beta, LOG_REF, temperature,
                                  noise, baseline, repeats=20000)
     exact = tb.exact_grad(THETA, R, beta, LOG_REF, temperature)
@@ -88,8 +82,7 @@ def test_closed_form_is_the_optimum():
 @pytest.mark.parametrize("beta", [0.0, 5e-324, 1e-310, 1e-3])
 @pytest.mark.parametrize("r", [R, np.where(R == 0.8, 1.0, R)], ids=["one best arm", "arms 1, 3 tie"])
 def test_closed_form_as_beta_goes_to_zero(beta, r):
-    """pi* -> pi_ref on the best arm(s) only, J* -> max r: exact and finite down to beta = 0 and
-    to the smallest double 5e-324, where r / beta itself overflows to inf."""
+    """pi* -> pi_ref on the best arm(s), J* -> max r: exact and finite down to 5e-324 (r / beta overflows) and 0."""
     top = np.exp(LOG_REF) * (r == r.max())
     pi_star, j_star = tb.closed_form(r, beta, LOG_REF)
     np.testing.assert_allclose(pi_star, top / top.sum(), rtol=0, atol=1e-15)
@@ -98,15 +91,13 @@ def test_closed_form_as_beta_goes_to_zero(beta, r):
 
 @pytest.mark.parametrize("beta", [0.0, 0.01, 0.1, 1.0])
 def test_ascent_lands_on_closed_form(beta):
-    """beta = 0 (part 3): plain steps from uniform reach the best arm, pi*(best) = 1; beta > 0
-    (part 4): ascent from pi_ref with decaying steps and Polyak averaging lands on pi*."""
+    """beta = 0: plain steps from uniform reach the best arm; beta > 0: Polyak-averaged ascent from pi_ref."""
     theta, _ = tb.ascend(LOG_REF if beta else np.zeros(5), R, np.random.default_rng(5), steps=2000, n=16,
                          lr=2.0, beta=beta, log_ref=LOG_REF, average=beta > 0)
     assert tb.tv(tb.policy(theta), tb.closed_form(R, beta, LOG_REF)[0]) < 0.01
 
 
-# `toy_bandit.py --json --steps 20 ARGS`: each REFUSED line must exit 2 with one stderr line naming
-# its first flag; each ACCEPTED line (tiny and huge floats) must exit 0 with every number finite.
+# `toy_bandit.py --json --steps 20 ARGS`: REFUSED exit 2, one line naming the flag; ACCEPTED exit 0, all finite
 REFUSED = ["--rewards=", "--rewards 1,a", "--rewards 1", "--rewards 1,inf", "--beta -1", "--beta nan",
            "--temperature 0", "--lr 0", "--steps 0", "--samples 0", "--noise -1", "--steps x",
            "--temperature 5e-324"]
@@ -117,7 +108,7 @@ SUMMARY = "--steps 300 --beta 1 --rewards 0.2,1.0,0.5,0.8,0.0"
 
 @pytest.fixture(scope="module")
 def runs():
-    """Start every command line at once (each is a real subprocess), then collect the results."""
+    """Every command line at once, each a real subprocess."""
     procs = {args: subprocess.Popen([sys.executable, "toy_bandit.py", "--json", "--steps", "20", *args.split()],
                                     cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for args in [SUMMARY, *REFUSED, *ACCEPTED]}

@@ -1,5 +1,7 @@
 """docs/walkthrough.md cannot rot: every `file.py:function` it names exists, every code excerpt
 it quotes still appears (line for line, in order) in the file it names, and its figures exist."""
+import contextlib
+import itertools
 import re
 
 import pytest
@@ -27,22 +29,14 @@ def indent(line: str) -> int:
 
 
 def check_excerpt(source: str, code: str):
-    """An excerpt quotes its file's lines as they stand, contiguous, with `...` marking every place
-    where lines are left out: between quoted runs, and at the start or the end when the excerpt
-    begins or stops inside a block. So a truncated excerpt (one that stops before the block it
-    quotes ends, as a loop missing its last line would) fails unless it says so."""
+    """An excerpt quotes its file's lines as they stand, contiguous, with `...` wherever lines are left out:
+    between runs, and at the start or end inside a block. So a truncated excerpt fails unless it says so."""
     lines = [line for line in source.splitlines() if line.strip()]       # blank lines do not count
     stripped = [line.strip() for line in lines]
-    runs, run = [], []
-    for want in code.splitlines() + ["..."]:
-        if want.strip() == "...":
-            runs.append(run)
-            run = []
-        elif want.strip():
-            run.append(want.strip())
-    elided_start, elided_end = not runs[0], not runs[-1]
+    wanted = [line.strip() for line in code.splitlines() if line.strip()]
+    elided_start, elided_end = wanted[0] == "...", wanted[-1] == "..."
     at, spans = 0, []
-    for run in filter(None, runs):
+    for run in [list(run) for dots, run in itertools.groupby(wanted, lambda w: w == "...") if not dots]:
         starts = [i for i in range(at, len(lines)) if stripped[i:i + len(run)] == run]
         assert starts, f"not in the file as contiguous lines in this order: {run}"
         spans.append((starts[0], starts[0] + len(run)))
@@ -77,21 +71,19 @@ GAE = """def gae(rewards, values, mask, gamma, lam):
 """
 
 
+G = GAE.splitlines(keepends=True)
+
+
 @pytest.mark.parametrize("excerpt, ok", [
     (GAE, True),
-    ("    for t in reversed(range(rewards.shape[1])):\n        delta = rewards[:, t] + gamma * next_value - values[:, t]\n"
-     "        next_adv = delta + gamma * lam * next_adv\n        advantages[:, t] = next_adv\n", False),   # truncated loop
-    ("    ...\n    for t in reversed(range(rewards.shape[1])):\n        delta = rewards[:, t] + gamma * next_value - values[:, t]\n"
-     "        ...\n", True),                                                                  # marked elisions
-    ("    advantages = torch.zeros_like(rewards)\n    ...\n    return advantages\n", False),     # starts inside
-    ("def gae(rewards, values, mask, gamma, lam):\n    values = values * mask\n    return advantages\n", False),
+    ("".join(G[3:7]), False),                                       # a truncated loop
+    ("    ...\n" + "".join(G[3:5]) + "        ...\n", True),        # marked elisions
+    (G[2] + "    ...\n" + G[8], False),                             # starts inside the function
+    ("".join(G[:2]) + G[8], False),                                 # quoted runs not contiguous
 ])
 def test_the_excerpt_check_catches_a_truncation(excerpt, ok):
-    if ok:
+    with contextlib.nullcontext() if ok else pytest.raises(AssertionError):
         check_excerpt(GAE, excerpt)
-    else:
-        with pytest.raises(AssertionError):
-            check_excerpt(GAE, excerpt)
 
 
 def test_figures_exist_and_readme_links_the_walkthrough():

@@ -74,7 +74,6 @@ def profiled(fn, rows: int = 8) -> list:
 
 
 def timed(seconds: dict, phase: str, fn, device):
-    """fn, adding the wall time of each call to seconds[phase]."""
     def call(*args, **kwargs):
         t = clock(device)
         result = fn(*args, **kwargs)

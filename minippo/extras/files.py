@@ -126,7 +126,8 @@ def remove_outputs(paths, inputs, why: str) -> None:
 def input_file(path: str, flag: str, what: str) -> str:
     """path, or UsageError naming the flag when it is not a readable regular file."""
     if not os.path.isfile(path):
-        problem = "a folder" if os.path.isdir(path) else "not a regular file" if os.path.exists(path) else "no such file"
+        problem = ("a folder" if os.path.isdir(path) else "not a regular file" if os.path.exists(path)
+                   else "no such file")
         raise UsageError(f"--{flag}={path}: {problem}; give {what}")
     return path
 

@@ -29,8 +29,7 @@ ANSWERS = {"1": "1", "2": "2", "t": "t", "tie": "t", "s": "s", "skip": "s"}
 
 def wilson(wins: float, n: int, z: float = 1.959964):
     """95% Wilson score interval of p = wins / n (a tie is half a win): it inverts the normal test of p, so it
-    stays inside [0, 1] and is not zero-width at p = 0 or 1, right for a handful of judgements:
-        centre = (p + z^2 / (2n)) / (1 + z^2 / n),  half = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))"""
+    stays inside [0, 1] and is not zero-width at p = 0 or 1, right for a handful of judgements."""
     if n == 0:
         return 0.0, 1.0
     p, z2 = wins / n, z * z
@@ -67,7 +66,6 @@ def ask(stdin, stdout):
 
 
 def human_eval(policy, ref, vocab, prompts, cfg, device, n: int, seed: int, stdin, stdout, out_path: str) -> dict:
-    """Show n blind pairs (pi_ref, tuned policy); append each judgement to out_path; return counts, win rate, CI."""
     stdin, rng = answer_stream(stdin), random.Random(seed)
     xs = rng.sample(prompts, n) if n <= len(prompts) else [rng.choice(prompts) for _ in range(n)]
     torch.manual_seed(seed)

@@ -2,11 +2,8 @@
 
     python -m minippo.extras.overoptimisation --out overopt        # ~1.5 min on a 2-core CPU
 
-Gao, Schulman and Hilton (2022) with a hand-written gold reward (--reward): reward models r_phi (the proxies) on
---pairs gold-labelled pairs each, PPO against each at every --betas value, and OUT/overoptimisation.png: gold
-(solid) and proxy (dashed) reward against sqrt(KL), in windows of --window iterations (also a CSV and a table).
-Finished models and runs are reused: the same command continues. Other flags go to every PPO run (as in sweep.py);
-`--reference RUN/reference.pt` starts from that pi_ref, with its settings. More in docs/reward_model.md.
+Gao, Schulman and Hilton (2022): a reward model per --pairs, PPO against each at every --betas value; gold and proxy
+reward against sqrt(KL) in a table, CSV and plot. Finished models and runs are reused. More in docs/reward_model.md.
 """
 import argparse
 import csv
@@ -20,12 +17,9 @@ from minippo.extras.cli import LIMITS, PRETRAIN_KEYS, flag, one_line_error, pars
 from minippo.extras.files import UsageError
 from minippo.rewards import REWARDS
 
-WINDOW_COLUMNS = ["pairs", "beta", "iter", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "grammatical"]
-
 
 def texts(text: str, name: str, kind, low, high) -> list[str]:
-    """A comma-separated flag's distinct values from low to high, each as its one exact text (repr), which names
-    its run folder, table row and CSV rows: values that differ never share a folder."""
+    """A comma-separated flag's distinct values from low to high, each as its exact text (repr): its folder's name."""
     try:
         values = [kind(v) for v in text.split(",")]
     except ValueError:
@@ -36,7 +30,6 @@ def texts(text: str, name: str, kind, low, high) -> list[str]:
 
 
 def trained(folder: str, pairs: str, args):
-    """folder/reward_model.pt's state when trained with these settings, else None (another: refused, or --force)."""
     path = os.path.join(folder, "reward_model.pt")
     state = files.load(path, "reward_model") if os.path.isfile(path) else {}
     changed = files.differences(state, {"pairs": int(pairs), "gold": args.reward, "tau": args.tau,
@@ -48,7 +41,7 @@ def trained(folder: str, pairs: str, args):
 
 
 def windows(metrics: list, size: int, run_dir: str) -> list:
-    """Means of the batch figures over consecutive windows of `size` iterations (the last may be shorter)."""
+    """Means over consecutive windows of `size` iterations (the last may be shorter)."""
     out, keys = [], {"kl": "kl", "proxy_reward": "reward", "gold_reward": "gold_reward", "grammatical": "grammatical"}
     for w in [metrics[i:i + size] for i in range(0, len(metrics), size)]:
         mean = {k: sum(m[v] for m in w) / len(w) if all(m.get(v) is not None for m in w) else None
@@ -61,7 +54,6 @@ def windows(metrics: list, size: int, run_dir: str) -> list:
 
 
 def measure(args) -> list:
-    """Train (or reuse) each reward model, run (or reuse) PPO against it at each beta: one dict per run."""
     results, reference = [], args.reference
     for n in args.pairs:
         folder = os.path.join(args.out, f"rm_{n}_pairs")
@@ -107,7 +99,6 @@ def draw(results: list, path: str, gold: str):
 
 
 def report(results: list, args) -> None:
-    """The table, OUT/overoptimisation.csv and (with matplotlib) OUT/overoptimisation.png."""
     print(f"\nPPO against reward models of {args.reward!r} preferences; gold and proxy are means over windows "
           f"of {args.window} iterations, 'end' is the final evaluation")
     head = ["pairs", "accuracy", "beta", "gold peak", "at sqrtKL", "at iter", "proxy there", "end sqrtKL",
@@ -120,7 +111,8 @@ def report(results: list, args) -> None:
                  s.get("grammatical_policy")]
         print("".join(f"{'-' if c is None else f'{c:.3f}' if isinstance(c, float) else c:>12}" for c in cells))
     path, text = os.path.join(args.out, "overoptimisation.csv"), io.StringIO()
-    writer = csv.DictWriter(text, WINDOW_COLUMNS, lineterminator="\n")     # (None: an empty cell)
+    columns = ["pairs", "beta", "iter", "kl", "sqrt_kl", "proxy_reward", "gold_reward", "grammatical"]
+    writer = csv.DictWriter(text, columns, lineterminator="\n")     # (None: an empty cell)
     writer.writeheader()
     writer.writerows({"pairs": r["pairs"], "beta": r["beta"], **p} for r in results for p in r["windows"])
     files.save_lines([text.getvalue()], path)
@@ -151,7 +143,6 @@ def main(argv=None) -> int:
 
 
 def command(args, run_flags) -> int:
-    """Every flag is checked before any work: a bad one is one line naming it."""
     for name in [a.split("=")[0] for a in run_flags]:
         if name in ("--reward-model", "--resume", "--out", "--beta"):
             raise UsageError(f"{name}: set by this command for each run; leave it out (--betas sets beta)")

@@ -5,6 +5,7 @@ import argparse
 import json
 import math
 import os
+from pathlib import Path
 
 from minippo.extras import files
 from minippo.extras.cli import one_line_error
@@ -12,7 +13,6 @@ from minippo.extras.files import UsageError
 
 NO_MATPLOTLIB = "plotting needs matplotlib: pip install matplotlib"
 KL = "KL(pi_theta || pi_ref), nats per response"     # metrics.jsonl's "kl": what the objective pays
-# (key in metrics.jsonl, panel title): a panel for each key the run logged
 PANELS = [("reward", "reward r(x, y)"), ("gold_reward", "gold reward (--reward-model runs)"), ("kl", KL),
           ("approx_kl", "approx_kl: KL(pi_old || pi_theta), per token"), ("objective", "J = reward - beta KL"),
           ("grammatical", "grammatical fraction"), ("distinct", "distinct responses"), ("beta", "beta")]
@@ -26,9 +26,7 @@ def figure(nrows: int, ncols: int, size, required: bool = False):
         if required:
             raise UsageError(NO_MATPLOTLIB) from None
         return None
-    fig = Figure(figsize=size, layout="constrained")
-    fig.subplots(nrows, ncols, squeeze=False)
-    return fig
+    return Figure(figsize=size, layout="constrained").subplots(nrows, ncols, squeeze=False)[0, 0].figure
 
 
 def save(fig, path: str) -> str:
@@ -37,13 +35,11 @@ def save(fig, path: str) -> str:
 
 
 def read_metrics(run_dir: str) -> list[dict]:
-    """The per-iteration records of a run, or UsageError naming what is wrong with the file."""
     path, rows = os.path.join(run_dir, "metrics.jsonl"), []
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file; is {run_dir} a run folder (python train.py --out {run_dir})?")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
-    for n, line in lines:
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").split("\n")
+    for n, line in [(n, line) for n, line in enumerate(lines, 1) if line.strip()]:
         try:
             m = json.loads(line)
         except (ValueError, RecursionError):     # (RecursionError: [[[[... nested too deep)
@@ -59,15 +55,13 @@ def read_metrics(run_dir: str) -> list[dict]:
 def read_summary(run_dir: str) -> dict:
     """summary.json when the run finished and it is readable, else {} (the J* line is then left out)."""
     try:
-        with open(os.path.join(run_dir, "summary.json")) as f:
-            s = json.load(f)
-        return s if isinstance(s, dict) else {}
+        s = json.loads(Path(run_dir, "summary.json").read_text())
     except (OSError, ValueError):
         return {}
+    return s if isinstance(s, dict) else {}
 
 
 def plot_run(run_dir: str) -> str:
-    """Draw RUN_DIR/curves.png from metrics.jsonl (and J* from summary.json); return its path."""
     rows, summary = read_metrics(run_dir), read_summary(run_dir)
     panels = [(k, title) for k, title in PANELS if any(k in m for m in rows)]
     ncols = 3 if len(panels) > 4 else 2

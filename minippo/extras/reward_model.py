@@ -3,12 +3,8 @@
     python -m minippo.extras.reward_model --pairs 2000 --out rm     # ~25 s on a 2-core CPU
     python train.py --reward-model rm --out run                     # PPO against the learned proxy
 
-Bradley-Terry: P(y_a > y_b | x) = sigma(r(x, y_a) - r(x, y_b)); a pair won by y_w against y_l costs
--log sigma(r_phi(x, y_w) - r_phi(x, y_l)). r_phi is pi_ref's transformer with its value head (zeroed) read at
-the last token of x + y + EOS, scaled to mean 0, standard deviation 1 under pi_ref. The *gold* reward (--reward)
-plays the person: y_a preferred with probability sigma((g_a - g_b) / tau) (tau = 0: never wrong; a tie: 0.5);
-r_phi is the *proxy* PPO optimises. `--pairs-file RUN/human_eval.jsonl` trains on a person's judgements.
---out gets reference.pt, pairs.jsonl (the training pairs) and reward_model.pt; more in docs/reward_model.md.
+r_phi: pi_ref's transformer, its value head read at x + y + EOS, fitted by Bradley-Terry to pairs labelled by the
+gold reward (--reward) or a person (--pairs-file RUN/human_eval.jsonl). More in docs/reward_model.md.
 """
 import argparse
 import copy
@@ -43,7 +39,6 @@ def bradley_terry_loss(r_a, r_b, p):
 
 
 def preference(g_a: float, g_b: float, tau: float) -> float:
-    """P(y_a preferred) under Bradley-Terry with gold rewards g and temperature tau (0: no errors)."""
     if tau == 0:
         return 1.0 if g_a > g_b else 0.0 if g_a < g_b else 0.5
     return 1 / (1 + math.exp(-max(-700.0, min(700.0, (g_a - g_b) / tau))))
@@ -59,8 +54,7 @@ def raw_rewards(model, vocab, xs, ys, device, rows: int = 256):
 
 
 def gold_pairs(ref, vocab, prompts, gold_fn, n: int, tau: float, cfg, device, rng, decided=False):
-    """n pairs of pi_ref's finished responses as human_eval.jsonl has them, labelled by gold_fn at temperature tau;
-    `decided`: only pairs whose gold rewards differ (a tie has no right answer to measure against)."""
+    """n pairs of finished responses, as in human_eval.jsonl; `decided`: no ties (gold rewards that are equal)."""
     rows, drawn = [], 0
     while len(rows) < n:
         if drawn > 50 * n + 1000:           # a pi_ref that rarely ends a sentence: say so, not loop
@@ -82,7 +76,6 @@ def gold_pairs(ref, vocab, prompts, gold_fn, n: int, tau: float, cfg, device, rn
 
 
 def read_pairs(path: str, vocab, block_size: int) -> list:
-    """The rows of a pairs file (pairs.jsonl, or a run's human_eval.jsonl); a bad line is refused by number."""
     files.input_file(path, "pairs-file", "a JSONL file of judged pairs, such as a run's human_eval.jsonl")
     rows = []
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -95,7 +88,6 @@ def read_pairs(path: str, vocab, block_size: int) -> list:
 
 
 def pair_row(line: str, vocab, block_size: int) -> dict:
-    """One line of a pairs file, or ValueError saying what is wrong with it."""
     try:
         row = json.loads(line)
     except (ValueError, RecursionError) as e:   # also a 5,000-digit number, [[[[... nested too deep
@@ -116,7 +108,6 @@ def pair_row(line: str, vocab, block_size: int) -> dict:
 
 
 def training_pairs(rows):
-    """(x, y_a, y_b, P(y_a preferred)) for every row that was judged and whose responses ended."""
     ended = [r for r in rows if not r["response_1"].endswith(NO_EOS) and not r["response_2"].endswith(NO_EOS)]
     return [(r["prompt"], r["response_1"][len(r["prompt"]):], r["response_2"][len(r["prompt"]):], ANSWERS[r["answer"]])
             for r in ended if r["answer"] != "s"]
@@ -149,7 +140,6 @@ def train_reward_model(ref, vocab, pairs, epochs: int, lr: float, batch: int, de
 
 @torch.no_grad()
 def accuracy(model, vocab, pairs, device) -> float:
-    """Fraction of decided pairs (ties left out) whose preferred response r_phi ranks strictly higher."""
     pairs = [q for q in pairs if q[3] != 0.5]
     if not pairs:
         return float("nan")
@@ -160,7 +150,6 @@ def accuracy(model, vocab, pairs, device) -> float:
 
 
 def normalisation(r):
-    """(gain, bias) giving gain * r + bias mean 0 and standard deviation 1; a constant (or NaN) r is refused."""
     if not r.std().item() > 1e-6:
         raise UsageError(f"the reward model gives pi_ref's responses rewards of standard deviation {r.std():.3g}: "
                          f"it learned nothing (train it on more pairs that are not ties) or diverged (lower --lr)")
@@ -181,7 +170,6 @@ def learned_reward(model, vocab, gain: float, bias: float, device):
 def gold_figures(gold_fn, name: str, prompts, n: int, ref_texts, pol_texts, kl_policy: float, beta: float):
     """The gold reward's E[r], J = E[r] - beta KL and J* of the final evaluation's texts (n per prompt)."""
     xs = [x for x in prompts for _ in range(n)]
-
     def gold(texts):
         return torch.tensor([NO_EOS_PENALTY if t.endswith(NO_EOS) else gold_fn(x, t[len(x):])
                              for x, t in zip(xs, texts)], dtype=torch.float64)
@@ -211,7 +199,6 @@ def load(path: str, identity: dict, device, pretrain: dict = None, flag: str = "
 
 
 def check_unchanged(path: str, run) -> None:
-    """--resume: the reward model must not have been written (trained again) after config.json."""
     path = os.path.join(path, "reward_model.pt") if os.path.isdir(path) else path
     config = run.path("config.json")
     if run.cfg.resume and os.path.exists(config) and os.path.getmtime(path) > os.path.getmtime(config):
@@ -220,7 +207,6 @@ def check_unchanged(path: str, run) -> None:
 
 
 def reference_settings(path: str) -> dict:
-    """The pretraining settings (PRETRAIN_KEYS) a reference.pt was made with, or UsageError."""
     files.input_file(path, "reference", "the reference.pt of a train.py run folder")
     settings = files.load(path, "reference").get("pretrain")
     if not isinstance(settings, dict) or set(settings) != set(cli.PRETRAIN_KEYS):
@@ -288,9 +274,8 @@ def command(args) -> int:
         rows = rows if rows is not None else sample(args.pairs, args.tau)
         pairs, held_out = training_pairs(rows), training_pairs(sample(args.held_out, 0.0, decided=True))
         model, loss = train_reward_model(ref, run.vocab, pairs, args.epochs, args.lr, args.batch, run.device)
-        with torch.no_grad():                 # normalised on 1,024 finished responses of pi_ref
-            xs, ys_a, ys_b, _ = zip(*training_pairs(sample(512, 0.0)))
-            r_ref = raw_rewards(model, run.vocab, xs + xs, ys_a + ys_b, run.device).double()
+        xs, ys_a, ys_b, _ = zip(*training_pairs(sample(512, 0.0)))       # normalised on 1,024 responses of pi_ref
+        r_ref = raw_rewards(model, run.vocab, xs + xs, ys_a + ys_b, run.device).double()
         gain, bias = normalisation(r_ref)
         info = {"pretrain": run.pretrain, "gain": gain, "bias": bias, "gold": args.reward, "tau": args.tau,
                 "pairs": len(pairs), "pairs_file": args.pairs_file, "epochs": args.epochs, "lr": args.lr,

@@ -195,7 +195,8 @@ class Run:
                 assert type(start) is int and type(beta) is float and 0 <= start and 0 <= beta < 1e6
                 assert all(type(line) is str for name in LOGS for line in self.logs[name])
             except (KeyError, TypeError, ValueError, AssertionError):
-                raise UsageError(f"{path}: its iteration, beta, log lines or seconds are not a run's; {FRESH}") from None
+                raise UsageError(f"{path}: its iteration, beta, log lines or seconds are not a run's; "
+                                 f"{FRESH}") from None
             if start > cfg.iters:
                 raise UsageError(f"--iters={cfg.iters}: that run already did {start} iterations; resume with "
                                  f"--iters {start} or more")
