@@ -26,6 +26,5 @@ log reward_model python -m minippo.extras.reward_model --pairs 2000 --out "$R/re
 reuse seed0 ppo_reward_model; log ppo_reward_model python train.py --reward-model "$R/reward_model" --out "$R/ppo_reward_model"
 log overoptimisation python -m minippo.extras.overoptimisation --out "$R/overoptimisation"   # reward models, PPO against them
 cp "$R/overoptimisation/overoptimisation.png" docs/overoptimisation.png
-log overoptimisation100 python -m minippo.extras.overoptimisation --out "$R/overoptimisation100" --pairs 100,2000
 for s in 1 2; do log overoptimisation_s$s python -m minippo.extras.overoptimisation --out "$R/overoptimisation_s$s" --seed $s; done
 for f in "$R"/*.txt; do echo "== $f"; grep -A2 "^pi_theta\|^optimality gap" "$f" || tail -8 "$f"; grep "wall" "${f%.txt}.err" || true; done

@@ -22,6 +22,7 @@ from minippo.extras import files, launch
 from minippo.extras.files import Failure, UsageError
 from minippo.extras.launch import checked, summary_table
 from minippo.extras.runs import Run
+from minippo.model import Policy
 from minippo.rewards import NO_EOS_PENALTY
 from minippo.rollout import score
 
@@ -151,7 +152,7 @@ BAD_FLAGS = [
 
 @pytest.mark.parametrize("args, name", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
 def test_a_bad_flag_is_one_line_and_creates_nothing(tmp_path, capsys, args, name):
-    code, err = train(capsys, "--out", tmp_path / "out", *args)
+    code, err = train(capsys, "--out", tmp_path / "out", *TINY, "--iters", "1", *args)   # (a miss ends fast)
     one_line(code, err, name)
     assert "--data" not in err and not (tmp_path / "out").exists()
 
@@ -401,6 +402,16 @@ def test_a_run_that_cannot_go_on_is_one_line_and_keeps_what_was_saved(reference,
     one_line(p.returncode, p.stderr, *words, expected=1)
     assert not (out / "checkpoint.pt").exists() and not [f for f in os.listdir(out) if ".tmp" in f]
     assert (out / "reference.pt").read_bytes() == (reference / "reference.pt").read_bytes()
+
+
+def test_weights_that_became_non_finite_stop_the_run_before_a_checkpoint(tmp_path):
+    run_ = Run(Config(out=str(tmp_path), corpus_lines=400))
+    policy = Policy(run_.model_config)
+    with torch.no_grad():
+        policy.lm_head.weight[0, 0] = math.nan
+    with pytest.raises(Failure, match="non-finite"):
+        run_.save(1, policy, torch.optim.AdamW(policy.parameters()), 0.1)
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_the_resume_hint_is_shell_quoted_and_the_table_says_n_a(tmp_path):

@@ -54,11 +54,16 @@ def test_sampled_logprobs_equal_teacher_forced(peaked_model, sampler, temperatur
     prompts = torch.randint(1, 11, (32, 4))
     prompts[:8, :2] = PAD
     tokens, sampled = sampler(peaked_model, prompts, 30, temperature, eos_id=EOS)
+    assert (tokens == EOS).any(1).float().mean() > 0.5          # most rows stopped at EOS
+    check_against_teacher_forcing(peaked_model, prompts, tokens, sampled, temperature)
+
+
+def check_against_teacher_forcing(model, prompts, tokens, sampled, temperature, atol=1e-5):
+    """Sampled log-probs equal teacher-forced ones; PAD (log-prob 0) exactly after a row's first EOS."""
     eos = tokens == EOS
-    assert eos.any(1).float().mean() > 0.5                      # most rows stopped at EOS
     assert torch.equal(tokens == PAD, eos.cumsum(1) - eos.long() > 0)
-    forced = logprobs(peaked_model, torch.cat([prompts, tokens], 1), temperature)[:, prompts.shape[1] - 1:]
-    assert (forced - sampled)[tokens != PAD].abs().max() <= 1e-5
+    forced = logprobs(model, torch.cat([prompts, tokens], 1), temperature)[:, prompts.shape[1] - 1:]
+    assert (forced - sampled)[tokens != PAD].abs().max() <= atol
     assert (sampled[tokens == PAD] == 0).all()
 
 

@@ -1,4 +1,5 @@
 """A seeded pretraining of a few hundred steps must actually learn the grammar."""
+import pytest
 import torch
 
 from minippo.extras.files import seed_everything
@@ -6,7 +7,7 @@ from minippo.config import Config
 from minippo.data import Vocab, make_corpus
 from minippo.model import ModelConfig, Policy
 from minippo.extras.grammar import grammatical_fraction
-from minippo.extras.runs import sample_lines, val_loss
+from minippo.extras.reference import sample_lines, val_loss
 from minippo.pretrain import learning_rate, pretrain
 
 
@@ -32,3 +33,18 @@ def test_learning_rate_schedule():
     lrs = [learning_rate(s, 100, 1.0) for s in range(100)]
     assert lrs[0] < lrs[4] == 1.0 and abs(lrs[-1] - 0.1) < 0.01
     assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+
+
+def test_a_nan_never_reaches_the_pretrained_weights(monkeypatch):
+    import minippo.pretrain as P
+    cfg = Config(corpus_lines=400)
+    lines = make_corpus(cfg.corpus_lines, seed=0)
+    vocab = Vocab.from_text("\n".join(lines))
+    ids = torch.tensor(vocab.encode("\n" + "\n".join(lines) + "\n"))
+    model = Policy(ModelConfig(vocab.size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model))
+    loss = P.lm_loss
+    monkeypatch.setattr(P, "lm_loss", lambda m, x, y: loss(m, x, y) * float("nan"))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        P.pretrain(model, torch.optim.AdamW(model.parameters(), lr=1e-2), ids, vocab.eos_id, cfg, range(2))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

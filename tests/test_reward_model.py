@@ -16,6 +16,7 @@ from conftest import ROOT, TINY, call, metrics, one_line, snapshot, with_referen
 from minippo.config import Config
 from minippo.evaluate import draw
 from minippo.extras import cli, launch, runs, overoptimisation as oo, reward_model as rm
+from minippo.extras.reference import pretrained_policy
 from minippo.extras.files import Failure, UsageError
 from minippo.model import ModelConfig, Policy
 from minippo.rewards import NO_EOS_PENALTY, positive
@@ -79,7 +80,7 @@ def test_the_normalisation_gives_mean_0_and_sd_1_and_refuses_a_constant_reward()
 @pytest.fixture(scope="module")
 def ref_run(reference):
     run = runs.Run(cli.config_from(str(reference / "config.json")))
-    return run, runs.pretrained_policy(run, build=False)[0].requires_grad_(False)
+    return run, pretrained_policy(run, build=False)[0].requires_grad_(False)
 
 
 def test_gold_labels_follow_the_gold_reward(ref_run):

@@ -18,7 +18,7 @@ import torch
 
 from minippo import ppo
 from minippo.evaluate import evaluate
-from minippo.extras import dist, files, reward_model, runs
+from minippo.extras import dist, files, reference, reward_model, runs
 from minippo.extras.cli import parse_config
 from minippo.extras.cuda_graphs import graph_sample
 from minippo.extras.files import Failure, UsageError
@@ -123,11 +123,11 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
 
     # pi_ref: rank 0 pretrains (or reuses the cached reference.pt) while the others wait, then they
     # load its reference.pt (pretraining takes seconds, and every process must start from one pi_ref)
-    policy, pretrain_seconds = runs.pretrained_policy(run) if rank == 0 else (None, 0.0)
+    policy, pretrain_seconds = reference.pretrained_policy(run) if rank == 0 else (None, 0.0)
     if dist.any_process(rank == 0 and policy is None):   # (also makes the others wait)
         return 130                          # interrupted during pretraining; its state is saved
     if rank > 0:
-        policy, pretrain_seconds = runs.pretrained_policy(run, build=False)
+        policy, pretrain_seconds = reference.pretrained_policy(run, build=False)
     policy.to(run.device)
 
     # the lesson: each process tunes the policy on its share of the batch

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from minippo.config import Config
 from minippo.data import EOS, Vocab
 from minippo.evaluate import draw, optimal_value
-from minippo.extras import cli, files, runs
+from minippo.extras import cli, files, reference, runs
 from minippo.extras.files import UsageError
 from minippo.model import ModelConfig, Policy
 from minippo.rewards import NO_EOS_PENALTY, REWARDS
@@ -264,7 +264,7 @@ def command(args) -> int:
                              f"folder, --reference {here} to start from it, or --force to replace it")
         if cached is None and args.reference:
             files.save(files.load(args.reference, "reference"), here)
-        ref, _ = runs.pretrained_policy(run)
+        ref, _ = reference.pretrained_policy(run)
         if ref is None:
             raise KeyboardInterrupt
         gold_fn, rng, t0 = REWARDS[args.reward], random.Random(args.seed), time.time()

@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import signal
-import sys
 import time
 from dataclasses import asdict
 
@@ -24,10 +23,8 @@ from minippo.extras import dist, files
 from minippo.extras.cli import PRETRAIN_KEYS, RESUMABLE, changed_flags, flag, read_settings
 from minippo.extras.files import UsageError
 from minippo.extras.grammar import grammatical_fraction
-from minippo.model import ModelConfig, Policy, sample
-from minippo.pretrain import line_starts, lm_loss, pretrain
+from minippo.model import ModelConfig, Policy
 from minippo.rewards import NO_EOS_PENALTY
-from minippo.rollout import decode_responses
 
 # Seeds: pretraining (and the initial weights) use --seed itself; RL and the final evaluation draw
 # from their own streams, so that a cached pi_ref or a resumed run gives the same numbers.
@@ -54,8 +51,7 @@ class StopFlag:
 
 
 class Run:
-    """The data a run trains on (vocabulary, held-out text, prompts, model shape), checked before any
-    file is written, and the run folder. rank > 0 (torchrun) reads but never writes."""
+    """The data (checked before any file is written) and the folder of a run; rank > 0 never writes."""
 
     def __init__(self, cfg: Config, rank: int = 0, world: int = 1, stop: StopFlag = None):
         self.cfg, self.rank, self.world, self.stop = cfg, rank, world, stop or StopFlag()
@@ -215,8 +211,7 @@ class Run:
         return start, beta
 
     def average_gradients(self, model) -> None:
-        """Under torchrun: every gradient becomes its mean over the processes (a no-op alone)."""
-        dist.average_gradients(model)
+        dist.average_gradients(model)              # torchrun: each gradient's mean over the processes
 
     def log(self, it: int, beta: float, out: dict) -> dict:
         """After iteration `it` (1-based): the metrics line of the whole batch (several processes:
@@ -285,69 +280,6 @@ class Run:
         return hits[0] * self.cfg.batch if hits else None
 
 
-def pretrained_policy(run: Run, build: bool = True):
-    """The pretrained policy (and the seconds pretraining took), from the cache or by pretraining
-    now (build=False: from the cache only, which another process has just written). None when
-    Ctrl-C interrupted pretraining (its state is saved)."""
-    cfg, path = run.cfg, run.path("reference.pt")
-    files.seed_everything(cfg.seed)         # the initial weights too: torch seeds itself randomly
-    policy = Policy(run.model_config)
-    if build:                               # (the other processes of a torchrun stay quiet)
-        print(f"policy: {sum(p.numel() for p in policy.parameters()):,} parameters, vocabulary "
-              f"{run.vocab.size} characters {run.vocab.chars!r} + PAD")
-    cached = run.cached_reference()
-    if cached is not None:
-        files.load_model(policy, cached["model"], path)
-        if build:
-            print(f"reference: reusing {path} ({cached.get('stats')})")
-        return policy.to(run.device).eval(), 0.0
-    if not build:
-        raise UsageError(f"{path}: not there for this process; with several machines --out must be a "
-                         f"folder they all share")
-    if os.path.exists(path):
-        saved = files.load(path, "reference").get("pretrain")
-        print(f"reference: {path} was pretrained with other settings "
-              f"{files.differences(saved, run.pretrain)}; pretraining again")
-    policy.to(run.device)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
-    step, state_path = 0, run.path("pretrain_state.pt")
-    if cfg.resume and os.path.exists(state_path):
-        step = run.restore(state_path, "pretrain", policy, optimizer).get("step")
-        if type(step) is not int or not 0 <= step <= cfg.pretrain_steps:
-            raise UsageError(f"{state_path}: its step {step!r} is not one of 0 .. {cfg.pretrain_steps}; {FRESH}")
-    t0, reached = time.time(), [step]
-
-    def steps():                            # step numbers, with a progress bar, until Ctrl-C
-        bar = tqdm(range(step, cfg.pretrain_steps), desc="pretrain", initial=step,
-                   total=cfg.pretrain_steps, dynamic_ncols=True)
-        for s in bar:
-            if run.stop.requested:
-                break
-            yield s
-            reached[0] = s + 1
-        bar.close()
-    pretrain(policy, optimizer, run.train_ids.to(run.device), run.vocab.eos_id, cfg, steps())
-    if reached[0] < cfg.pretrain_steps:     # Ctrl-C: keep everything needed to continue exactly
-        files.save({"kind": "pretrain", **run.identity, "step": reached[0], "model": policy.state_dict(),
-                    "optimizer": optimizer.state_dict(), "rng": files.rng_state()}, state_path)
-        files.say(f"interrupted: pretraining saved at step {reached[0]} in {cfg.out}; continue with "
-                  f"`{run.resume_hint}`")
-        return None, 0.0
-    seconds = time.time() - t0
-    lines = sample_lines(policy, run.vocab, 256)
-    stats = {"val_loss": round(val_loss(policy, run.val_ids.to(run.device), run.vocab.eos_id, cfg.block_size), 4),
-             "seconds": round(seconds, 1)}
-    if run.grammar:
-        stats["grammatical"] = grammatical_fraction(lines)
-    print(f"reference: pretrained in {seconds:.1f} s, {stats}; samples:")
-    print("".join(f"  {line}\n" for line in lines[:5]), end="")
-    files.save({"kind": "reference", **run.identity, "pretrain": run.pretrain, "stats": stats,
-                "model": policy.state_dict()}, path)
-    if os.path.exists(state_path):
-        os.remove(state_path)
-    return policy.eval(), seconds
-
-
 def distinct_ngrams(texts, n: int = 2) -> float:
     """distinct-n (Li et al. 2016): distinct word n-grams / all word n-grams over the texts.
     Near 1: varied responses; falling towards 0: the policy repeats itself (collapse)."""
@@ -366,19 +298,3 @@ def global_steps(steps: list) -> list:
     each process's tokens, as if one process had had the whole batch; the others averaged."""
     return [{k: dist.all_mean(v * d["tokens"]) / dist.all_mean(d["tokens"]) if k in PER_TOKEN
              else dist.all_mean(v) for k, v in d.items() if k != "tokens"} for d in steps]
-
-
-@torch.no_grad()
-def val_loss(model, ids, eos_id: int, block_size: int, max_windows: int = 64) -> float:
-    """Mean next-character loss over the first line-aligned windows of the held-out text."""
-    starts = line_starts(ids, eos_id, block_size)[:max_windows]
-    windows = ids[starts[:, None] + torch.arange(block_size + 1, device=ids.device)]
-    return lm_loss(model, windows[:, :-1], windows[:, 1:]).item()
-
-
-@torch.no_grad()
-def sample_lines(model, vocab, n: int) -> list[str]:
-    """n lines written by the model from scratch (each line begins after an EOS)."""
-    start = torch.full((n, 1), vocab.eos_id, device=model.lm_head.weight.device)
-    texts, finished = decode_responses(vocab, sample(model, start, 64, 1.0, vocab.eos_id)[0])
-    return [y if done else y + " <no EOS>" for y, done in zip(texts, finished)]
