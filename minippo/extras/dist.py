@@ -86,5 +86,11 @@ def _device() -> str:
 
 
 def close() -> None:
+    """Leave together: a process that tears gloo down while a peer still holds its connection (rank 0
+    evaluating, say) can abort ("terminate called without an active exception")."""
     if active():
+        try:
+            dist.barrier()
+        except RuntimeError:                # a peer is gone: nothing left to wait for
+            pass
         dist.destroy_process_group()
