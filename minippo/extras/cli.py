@@ -58,15 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def within(name: str, value, low, high, above: bool = False) -> None:
+    """UsageError naming the flag unless low <= value <= high (above: low < value); NaN is never within."""
+    if not (low < value if above else low <= value) or not value <= high:
+        raise UsageError(f"{flag(name)}={value!r}: must be {'above' if above else 'at least'} {low} and at most "
+                         f"{high:,}")
+
+
 def check(cfg: Config, rewards=(), here: bool = True) -> Config:
     """cfg, or UsageError naming the first setting that is not allowed (`here`: on this machine)."""
     def bad(name, allowed):
         raise UsageError(f"{flag(name)}={getattr(cfg, name)!r}: {allowed}")
 
     for name, (low, high) in LIMITS.items():
-        v = getattr(cfg, name)
-        if not (low < v if name in ABOVE_LOWEST else low <= v) or not v <= high:
-            bad(name, f"must be {'above' if name in ABOVE_LOWEST else 'at least'} {low} and at most {high:,}")
+        within(name, getattr(cfg, name), low, high, name in ABOVE_LOWEST)
     for name, allowed in {**CHOICES, "reward": rewards or (cfg.reward,)}.items():
         if getattr(cfg, name) not in allowed:
             bad(name, f"must be one of {', '.join(allowed)}" + (" (add yours in minippo/rewards.py)"

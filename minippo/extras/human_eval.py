@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from minippo.extras import files, runs
+from minippo.extras import cli, files, runs
 from minippo.extras.cli import LIMITS, check, config_from, one_line_error
 from minippo.extras.files import UsageError
 from minippo.model import Policy, sample
@@ -117,9 +117,8 @@ def load_run(run_dir: str, device: str = "cpu"):
 
 
 def command(args) -> None:
-    for name, value, (low, high) in (("n", args.n, (1, LIMITS["human_eval"][1])), ("seed", args.seed, LIMITS["seed"])):
-        if not low <= value <= high:
-            raise UsageError(f"--{name}={value}: must be an integer from {low} to {high:,}")
+    cli.within("n", args.n, 1, LIMITS["human_eval"][1])
+    cli.within("seed", args.seed, *LIMITS["seed"])
     config_from(os.path.join(args.run_dir, "config.json"))    # a run folder? said before asking for answers
     answers = answer_stream(sys.stdin)                          # and those before the slow loading
     run, policy, ref = load_run(args.run_dir, args.device)

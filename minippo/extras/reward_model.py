@@ -241,11 +241,8 @@ def main(argv=None) -> int:
 
 
 def command(args) -> int:
-    for name, (_, low, high, _) in NUMBERS.items():     # (nan fails both comparisons)
-        v, above = getattr(args, name), name == "lr"
-        if not (low < v if above else low <= v) or not v <= high:
-            raise UsageError(f"{cli.flag(name)}={v}: must be {'above' if above else 'at least'} {low} and at most "
-                             f"{high:,}")
+    for name, (_, low, high, _) in NUMBERS.items():
+        cli.within(name, getattr(args, name), low, high, above=name == "lr")
     settings = reference_settings(args.reference) if args.reference else {"seed": args.seed}
     run = runs.Run(cli.check(Config(**settings, out=args.out, device=args.device)))   # train.py's checks and shapes
     rows = read_pairs(args.pairs_file, run.vocab, run.cfg.block_size) if args.pairs_file else None   # before writing
