@@ -19,7 +19,7 @@ class Config:
     bf16: bool = _f(False, "GPU: bf16 autocast in the log-probs and the update; pays from ~3M parameters "
                            "(sampling and evaluation stay fp32)")
     data: str = _f("", "UTF-8 text file, one sentence per line, to pretrain on instead of the built-in corpus")
-    prompts: str = _f("", "file with one query x per line (default: the first two words of each corpus line)")
+    prompts: str = _f("", "file with one query x per line; empty: the first two words of each corpus line")
     resume: str = _f("", "continue the run saved in this folder (same settings as when it started)")
     force: bool = _f(False, "start afresh in --out even if it holds another run (the cached reference is kept)")
     # --- the policy (a tiny GPT); changing these retrains the reference
@@ -58,10 +58,10 @@ class Config:
                     "learned V biases the advantages (0.9-1)")
     ent_coef: float = _f(0.0, "entropy bonus on the mean per-token entropy, while the policy loss sums over "
                          "a response's tokens (so ~40x weaker than CleanRL's per-token scale); it biases "
-                         "the optimum, so 0 by default (0-0.01)")
+                         "the optimum (0-0.01)")
     max_grad_norm: float = _f(1.0, "clip the gradient's global norm to this")
-    whiten: bool = _f(False, "normalise advantages to mean 0, std 1 over the batch; off by default: "
-                      "once the reward saturates it magnifies noise and the policy drifts past pi*")
+    whiten: bool = _f(False, "normalise advantages to mean 0, std 1 over the batch; once the reward "
+                      "saturates it magnifies noise and the policy drifts past pi*")
     # --- logging and evaluation
     sample_every: int = _f(25, "print a few prompt -> response samples every N iterations")
     ckpt_every: int = _f(25, "save checkpoint.pt every N iterations (and on Ctrl-C)")

@@ -292,6 +292,14 @@ def test_a_resume_rewrites_the_logs_from_the_checkpoint(reference, tmp_path, cap
     assert (out / "samples.txt").read_text() == (reference / "samples.txt").read_text()
 
 
+def test_resuming_a_finished_run_keeps_the_seconds_it_measured(reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path)
+    assert train(capsys, "--resume", out, *TINY, "--iters", "12")[0] == 0      # no iteration left: evaluates
+    was, now = (json.loads((d / "summary.json").read_text()) for d in (reference, out))
+    assert now["pretrain_seconds"] == was["pretrain_seconds"] > 0
+    assert now["rl_seconds"] == torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"] > 0
+
+
 @pytest.mark.parametrize("change, words", [
     *[(lambda out, c=c: (out / "config.json").write_text(c), ["config.json"]) for c in ("{not json", "", "[1, 2, 3]")],
     (lambda out: tamper(out / "reference.pt", lambda s: s["model"]["tok_emb.weight"].__setitem__((1, 1), math.inf)),

@@ -129,6 +129,7 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
     if rank > 0:
         policy, pretrain_seconds = reference.pretrained_policy(run, build=False)
     policy.to(run.device)
+    run.pretrain_seconds = pretrain_seconds     # (a resumed run adds what its checkpoint saved)
 
     # the lesson: each process tunes the policy on its share of the batch
     share = replace(cfg, batch=cfg.batch // world, minibatch=cfg.minibatch // world)
@@ -160,7 +161,7 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
                        reward_model=cfg.reward_model,
                        reward_model_accuracy=proxy[1].get("held_out_accuracy"))
     target = results["objective_reference"] + 0.9 * (results["objective_optimal"] - results["objective_reference"])
-    results.update(pretrain_seconds=pretrain_seconds, rl_seconds=run.rl_seconds, iters=cfg.iters,
+    results.update(pretrain_seconds=run.pretrain_seconds, rl_seconds=run.rl_seconds, iters=cfg.iters,
                    samples_drawn=cfg.iters * cfg.batch,
                    samples_to_90pct=run.samples_to_reach(target))     # first batch with J >= 90% of the way
     files.save_json(results, run.path("summary.json"))
@@ -185,7 +186,7 @@ def summary_table(s: dict, beta: float) -> str:
             f"{g('grammatical_reference')} {g('distinct_reference')}",
             f"{'pi_theta (tuned)':<20}{g('reward_policy')}{g('kl_policy')}{g('objective_policy')}"
             f"{g('grammatical_policy')} {g('distinct_policy')}",
-            f"{'pi* (exact optimum)':<20}{'':>22}{g('objective_optimal')}  (J* = beta log E_ref exp(r/beta), "
+            f"{'pi* (exact optimum)':<20}{'':>22}{g('objective_optimal')}  (J* = E_x beta log E_ref exp(r/beta), "
             f"+- {s['objective_optimal_se']:.3f})",
             f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {gap}   "
             f"[beta {beta:.4g}, pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s; "

@@ -56,6 +56,7 @@ class Run:
     def __init__(self, cfg: Config, rank: int = 0, world: int = 1, stop: StopFlag = None):
         self.cfg, self.rank, self.world, self.stop = cfg, rank, world, stop or StopFlag()
         self.stopped, self.rl_seconds, self.rl_seconds_before, self.lock_fd = False, 0.0, 0.0, None
+        self.pretrain_seconds = 0.0       # this run's pretraining (launch.py sets it; a resume adds the saved)
         self.logs = {name: [] for name in LOGS}     # every line written to metrics.jsonl and samples.txt
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                                    "cpu" if cfg.device == "auto" else cfg.device)
@@ -187,7 +188,8 @@ class Run:
             state = self.restore(path, "rl", policy, optimizer)
             try:                                    # the numbers this run saves, and nothing else
                 start, beta, self.logs = state["iter"], state["beta"], state["logs"]
-                self.rl_seconds_before = float(state["rl_seconds"])
+                self.rl_seconds_before = self.rl_seconds = float(state["rl_seconds"])
+                self.pretrain_seconds += float(state.get("pretrain_seconds", 0.0))
                 assert type(start) is int and type(beta) is float and 0 <= start and 0 <= beta < 1e6
                 assert all(type(line) is str for name in LOGS for line in self.logs[name])
             except (KeyError, TypeError, ValueError, AssertionError):
@@ -260,7 +262,8 @@ class Run:
             if self.rank == 0:
                 files.save({"kind": "rl", **self.identity, "iter": it, "beta": float(beta),
                             "model": policy.state_dict(), "optimizer": optimizer.state_dict(), "rng": rngs,
-                            "rl_seconds": self.rl_seconds_before + time.time() - self.t_start, "logs": self.logs},
+                            "rl_seconds": self.rl_seconds_before + time.time() - self.t_start, "logs": self.logs,
+                            "pretrain_seconds": self.pretrain_seconds},
                            self.path("checkpoint.pt"))
         if it == self.cfg.iters or self.stopped:
             self.close_bar()
