@@ -5,8 +5,9 @@ bugs they catch. A surviving mutant is a bug the suite would let through.
     python tests/mutants.py --tests tests    # the lesson's mutants against the whole suite
     python tests/mutants.py --only M3 R1     # some of them
 
-M mutants (the lesson) run against the fast tests, or --tests; R mutants (the reward model, an extra)
-always run against tests/test_reward_model.py.
+M mutants (the lesson) run against the fast tests, or --tests; R mutants (the reward model and the
+over-optimisation command, extras) always against tests/test_reward_model.py, C mutants (the command
+around the loop) against the test of the promise they break.
 
 Each mutant is applied to a fresh copy of the repository (never to this one), then
 `python -m pytest -x -q TESTS` runs there: a failing run kills the mutant. Not run by CI (it takes
@@ -23,7 +24,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["tests/test_rl.py", "tests/test_model.py", "tests/test_exact_gradient.py",
         "tests/test_loop.py", "tests/test_evaluate.py", "tests/test_estimators.py",
-        "tests/test_data.py", "tests/test_command.py::test_short_seeded_run_raises_reward_and_keeps_kl_bounded",
+        "tests/test_data.py", "tests/test_toy_bandit.py",
+        "tests/test_command.py::test_short_seeded_run_raises_reward_and_keeps_kl_bounded",
         "tests/test_command.py::test_same_seed_gives_identical_metrics_and_reinforce_learns"]
 
 # (id, file, the line as it is, the line as the mutant has it, what the bug is)
@@ -124,6 +126,58 @@ MUTANTS = [
     ("M32", "minippo/rl.py", "return float(1 - var_err / var) if var > 0 else float(\"nan\")",
      "return float(1 - var / var_err) if var > 0 else float(\"nan\")",
      "explained variance inverted"),
+    ("M33", "minippo/ppo.py", "ref = copy.deepcopy(policy).requires_grad_(False).eval()    # pi_ref: the pretrained model, frozen",
+     "ref = policy    # pi_ref: the pretrained model, frozen",
+     "train() uses the policy itself as pi_ref: the KL is 0 throughout"),
+    ("M34", "minippo/ppo.py", "return ref, beta",
+     "return policy, beta",
+     "train() returns the tuned policy instead of the frozen pi_ref"),
+    ("M35", "minippo/rollout.py", "texts.append(text.rstrip(\"\\n\"))",
+     "texts.append(text)",
+     "y keeps its EOS character"),
+    ("M36", "minippo/ppo.py", "scores = score(reward_fn, xs, ys, finished, device)                  # (B,)",
+     "scores = score(reward_fn, [vocab.decode(p) for p in prompt_ids.tolist()], ys, finished, device)  # (B,)",
+     "the reward gets x decoded from the prompt ids, with the leading EOS"),
+    ("M37", "minippo/rollout.py", "texts.append(text.rstrip(\"\\n\"))",
+     "texts.append(text[:-1])",
+     "the last character dropped as if EOS were always there: a response cut at the limit loses one"),
+    ("M38", "minippo/data.py", "return \"\".join(self.chars[i] for i in ids if i < len(self.chars))",
+     "return \"\".join((self.chars + \" \")[i] for i in ids)",
+     "decoding turns PAD into a character: y carries padding"),
+    ("M39", "minippo/ppo.py", "xs = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch,)).tolist()]",
+     "xs = [prompts[i] for i in torch.randint(len(prompts) - 1, (cfg.batch,)).tolist()]",
+     "prompt sampling never draws the last prompt"),
+    ("M40", "minippo/model.py", "nxt = torch.multinomial(logp.exp(), 1).squeeze(1)                   # (B,)",
+     "nxt = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)                   # (B,)",
+     "the sampler draws from softmax(logits), ignoring T (its log-probs still use T)"),
+    ("M41", "minippo/model.py", "nxt = torch.multinomial(logp.exp(), 1).squeeze(1)                   # (B,)",
+     "nxt = torch.multinomial(torch.softmax(logits / temperature / temperature, -1), 1).squeeze(1)  # (B,)",
+     "the sampler divides the logits by T twice"),
+    ("M42", "minippo/model.py", "return self.lm_head(x), self.value_head(x).squeeze(-1)",
+     "return self.lm_head(x), self.value_head(x.detach()).squeeze(-1)",
+     "the value head reads a detached hidden state: the value loss no longer trains the trunk"),
+    ("M43", "minippo/ppo.py", "loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy",
+     "loss = pg_loss + cfg.vf_coef * vf_loss.detach() - cfg.ent_coef * mb_entropy",
+     "the value loss detached from the update"),
+    ("M44", "minippo/evaluate.py", "kls.append((log_ratio * mask).sum(1))                  # log pi(y|x) - log pi_ref(y|x)",
+     "kls.append(log_ratio.sum(1))                  # log pi(y|x) - log pi_ref(y|x)",
+     "the evaluation's KL sums padding positions too"),
+    ("M45", "minippo/evaluate.py", "kls.append((log_ratio * mask).sum(1))                  # log pi(y|x) - log pi_ref(y|x)",
+     "kls.append((log_ratio * mask).sum(1) / mask.sum(1))                  # log pi(y|x) - log pi_ref(y|x)",
+     "the evaluation's KL a per-token mean instead of a per-response sum"),
+    ("M46", "minippo/evaluate.py",
+     "log_ratio = torch.cat([response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]",
+     "log_ratio = torch.cat([response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], 1.0)[0]",
+     "the evaluation's log pi at T = 1 instead of the sampling temperature"),
+    ("M47", "minippo/rl.py", '"approx_kl": masked_mean(-log_ratio, mask),                      # k1',
+     '"approx_kl": masked_mean(log_ratio, mask),                      # k1',
+     "approx_kl with its sign flipped (log pi - log pi_old)"),
+    ("M48", "toy_bandit.py", "if t > half:",
+     "if t >= half:",
+     "Polyak averaging takes one iterate too many"),
+    ("M49", "toy_bandit.py", "mean_theta += theta / (steps - half)  # Polyak: mean of theta over the second half",
+     "mean_theta += history[t - 1][1] / (steps - half)  # Polyak: mean of theta over the second half",
+     "Polyak averaging mixes in the previous iterate instead of the current one"),
 ]
 
 # the reward model learned from preferences (an extra), against its own tests
@@ -179,6 +233,30 @@ RM_MUTANTS = [
      "usable = not a.endswith(NO_EOS) and not b.endswith(NO_EOS) and not (decided and ga == gb)",
      "usable = not a.endswith(NO_EOS) and not b.endswith(NO_EOS)",
      "held-out pairs include ties, which have no right answer"),
+    ("R17", "minippo/extras/reward_model.py", "r = model(torch.cat([ids_a[idx], ids_b[idx]]))[1][:, -1]            # (2 mb,) r_phi at EOS",
+     "r = model(torch.cat([ids_a[idx], ids_b[idx]]))[1][:, -2]            # (2 mb,) r_phi at EOS",
+     "r_phi trained at the last character of y, scored at the EOS after it"),
+    ("R18", "minippo/extras/reward_model.py",
+     "ids = encode_prompts(vocab, [x + y + EOS for x, y in zip(xs[i:i + rows], ys[i:i + rows])], device)",
+     "ids = encode_prompts(vocab, [x + y for x, y in zip(xs[i:i + rows], ys[i:i + rows])], device)",
+     "r_phi scored without the EOS it was trained to read"),
+    ("R19", "minippo/extras/overoptimisation.py", 'peak, s = max(r["windows"], key=lambda p: p["gold_reward"]), r["summary"]',
+     'peak, s = max(r["windows"], key=lambda p: p["proxy_reward"]), r["summary"]',
+     "the report's gold peak is the proxy's peak"),
+    ("R20", "minippo/extras/overoptimisation.py", 'peak["proxy_reward"], math.sqrt(max(0.0, s["kl_policy"])), s["reward_policy"], s["gold_reward_policy"],',
+     'peak["proxy_reward"], max(0.0, s["kl_policy"]), s["reward_policy"], s["gold_reward_policy"],',
+     "the report's end sqrt KL is the KL itself"),
+]
+
+# the command around the loop (an extra), against the test of what it promises
+COMMAND_TESTS = ["tests/test_command.py::test_resuming_a_finished_run_keeps_the_seconds_it_measured"]
+COMMAND_MUTANTS = [
+    ("C1", "minippo/extras/runs.py", 'self.rl_seconds_before = self.rl_seconds = float(state["rl_seconds"])',
+     'self.rl_seconds_before = float(state["rl_seconds"])',
+     "resuming a finished run reports 0 s of RL"),
+    ("C2", "minippo/extras/runs.py", 'self.pretrain_seconds += float(state.get("pretrain_seconds", 0.0))',
+     'self.pretrain_seconds += 0.0',
+     "a resumed run forgets the pretraining it measured"),
 ]
 
 
@@ -203,7 +281,7 @@ def main(argv=None) -> int:
     p.add_argument("--tests", nargs="+", default=FAST, help="what pytest runs [default: the fast tests]")
     p.add_argument("--only", nargs="+", default=[], help="mutant ids, e.g. M1 M21")
     args = p.parse_args(argv)
-    chosen = [m for m in MUTANTS + RM_MUTANTS if not args.only or m[0] in args.only]
+    chosen = [m for m in MUTANTS + RM_MUTANTS + COMMAND_MUTANTS if not args.only or m[0] in args.only]
     survivors = []
     with tempfile.TemporaryDirectory() as tmp:
         for mid, path, old, new, what in chosen:
@@ -212,7 +290,7 @@ def main(argv=None) -> int:
             apply(copy, path, old.strip(), new.strip())
             t = time.time()
             result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                                     *(RM_TESTS if mid.startswith("R") else args.tests)], cwd=copy,
+                                     *{"R": RM_TESTS, "C": COMMAND_TESTS}.get(mid[0], args.tests)], cwd=copy,
                                     capture_output=True, text=True)
             killed = result.returncode != 0
             print(f"{mid:<4} {'killed ' if killed else 'SURVIVED'} {time.time() - t:5.1f} s  {path}: {what}",

@@ -16,6 +16,7 @@ import torch
 from minippo.config import Config
 from minippo.data import Vocab
 from minippo.evaluate import evaluate, optimal_value
+from minippo.model import ModelConfig, Policy, sample
 from minippo.rewards import NO_EOS_PENALTY
 
 VOCAB = Vocab("\nab")                    # EOS = 0, a = 1, b = 2, PAD = 3
@@ -148,3 +149,29 @@ def test_j_star_is_the_mean_over_prompts_of_each_prompts_optimum():
     assert abs(values[0] - values[1]) > 0.1                        # the mean is not the max
     assert got["objective_optimal"] == pytest.approx(sum(values) / 2, abs=4 * se)
     assert got["objective_optimal_se"] == pytest.approx(se, rel=0.1)
+
+
+def test_the_kl_is_summed_over_each_responses_own_tokens_through_its_eos():
+    """Two real models (pi_theta != pi_ref), prompts of two lengths, responses that end early and some that never end
+    (6 tokens, no EOS): kl_policy = mean of log pi(y|x) - log pi_ref(y|x) at T, each a sum over the response's own
+    tokens through its EOS (nothing from padding, not a per-token mean), computed here from unpadded sequences."""
+    torch.manual_seed(0)
+    policy, ref = (Policy(ModelConfig(vocab_size=3, block_size=12, n_layer=1, n_head=2, d_model=16)) for _ in "12")
+    for model in (policy, ref):
+        model.lm_head.weight.data.normal_(0, 0.5)
+    drawn = []
+
+    def recorded(model, ids, *args):                                     # model.sample(), remembering what it drew
+        drawn.append((model, ids, sample(model, ids, *args)[0]))
+        return drawn[-1][2], None
+    cfg = Config(max_new_tokens=6, temperature=1.3, eval_samples=32)
+    out, _, _ = evaluate(policy, ref, VOCAB, ["a", "ba"], lambda x, y: len(y) / 4, cfg, "cpu", BETA, recorded)
+    (ids, tokens), kl = [(i, t) for m, i, t in drawn if m is policy][0], []
+    for x, y in zip(ids, tokens):
+        seq, y = torch.cat([x[x != PAD], y[y != PAD]]), y[y != PAD]       # the response through its EOS
+        logp = [torch.log_softmax(m(seq[None])[0][0, -len(y) - 1:-1] / 1.3, -1) for m in (policy, ref)]
+        kl.append((logp[0] - logp[1])[range(len(y)), y].sum().item())   # log pi(y|x) - log pi_ref(y|x)
+    lengths = (tokens != PAD).sum(1)
+    assert lengths.min() < 6 and (tokens == EOS).any(1).float().mean() < 1 and lengths.float().mean() > 2
+    assert out["kl_policy"] == pytest.approx(sum(kl) / len(kl), abs=1e-5) and abs(out["kl_policy"]) > 0.05
+    assert out["objective_policy"] == pytest.approx(out["reward_policy"] - BETA * sum(kl) / len(kl), abs=1e-5)

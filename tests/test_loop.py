@@ -8,7 +8,9 @@ independent computation: a naive per-response forward pass of each unpadded sequ
 - between beta = 0 and beta > 0 the gradient of an update differs by exactly beta times the gradient
   of the KL term (PPO: the KL to go times grad log pi of each token; REINFORCE: the response's KL,
   less the others' mean, times grad log pi(y|x));
-- the adaptive beta moves with the logged per-response KL.
+- the adaptive beta moves with the logged per-response KL;
+- train() keeps pi_ref a frozen copy of the pretrained policy, returns it, and draws every prompt;
+- the reward sees x and y as text: no EOS, no padding.
 """
 import pytest
 import torch
@@ -253,3 +255,44 @@ def test_the_command_logs_the_iterations_figures(tmp_path, models):
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == m
     run.close_bar()
     run.close()
+
+
+def test_train_keeps_a_frozen_copy_of_the_pretrained_policy_as_pi_ref_and_draws_every_prompt(monkeypatch):
+    """train(): pi_ref is a frozen copy of the pretrained weights, not the policy (else the KL is 0
+    throughout), it is what train() returns, the logged KL against it grows once the policy moves,
+    and the queries drawn over the iterations cover every prompt."""
+    policy, xs, refs, real_iteration = tiny_policy(0), [], [], ppo.iteration
+    pretrained = {k: v.clone() for k, v in policy.state_dict().items()}
+    monkeypatch.setattr(ppo, "iteration", lambda policy, ref, *a: refs.append(ref) or real_iteration(policy, ref, *a))
+    cfg = config("ppo", iters=4, beta=0.2, lr=0.1, target_kl=0.0)
+    run = FakeRun(cfg.beta)
+    torch.manual_seed(3)
+    ref, beta = ppo.train(cfg, policy, VOCAB, PROMPTS, lambda x, y: xs.append(x) or reward(x, y), run)
+    assert all(r is ref for r in refs) and ref is not policy and beta == cfg.beta
+    assert all(torch.equal(v, pretrained[k]) for k, v in ref.state_dict().items())      # bit-identical, frozen
+    assert not all(torch.equal(v, pretrained[k]) for k, v in policy.state_dict().items())  # the policy moved
+    kls = [kl for _, kl, _ in run.logged]
+    assert kls[0] == 0.0 and min(kls[1:]) > 0.01     # the first batch is sampled from pi_ref itself
+    assert sorted(set(xs)) == sorted(PROMPTS)        # 4 x 12 draws (the finished ones scored) miss none
+
+
+def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding():
+    """r(x, y) receives x as typed (no EOS before it, no PAD) and y the sampled tokens before EOS, for
+    responses ending early or at the last allowed token; one cut at the limit is logged whole, not scored."""
+    rows = [[1, 2, 0, 3], [0, 3, 3, 3], [1, 1, 2, 0], [1, 2, 2, 1]]     # "ab", "", "aab" ended; "abba" cut
+    ys, done, calls, prompts_seen = ["ab", "", "aab", "abba"], [True, True, True, False], [], []
+
+    def stub(policy, prompt_ids, max_new_tokens, temperature, eos_id):    # the sampler, returning chosen tokens
+        prompts_seen.extend("".join(VOCAB.chars[t] for t in row if t != VOCAB.pad_id)[1:]    # [PAD...] EOS x -> x
+                            for row in prompt_ids.tolist())
+        tokens = torch.tensor(rows[:len(prompt_ids)])
+        return tokens, torch.zeros(tokens.shape)
+    cfg = config("ppo", batch=4, minibatch=4, max_new_tokens=4)
+    torch.manual_seed(0)
+    policy, ref = tiny_policy(0), tiny_policy(0).requires_grad_(False)
+    out = ppo.iteration(policy, ref, torch.optim.SGD(policy.parameters(), lr=0.0), VOCAB, PROMPTS,
+                        lambda x, y: calls.append((x, y)) or float(len(y)), cfg, 0.1, sample=stub)
+    assert set(prompts_seen) <= set(PROMPTS) and len(set(prompts_seen)) > 1
+    assert out["texts"] == list(zip(prompts_seen, ys, done))
+    assert calls == [(x, y) for x, y, d in out["texts"] if d]
+    assert out["scores"][:3] == [2.0, 0.0, 3.0]

@@ -1,16 +1,41 @@
 """The policy: causal masking, the KV cache, temperature-consistent log-probs, padding, value head."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from conftest import logprobs
+from minippo.config import Config
 from minippo.extras.cuda_graphs import STEPS_PER_GRAPH, graph_sample
-from minippo.model import sample, token_logprobs
+from minippo.model import ModelConfig, Policy, sample, token_logprobs
+from minippo.ppo import update
+from minippo.rollout import response_logprobs
 
 PAD, EOS = 11, 0
 
 
 def test_value_head_is_exactly_zero_at_init(peaked_model):
     assert torch.equal(peaked_model(torch.randint(0, 11, (3, 10)))[1], torch.zeros(3, 10))
+
+
+def test_the_value_loss_trains_the_shared_trunk():
+    """Zero advantages, no entropy bonus: one PPO step moves a transformer block through the value loss alone
+    (0.5 (V - R)^2 = 0.5 per token, 5 tokens), so V reads the trunk's hidden states, not a detached copy."""
+    torch.manual_seed(0)
+    policy = Policy(ModelConfig(vocab_size=3, block_size=12, n_layer=1, n_head=2, d_model=16))
+    torch.nn.init.normal_(policy.value_head.weight)
+    prompt_ids, tokens, ones = torch.randint(0, 3, (4, 2)), torch.randint(0, 3, (4, 5)), torch.ones(4, 5)
+    with torch.no_grad():
+        old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, 1.0)
+    batch = {"prompt_ids": prompt_ids, "tokens": tokens, "mask": ones, "old_logprobs": old_logprobs,
+             "old_values": old_values, "advantages": 0 * ones, "returns": old_values + 1}
+    before = policy.blocks[0].mlp[0].weight.clone()
+    cfg = Config(algo="ppo", epochs=1, minibatch=4, ent_coef=0.0)
+    sgd = SimpleNamespace(step=lambda: [p.data.sub_(0.1 * p.grad) for p in policy.parameters() if p.grad is not None],
+                          zero_grad=policy.zero_grad)  # plain SGD, not torch.optim: its first use imports torch._dynamo
+    steps = update(policy, sgd, batch, cfg, beta=0.1)
+    assert steps[0]["vf_loss"] == pytest.approx(2.5) and steps[0]["pg_loss"] == 0
+    assert (policy.blocks[0].mlp[0].weight - before).abs().max() > 1e-6
 
 
 def test_causal_masking(peaked_model):
@@ -72,6 +97,20 @@ def check_against_teacher_forcing(model, prompts, tokens, sampled, temperature, 
 def test_rows_that_never_end_get_exactly_max_new_tokens(peaked_model, sampler, max_new_tokens):
     tokens, _ = sampler(peaked_model, torch.randint(1, 11, (6, 3)), max_new_tokens, 1.0, eos_id=-1)
     assert tokens.shape == (6, max_new_tokens) and (tokens != PAD).all()
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+def test_sampler_draws_from_softmax_of_logits_over_temperature(peaked_model, temperature):
+    """sample()'s first token over 20,000 copies of one prompt: each token's frequency within 5 binomial standard
+    errors of softmax(logits / T), a distribution more than 10 standard errors from softmax(logits) (T ignored)."""
+    n, prompt = 20000, torch.tensor([[5]])
+    logits = peaked_model(prompt)[0][0, -1].detach().double()
+    p = torch.softmax(logits / temperature, -1)
+    torch.manual_seed(7)
+    tokens, _ = sample(peaked_model, prompt.repeat(n, 1), 1, temperature, eos_id=EOS)
+    se = (p * (1 - p) / n).sqrt()
+    assert ((torch.bincount(tokens[:, 0], minlength=11) / n - p).abs() <= 5 * se).all()
+    assert ((torch.softmax(logits, -1) - p).abs() > 10 * se).any()
 
 
 def test_temperature_divides_the_logits():

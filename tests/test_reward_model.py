@@ -1,4 +1,5 @@
 """The reward model (minippo/extras/reward_model.py) and the over-optimisation measurement (overoptimisation.py)."""
+import argparse
 import csv
 import json
 import math
@@ -15,7 +16,7 @@ import torch
 from conftest import ROOT, TINY, call, metrics, one_line, snapshot, with_reference
 from minippo.config import Config
 from minippo.evaluate import draw
-from minippo.extras import cli, launch, runs, overoptimisation as oo, reward_model as rm
+from minippo.extras import cli, launch, plot, runs, overoptimisation as oo, reward_model as rm
 from minippo.extras.reference import pretrained_policy
 from minippo.extras.files import Failure, UsageError
 from minippo.model import ModelConfig, Policy
@@ -67,6 +68,23 @@ def test_reward_read_at_the_last_token_and_the_accuracy_by_hand():
              ("the food", " is great.", " is good.", 0.0),    # wrong: equal rewards rank nothing
              ("the food", " is bad.", " is fine.", 0.5)]      # a tie has no right answer: left out
     assert rm.accuracy(count_g, VOCAB, pairs, "cpu") == pytest.approx(1 / 4)
+
+
+def test_training_reads_r_phi_where_scoring_does_at_the_final_eos(monkeypatch):
+    """A fake r_phi whose value is the token id shows the column read: the EOS after x + y, in both."""
+    class TokenId(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.value_head = torch.nn.Linear(1, 1)
+        def forward(self, ids):                             # noqa: E301
+            return None, ids.float() + 0 * self.value_head.bias   # (B, T): the token id at every position
+    seen, loss = [], rm.bradley_terry_loss
+    monkeypatch.setattr(rm, "bradley_terry_loss", lambda r_a, r_b, p: seen.append((r_a, r_b)) or loss(r_a, r_b, p))
+    pairs = [("the food", " is good.", " was bad", 1.0), ("the room", " is great and fine", " is ok", 0.0)]
+    rm.train_reward_model(TokenId(), VOCAB, pairs, epochs=1, lr=1e-3, batch=2, device="cpu")
+    eos = float(VOCAB.eos_id)
+    assert torch.cat(seen[0]).tolist() == [eos] * 4
+    assert rm.raw_rewards(TokenId(), VOCAB, ["the food", "the room"], [" is good.", " is"], "cpu").tolist() == [eos] * 2
 
 
 def test_the_normalisation_gives_mean_0_and_sd_1_and_refuses_a_constant_reward():
@@ -216,16 +234,23 @@ def test_the_overoptimisation_command_end_to_end(reference, tmp_path, capsys):
     out = tmp_path / "oo"
     args = ["--out", out, "--reference", reference / "reference.pt", "--pairs", "40", "--betas", "0.1,0.1000001",
             "--iters", "4", "--window", "2", "--eval-samples", "4", "--batch", "16", "--minibatch", "8"]
-    assert call(oo.main, capsys, *args)[0] == 0
+    assert oo.main(list(map(str, args))) == 0
+    table = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["40"]]
     rows = list(csv.DictReader(open(out / "overoptimisation.csv")))
-    assert [(r["beta"], r["iter"]) for r in rows] == [(b, i) for b in ("0.1", "0.1000001") for i in ("2", "4")]
-    for row in rows[::2]:                                   # each beta's numbers come from its own run
-        m_dir = out / "ppo_40_pairs" / f"beta={row['beta']}"
-        m = metrics(m_dir)
-        assert json.load(open(m_dir / "config.json"))["beta"] == float(row["beta"])
-        assert float(row["gold_reward"]) == pytest.approx(sum(x["gold_reward"] for x in m[:2]) / 2)
-        assert float(row["sqrt_kl"]) == pytest.approx(math.sqrt(sum(x["kl"] for x in m[:2]) / 2))
-    assert (out / "overoptimisation.png").stat().st_size > 10_000
+    assert [(r["beta"], r["iter"]) for r in rows] == [(b, str(i)) for b in ("0.1", "0.1000001") for i in (2, 4)]
+    for cells in table:                                     # each beta's numbers come from its own run
+        m_dir, ours = out / "ppo_40_pairs" / f"beta={cells[2]}", [r for r in rows if r["beta"] == cells[2]]
+        m, end = metrics(m_dir), json.load(open(m_dir / "summary.json"))
+        assert json.load(open(m_dir / "config.json"))["beta"] == float(cells[2])
+        assert float(ours[0]["gold_reward"]) == pytest.approx(sum(x["gold_reward"] for x in m[:2]) / 2)
+        assert float(ours[0]["sqrt_kl"]) == pytest.approx(math.sqrt(sum(x["kl"] for x in m[:2]) / 2))
+        peak = max(ours, key=lambda r: float(r["gold_reward"]))     # the gold's best window, not the proxy's
+        assert [float(c) for c in cells[3:7]] == pytest.approx([float(peak[k]) for k in ("gold_reward", "sqrt_kl",
+                                                                "iter", "proxy_reward")], abs=5e-4)
+        assert float(cells[7]) == pytest.approx(math.sqrt(end["kl_policy"]), abs=5e-4)
+    assert len(table) == 2
+    assert (out / "overoptimisation.png").exists() == (plot.figure(1, 1, (1, 1)) is not None)   # (matplotlib?)
+    assert not (out / "overoptimisation.png").exists() or (out / "overoptimisation.png").stat().st_size > 10_000
     made = {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.name in ("reward_model.pt", "summary.json")}
     assert call(oo.main, capsys, *args)[0] == 0 and len(made) == 3
     assert {f: f.stat().st_mtime_ns for f in made} == made          # reused, not made again
@@ -233,6 +258,18 @@ def test_the_overoptimisation_command_end_to_end(reference, tmp_path, capsys):
     path = out / "ppo_40_pairs" / "beta=0.1" / "metrics.jsonl"
     path.write_text("".join(json.dumps(m) + "\n" for m in metrics(path.parent, drop=("kl",))))
     one_line(*call(oo.main, capsys, *args), f"{path.parent}/metrics.jsonl: iteration 1 has no numeric kl")
+
+
+def test_the_report_s_peak_is_the_gold_reward_s_and_its_end_column_a_square_root(tmp_path, capsys):
+    """Windows where the proxy peaks later than the gold reward: the report's peak row is the gold's."""
+    w = [{"iter": i, "kl": kl, "sqrt_kl": math.sqrt(kl), "proxy_reward": proxy, "gold_reward": gold, "grammatical": None}
+         for i, kl, proxy, gold in [(2, 1.0, 0.1, 0.5), (4, 4.0, 0.9, 0.2)]]
+    end = {"kl_policy": 9.0, "reward_policy": 1.0, "gold_reward_policy": 0.0, "reward_reference": 0.0,
+           "gold_reward_reference": 0.0}
+    oo.report([{"pairs": "40", "accuracy": 0.75, "beta": "0.0", "summary": end, "windows": w}],
+              argparse.Namespace(reward="positive", window=2, out=str(tmp_path)))
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["40"])
+    assert row[3:8] == ["0.500", "1.000", "2", "0.100", "3.000"]    # gold peak, its sqrt KL, iter, proxy; end sqrt KL
 
 
 LINE_2 = "--pairs-file={}/p.jsonl, line 2: "

@@ -1,4 +1,7 @@
 """The RL math against naive loops, closed forms and invariants."""
+import math
+
+import pytest
 import torch
 
 from minippo.rl import (explained_variance, gae, masked_mean, per_token_rewards, ppo_losses,
@@ -80,6 +83,16 @@ def test_clipped_objective_at_ratio_one_is_the_vanilla_policy_gradient():
     (expect,) = torch.autograd.grad(vanilla, logprobs)
     assert torch.allclose(grad, expect)
     assert stats["clipfrac"] == 0 and stats["approx_kl"] == 0
+
+
+def test_approx_kl_is_k1_of_kl_pi_old_to_pi_theta_per_response_token():
+    """approx_kl = mean over response tokens of log pi_old - log pi_theta (k1 of KL(pi_old || pi_theta), samples of
+    pi_old), its k3 companion mean(rho - 1 - log rho); a padding entry (mask 0) counts in neither."""
+    logprobs, old = torch.tensor([[-1.0, -2.0, 9.0]]), torch.tensor([[-1.5, -1.0, 0.0]])   # log rho = 0.5, -1
+    z = torch.zeros(1, 3)
+    _, _, stats = ppo_losses(logprobs, old, z, z, z, z, torch.tensor([[1.0, 1.0, 0.0]]), clip=0.2)
+    assert stats["approx_kl"].item() == pytest.approx((-0.5 + 1.0) / 2)
+    assert stats["approx_kl_k3"].item() == pytest.approx((math.exp(0.5) - 1.5 + math.exp(-1)) / 2)
 
 
 def test_clipping_stops_the_gradient_past_the_trust_region():

@@ -97,6 +97,16 @@ def test_ascent_lands_on_closed_form(beta):
     assert tb.tv(tb.policy(theta), tb.closed_form(R, beta, LOG_REF)[0]) < 0.01
 
 
+def test_polyak_average_is_the_mean_of_the_second_half_iterates():
+    """average=True returns the mean of theta_t over t in (steps/2, steps]: with lr = 0 exactly the start (8 iterates,
+    exact in floating point), and otherwise the mean of the very iterates the run logged, no other."""
+    still, _ = tb.ascend(THETA, R, np.random.default_rng(0), steps=16, n=4, lr=0.0, average=True)
+    np.testing.assert_array_equal(still, THETA)
+    theta, hist = tb.ascend(THETA, R, np.random.default_rng(0), steps=16, n=4, lr=0.5, average=True,
+                            log_every=range(17))
+    np.testing.assert_allclose(theta, np.mean([th for t, th in hist if t > 8], 0), rtol=1e-14)
+
+
 # `toy_bandit.py --json --steps 20 ARGS`: REFUSED exit 2, one line naming the flag; ACCEPTED exit 0, all finite
 REFUSED = ["--rewards=", "--rewards 1,a", "--rewards 1", "--rewards 1,inf", "--beta -1", "--beta nan",
            "--temperature 0", "--lr 0", "--steps 0", "--samples 0", "--noise -1", "--steps x",
