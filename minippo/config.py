@@ -33,7 +33,13 @@ class Config:
     pretrain_batch: int = _f(32, "windows of block_size characters per pretraining step")
     pretrain_lr: float = _f(1e-2, "peak pretraining learning rate, cosine-decayed (1e-3 - 1e-2)")
     # --- RL: maximise J = E[r(x,y)] - beta KL(pi_theta || pi_ref)
-    algo: str = _f("ppo", "ppo (clipped surrogate, value head, GAE) | reinforce (log-derivative trick)")
+    algo: str = _f("ppo", "ppo (clipped surrogate, value head, GAE) | reinforce (log-derivative trick) | "
+                   "grpo (--group responses per query, advantages relative to the group, no value head)")
+    group: int = _f(8, "GRPO: responses G to each query; must divide batch (4-16)")
+    kl_penalty: str = _f("auto", "where beta KL goes: reward (k1 in the reward) | k1 | k2 | k3 (a loss term per "
+                         "token); auto: reward, or k3 with grpo as in DeepSeekMath")
+    dr_grpo: bool = _f(False, "GRPO as Dr. GRPO (Liu et al. 2025): no division by the group's reward std, "
+                       "a response's tokens summed instead of averaged")
     reward: str = _f("positive", "reward function r(x, y), by name (see minippo/rewards.py); with "
                      "--reward-model, the gold reward the learned one is measured against")
     reward_model: str = _f("", "optimise a learned reward instead: the folder (or file) written by "

@@ -59,12 +59,15 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float, s
     xs = [x for x in prompts for _ in range(n)]
     r_ref, _, ref_texts = draw(ref, None, vocab, xs, reward_fn, cfg, device, sample)
     r_pol, kl_pol, pol_texts = draw(policy, ref, vocab, xs, reward_fn, cfg, device, sample)
-    j_star, se2 = [], 0.0
+    j_star, r_star, se2 = [], [], 0.0
     for k in range(len(prompts)):
-        value, se = optimal_value(r_ref[k * n:(k + 1) * n], beta)
+        r = r_ref[k * n:(k + 1) * n]
+        value, se = optimal_value(r, beta)
         j_star.append(value)
         se2 += se ** 2
-    j_star = sum(j_star) / len(prompts)
+        # E_{pi*}[r]: pi_ref's samples weighted by exp(r / beta) / E_ref[exp(r / beta)]
+        r_star.append((torch.softmax(r / beta, 0) @ r).item() if beta else r.max().item())
+    j_star, r_star = sum(j_star) / len(prompts), sum(r_star) / len(prompts)
     j_pol = (r_pol - beta * kl_pol).mean().item()               # J(theta) = E[r - beta KL]
     j_ref = r_ref.mean().item()                                     # KL(pi_ref || pi_ref) = 0
     out = {"objective_optimal": j_star,
@@ -75,5 +78,8 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float, s
            "optimality_gap": (j_star - j_pol) / (j_star - j_ref) if j_star > j_ref else float("nan"),
            "reward_policy": r_pol.mean().item(), "reward_reference": j_ref,
            "kl_policy": kl_pol.mean().item(),
+           "reward_optimal": r_star,                                       # J* = E_pi*[r] - beta KL(pi* || pi_ref)
+           "kl_optimal": (r_star - j_star) / beta if beta else math.nan,
+           "kl_to_optimum": (j_star - j_pol) / beta if beta else math.nan,  # J* - J(theta) = beta KL(pi_theta || pi*)
            "beta": beta, "eval_prompts": len(prompts), "eval_samples_per_prompt": n}
     return out, ref_texts, pol_texts

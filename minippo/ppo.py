@@ -13,8 +13,9 @@ import copy
 import torch
 
 from minippo.model import sample
-from minippo.rl import (entropy, explained_variance, gae, per_token_rewards, ppo_losses,
-                        reinforce_loss, update_beta, whiten)
+from minippo.rl import (clipped_surrogate, entropy, explained_variance, gae, group_advantages, kl_estimate,
+                        per_token_rewards, ppo_losses, reinforce_loss, response_mean, seq_mean, update_beta,
+                        whiten)
 from minippo.rollout import decode_responses, encode_prompts, response_logprobs, score
 
 
@@ -22,13 +23,21 @@ def alone(model):
     """The gradients of one process are the whole batch's already (torchrun: run.average_gradients)."""
 
 
+def kl_penalty(cfg) -> str:
+    """Where beta KL goes: "reward" (k1 in the reward; PPO's and REINFORCE's default) or a loss term
+    per token, "k1" | "k2" | "k3" (GRPO's default: k3, as in DeepSeekMath)."""
+    return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k3" if cfg.algo == "grpo" else "reward"
+
+
 def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, sample=sample,
               average_gradients=alone) -> dict:
     """One iteration on cfg.batch responses; returns what it sampled and the figures to log.
     `sample` is minippo.model.sample (on a GPU the command passes the same loop as CUDA graphs)."""
     device = policy.lm_head.weight.device
-    # ---- 1. draw queries x; sample responses y ~ pi_theta(.|x) at temperature T
-    xs = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch,)).tolist()]
+    G = cfg.group if cfg.algo == "grpo" else 1                 # responses per query
+    in_reward = beta if kl_penalty(cfg) == "reward" else 0.0   # beta of the KL in the reward, or 0
+    # ---- 1. draw queries x (GRPO: each G times); sample responses y ~ pi_theta(.|x) at temperature T
+    xs = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch // G,)).tolist() for _ in range(G)]
     prompt_ids = encode_prompts(vocab, xs, device)                       # (B, P)
     tokens, sampled_logprobs = sample(policy, prompt_ids, cfg.max_new_tokens, cfg.temperature,
                                       vocab.eos_id)                      # (B, L) each
@@ -40,24 +49,27 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, samp
 
     # ---- 3. log pi_old, V(s_t) and log pi_ref of the sampled tokens, at the same T; per-token KL
     with torch.no_grad():
-        if cfg.algo == "ppo":
+        if cfg.algo != "reinforce":
             old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, cfg.temperature)
         else:       # REINFORCE needs no V(s_t), and sampling already computed log pi_old(y_t)
             old_logprobs, old_values = sampled_logprobs, None
         ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, cfg.temperature)
-        rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)  # (B, L) each
+        rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, in_reward)  # (B, L) each
 
-        # ---- 4. advantages (PPO): GAE over the per-token rewards, optionally whitened
+        # ---- 4. advantages. PPO: GAE over the per-token rewards; GRPO: R against its group's
         advantages = returns = None                 # REINFORCE needs neither
         if cfg.algo == "ppo":
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)   # (B, L) each
             if cfg.whiten:
                 advantages = whiten(advantages, mask)
+        elif cfg.algo == "grpo":                    # R = r(x, y) - in_reward KL, one per response
+            R = scores - in_reward * kl.sum(1)
+            advantages = group_advantages(R, G, std=not cfg.dr_grpo)[:, None] * mask   # (B, L)
 
     # ---- 5. update pi_theta on this batch
     batch = {"prompt_ids": prompt_ids, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
              "old_logprobs": old_logprobs, "old_values": old_values, "advantages": advantages,
-             "returns": returns}
+             "returns": returns, "ref_logprobs": ref_logprobs}
     steps = update(policy, optimizer, batch, cfg, beta, average_gradients)
     ev = explained_variance(old_values, returns, mask) if cfg.algo == "ppo" else None  # V's fit
     return {"texts": list(zip(xs, ys, finished)), "scores": scores.tolist(), "steps": steps,
@@ -67,10 +79,11 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, samp
 
 
 def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list:
-    """PPO: cfg.epochs passes over shuffled minibatches of the batch. REINFORCE: one step on the
-    whole batch. Returns one dict of statistics per optimizer step."""
-    B = len(batch["tokens"])
-    epochs, mb_size = (cfg.epochs, cfg.minibatch) if cfg.algo == "ppo" else (1, B)
+    """PPO and GRPO: cfg.epochs passes over shuffled minibatches of the batch. REINFORCE: one step on
+    the whole batch. Returns one dict of statistics per optimizer step."""
+    B, penalty = len(batch["tokens"]), kl_penalty(cfg)
+    epochs, mb_size = (1, B) if cfg.algo == "reinforce" else (cfg.epochs, cfg.minibatch)
+    reduce = response_mean if cfg.algo == "grpo" and not cfg.dr_grpo else seq_mean    # over a response's tokens
     log = []
     for epoch in range(epochs):
         for idx in torch.randperm(B, device=batch["tokens"].device).split(mb_size):
@@ -84,9 +97,17 @@ def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list
                     mb["returns"], mb["mask"], cfg.clip)
                 loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy
                 stats["vf_loss"] = vf_loss
+            elif cfg.algo == "grpo":                # PPO's surrogate with the group's advantages, no V
+                pg_losses, stats = clipped_surrogate(mb_logprobs, mb["old_logprobs"], mb["advantages"],
+                                                     mb["mask"], cfg.clip)
+                pg_loss = reduce(pg_losses, mb["mask"])
+                loss = pg_loss - cfg.ent_coef * mb_entropy
             else:
-                loss = pg_loss = reinforce_loss(mb_logprobs, mb["scores"], mb["kl"], mb["mask"], beta)
+                in_reward = beta if penalty == "reward" else 0.0
+                loss = pg_loss = reinforce_loss(mb_logprobs, mb["scores"], mb["kl"], mb["mask"], in_reward)
                 stats = {}
+            if penalty != "reward":                 # beta KL as a loss: + beta E[sum_t k_t], grad through pi
+                loss = loss + beta * reduce(kl_estimate(mb_logprobs, mb["ref_logprobs"], penalty), mb["mask"])
             optimizer.zero_grad()
             loss.backward()
             average_gradients(policy)               # torchrun: the mean over every process's minibatch

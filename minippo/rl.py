@@ -2,7 +2,7 @@
 
 The objective (the lecture's):  J(theta) = E_x E_{y ~ pi_theta(.|x)}[ r(x, y) ] - beta KL(pi_theta || pi_ref)
 
-Design choices, all of Ziegler et al. 2019 / InstructGPT style PPO:
+Design choices, all of Ziegler et al. 2019 / InstructGPT style PPO (GRPO's, Shao et al. 2024, at the end):
 - KL in the reward, per token: r_t = -beta (log pi_old - log pi_ref)_t, and the score r(x, y) added
   at the last token (the EOS). Summed over t: r(x, y) - beta log(pi(y|x) / pi_ref(y|x)), exactly
   the sampled integrand of J(theta).
@@ -61,19 +61,46 @@ def gae(rewards, values, mask, gamma: float, lam: float):
     return advantages, (advantages + values) * mask
 
 
-def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, mask, clip: float):
-    """PPO's clipped surrogate and clipped value loss for one minibatch; (B, L) tensors in."""
+def clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip: float):
+    """PPO's clipped surrogate per token, (B, L), and statistics of the ratio pi_theta / pi_old."""
     log_ratio = (logprobs - old_logprobs) * mask
     ratio = torch.exp(log_ratio)                              # pi_theta / pi_old, 1 at the start
     pg_losses = torch.maximum(-advantages * ratio,            # pessimistic of the two surrogates
                               -advantages * ratio.clamp(1 - clip, 1 + clip))
-    pg_loss = seq_mean(pg_losses, mask)
-    values_clipped = old_values + (values - old_values).clamp(-clip, clip)
-    vf_loss = 0.5 * seq_mean(torch.maximum((values - returns) ** 2, (values_clipped - returns) ** 2), mask)
     stats = {"approx_kl": masked_mean(-log_ratio, mask),                      # k1
              "approx_kl_k3": masked_mean(ratio - 1 - log_ratio, mask),        # k3 >= 0
              "clipfrac": masked_mean(((ratio - 1).abs() > clip).float(), mask)}
+    return pg_losses, stats
+
+
+def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, mask, clip: float):
+    """PPO's clipped surrogate and clipped value loss for one minibatch; (B, L) tensors in."""
+    pg_losses, stats = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip)
+    pg_loss = seq_mean(pg_losses, mask)
+    values_clipped = old_values + (values - old_values).clamp(-clip, clip)
+    vf_loss = 0.5 * seq_mean(torch.maximum((values - returns) ** 2, (values_clipped - returns) ** 2), mask)
     return pg_loss, vf_loss, stats
+
+
+def group_advantages(R, group: int, std: bool = True, eps: float = 1e-4):
+    """GRPO: A_i = (R_i - mean R) / std R over the G responses to one query, adjacent in R: (B,) -> (B,).
+    A group of equal rewards gets 0 (0 / eps), never 0 / 0. Dr. GRPO leaves out the std (std=False)."""
+    R = R.view(-1, group)                                     # (B / G, G)
+    A = R - R.mean(1, keepdim=True)
+    return (A / (R.std(1, keepdim=True) + eps) if std else A).flatten()
+
+
+def response_mean(x, mask):
+    """Mean over each response's own tokens, then over responses (GRPO's length normalisation)."""
+    return ((x * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
+def kl_estimate(logprobs, ref_logprobs, estimator: str):
+    """Per-token estimates of KL(pi || pi_ref) from y_t ~ pi (Schulman 2020), d = log pi - log pi_ref:
+    k1 = d, k2 = d^2 / 2, k3 = pi_ref / pi - 1 - log(pi_ref / pi) >= 0 (GRPO's). As a loss, only k2's
+    expected gradient is the KL's: k1's is 0, k3's the forward KL(pi_ref || pi)'s (toy_bandit.py part 6)."""
+    d = logprobs - ref_logprobs
+    return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(-d) + d}[estimator]
 
 
 def reinforce_loss(logprobs, scores, kl, mask, beta: float):

@@ -108,6 +108,15 @@ def test_every_figure_agrees_with_its_closed_form(policy, name):
     assert got["beta"] == BETA and got["eval_samples_per_prompt"] == N
 
 
+def test_the_optimum_s_reward_and_kl_and_the_kl_to_it_agree_with_their_closed_forms():
+    """E_pi*[r] (pi_ref's samples weighted by exp(r / beta) / E_ref[exp(r / beta)]), KL(pi* || pi_ref) and
+    KL(pi_theta || pi*) = (J* - J(theta)) / beta, against the tables' exact values."""
+    got, p, q = run_evaluate(BETWEEN), OPTIMUM.p, BETWEEN.p
+    assert got["reward_optimal"] == pytest.approx((p * R).sum().item(), abs=0.01)
+    assert got["kl_optimal"] == pytest.approx((p * (p / REF.p).log()).sum().item(), abs=0.02)
+    assert got["kl_to_optimum"] == pytest.approx((q * (q / p).log()).sum().item(), abs=0.03)
+
+
 def test_the_gap_is_one_at_pi_ref_zero_at_the_optimum_and_in_between_otherwise():
     at_ref, at_opt, between = (run_evaluate(p)["optimality_gap"] for p in (REF, OPTIMUM, BETWEEN))
     assert exact(REF, REF)["optimality_gap"] == pytest.approx(1)

@@ -1,5 +1,6 @@
 """The layout the reader relies on: the lesson in minippo/, the tools around it in minippo/extras/,
-arrows pointing one way, a reading path of at most 700 lines, and one iteration on one screen."""
+arrows pointing one way, a reading path of at most 743 lines (683 for PPO and REINFORCE, at most 60 more for
+GRPO and where the KL goes), and one iteration on one screen."""
 import ast
 import inspect
 import re
@@ -48,7 +49,7 @@ def test_the_import_check_has_teeth(tmp_path):
     assert {"minippo.extras", "minippo.extras.dist", "train", "train.main"} <= imports(bad)
 
 
-def test_the_reading_path_is_the_lesson_and_at_most_700_lines():
+def test_the_reading_path_is_the_lesson_and_at_most_743_lines():
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"`(wc -l [^`]*)`", readme).group(1)       # the README's own count of the reading path
     files = command.split()[2:]
@@ -56,7 +57,7 @@ def test_the_reading_path_is_the_lesson_and_at_most_700_lines():
                   if f.startswith("minippo/")) == sorted(set(CORE) - {"config"})
     out = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, check=True)
     total = int(out.stdout.strip().splitlines()[-1].split()[0])
-    assert total <= 700, out.stdout
+    assert total <= 743, out.stdout
     order = [readme.index(f"\n{f} ") for f in files]     # the reading order lists them, in order
     assert order == sorted(order)
 

@@ -122,31 +122,54 @@ def test_whitened_advantages_have_mean_0_and_variance_1_over_response_tokens(mod
     assert (a[mask == 0] == 0).all()
 
 
-def kl_term_gradient(models, seen, algo):
+def kl_term_gradient(models, seen, algo, penalty="reward"):
     """The gradient of the KL term of the loss, computed on its own from unpadded sequences:
     PPO (ratio 1, V unchanged): d/dbeta of -1/B sum_b sum_t A_bt log pi_bt = 1/B sum_b sum_t
-    (KL to go)_bt grad log pi_bt; REINFORCE: 1/B sum_b (KL_b - mean of the others' KL) grad log pi(y_b)."""
+    (KL to go)_bt grad log pi_bt; REINFORCE: 1/B sum_b (KL_b - mean of the others' KL) grad log pi(y_b).
+    As a loss term (k1, k2, k3 of d = log pi - log pi_ref per token): 1/B sum_b sum_t grad k(d_bt),
+    each response's sum divided by its length for GRPO."""
     kl, policy = naive_kl(models, seen), models[0]
     sums = torch.stack([k.sum() for k in kl])
     policy.zero_grad()
     total = 0.0
     for x, row, k, s in zip(seen["xs"], seen["tokens"], kl, sums):
+        logp = naive(policy, x, response(row))[0]
+        if penalty != "reward":
+            d = logp - (logp.detach() - k)                   # log pi - log pi_ref, through pi only
+            term = {"k1": d, "k2": d ** 2 / 2, "k3": torch.exp(-d) - 1 + d}[penalty].sum()
+            total = total + (term / len(d) if algo == "grpo" else term)
+            continue
         weight = k.flip(0).cumsum(0).flip(0) if algo == "ppo" else s - (sums.sum() - s) / (B - 1)
-        total = total + (weight * naive(policy, x, response(row))[0]).sum()
+        total = total + (weight * logp).sum()
     (total / B).backward()
     return trunk_grad(policy)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
-def test_beta_changes_the_gradient_by_exactly_the_kl_terms_gradient(models, monkeypatch, algo):
-    beta = 0.7
-    _, seen, grad_beta = one_iteration(models, config(algo), beta, monkeypatch)
-    _, seen0, grad_0 = one_iteration(models, config(algo), 0.0, monkeypatch)
+@pytest.mark.parametrize("algo, penalty", [("ppo", "auto"), ("reinforce", "auto"), ("ppo", "k2"),
+                                           ("reinforce", "k3"), ("grpo", "auto"), ("grpo", "k1")])
+def test_beta_changes_the_gradient_by_exactly_the_kl_terms_gradient(models, monkeypatch, algo, penalty):
+    beta, cfg = 0.7, config(algo, kl_penalty=penalty, group=4)
+    _, seen, grad_beta = one_iteration(models, cfg, beta, monkeypatch)
+    _, seen0, grad_0 = one_iteration(models, cfg, 0.0, monkeypatch)
     assert torch.equal(seen["tokens"], seen0["tokens"])       # the same samples at both betas
-    expected = beta * kl_term_gradient(models, seen, algo)
+    expected = beta * kl_term_gradient(models, seen, algo, ppo.kl_penalty(cfg))
     assert expected.norm() > 1e-3
     assert torch.allclose(grad_beta - grad_0, expected, atol=1e-5, rtol=1e-4), \
         (grad_beta - grad_0 - expected).abs().max()
+
+
+def test_grpo_draws_each_query_g_times_and_scores_each_response_against_its_group(models, monkeypatch):
+    """A = (R - mean R) / (std R + 1e-4) over each group (R = r(x, y): GRPO's KL is a loss term), and
+    with the KL in the reward and Dr. GRPO, A = R - mean R with R = r(x, y) - beta KL."""
+    _, seen, _ = one_iteration(models, config("grpo", group=4), 0.5, monkeypatch)
+    xs, R = seen["xs"], seen["scores"].view(3, 4)
+    assert all(len(set(xs[i:i + 4])) == 1 for i in range(0, B, 4))
+    A = (R - R.mean(1, keepdim=True)) / (R.std(1, keepdim=True) + 1e-4)
+    assert torch.allclose(seen["advantages"], A.flatten()[:, None] * seen["mask"], atol=1e-6)
+    _, seen, _ = one_iteration(models, config("grpo", group=4, kl_penalty="reward", dr_grpo=True), 0.5, monkeypatch)
+    R = (seen["scores"] - 0.5 * torch.stack([k.sum() for k in naive_kl(models, seen)])).view(3, 4)
+    assert torch.allclose(seen["advantages"], (R - R.mean(1, keepdim=True)).flatten()[:, None] * seen["mask"],
+                          atol=1e-5)
 
 
 def test_the_entropy_bonus_adds_exactly_its_gradient(models, monkeypatch):
@@ -296,3 +319,17 @@ def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding(
     assert out["texts"] == list(zip(prompts_seen, ys, done))
     assert calls == [(x, y) for x, y, d in out["texts"] if d]
     assert out["scores"][:3] == [2.0, 0.0, 3.0]
+
+
+def test_a_short_seeded_grpo_run_improves_j():
+    """GRPO with k3 as a loss term, 40 iterations of 3 queries x 4 responses: J = r - beta KL rises."""
+    js, policy = [], tiny_policy(0)
+
+    class Recording(FakeRun):
+        def log(self, it, beta, out):
+            js.append(out["reward"] - beta * out["kl"])
+            return super().log(it, beta, out)
+    cfg = config("grpo", group=4, iters=80, lr=1e-2, epochs=2, minibatch=6, beta=0.05)
+    torch.manual_seed(0)
+    ppo.train(cfg, policy, VOCAB, PROMPTS, reward, Recording(cfg.beta))
+    assert sum(js[-20:]) / 20 > sum(js[:20]) / 20 + 0.15, js

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from minippo.rl import (explained_variance, gae, masked_mean, per_token_rewards, ppo_losses,
-                        seq_mean, update_beta, whiten)
+from minippo.rl import (explained_variance, gae, group_advantages, kl_estimate, masked_mean, per_token_rewards,
+                        ppo_losses, response_mean, seq_mean, update_beta, whiten)
 
 
 def batch(B=5, L=7, seed=0):
@@ -118,3 +118,19 @@ def test_explained_variance():
     returns, _, mask = batch(seed=5)
     assert abs(explained_variance(returns, returns, mask) - 1) < 1e-6
     assert abs(explained_variance(torch.zeros_like(returns) + masked_mean(returns, mask), returns, mask)) < 1e-5
+
+
+def test_grpo_advantages_for_a_hand_made_group_and_the_kl_estimators():
+    """A = (R - mean) / (std + 1e-4) per group of G (sample std); a group of equal rewards gets 0, not
+    NaN; Dr. GRPO drops the std. k1 = d, k2 = d^2 / 2, k3 = exp(-d) - 1 + d for d = log pi - log pi_ref."""
+    R = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
+    sd = math.sqrt(4 * 0.25 / 3)
+    assert group_advantages(R, 4).tolist() == pytest.approx([a := 0.5 / (sd + 1e-4), -a, -a, a] + [0.0] * 4)
+    assert group_advantages(R, 4, std=False).tolist() == [0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
+    d = torch.tensor([[0.5, -1.0, 2.0]])
+    assert kl_estimate(d, torch.zeros(1, 3), "k1").tolist() == [[0.5, -1.0, 2.0]]
+    assert kl_estimate(d, torch.zeros(1, 3), "k2").tolist() == [[0.125, 0.5, 2.0]]
+    assert kl_estimate(d + 1, torch.ones(1, 3), "k3")[0].tolist() == pytest.approx(
+        [math.exp(-v) - 1 + v for v in (0.5, -1.0, 2.0)], abs=1e-6)
+    x, mask = torch.tensor([[1.0, 3.0, 9.0], [4.0, 0.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert response_mean(x, mask).item() == (2.0 + 4.0) / 2 and seq_mean(x, mask).item() == (4.0 + 4.0) / 2

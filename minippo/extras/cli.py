@@ -23,9 +23,10 @@ LIMITS = {"seed": (0, 2 ** 63 - 1), "n_layer": (1, 64), "n_head": (1, 64), "d_mo
           "kl_horizon": (1, 10 ** 12), "lr": (0, 1), "epochs": (1, 100), "minibatch": (1, 65_536),
           "clip": (0, 1), "vf_coef": (0, 1000), "gamma": (0, 1), "lam": (0, 1), "ent_coef": (0, 1000),
           "max_grad_norm": (0, 10 ** 6), "sample_every": (1, 10 ** 7), "ckpt_every": (1, 10 ** 7),
-          "eval_samples": (1, 100_000), "human_eval": (0, 10_000)}
+          "eval_samples": (1, 100_000), "human_eval": (0, 10_000), "group": (2, 65_536)}
 ABOVE_LOWEST = {"pretrain_lr", "temperature", "lr", "clip", "max_grad_norm"}     # 0 itself is refused
-CHOICES = {"algo": ("ppo", "reinforce"), "device": ("auto", "cpu", "cuda")}       # and reward: REWARDS
+CHOICES = {"algo": ("ppo", "reinforce", "grpo"), "device": ("auto", "cpu", "cuda"),   # and reward: REWARDS
+           "kl_penalty": ("auto", "reward", "k1", "k2", "k3")}
 # settings that may differ when resuming (where the run is saved, how long it goes on, what is added)
 RESUMABLE = {"out", "resume", "force", "iters", "plot", "human_eval"}
 # settings the cached reference depends on
@@ -87,6 +88,8 @@ def check(cfg: Config, rewards=(), here: bool = True) -> Config:
     if cfg.target_kl > 0 and cfg.kl_horizon <= 0.2 * cfg.batch:
         bad("kl_horizon", f"must be above 0.2 x --batch = {0.2 * cfg.batch:g} with --target-kl: a step "
                           f"moves beta by up to 20% x batch / horizon, and beta must stay above 0")
+    if cfg.algo == "grpo" and cfg.batch % cfg.group:
+        bad("group", f"must divide --batch={cfg.batch} (a batch is batch / group queries, G responses each)")
     if cfg.algo == "reinforce" and cfg.batch < 2:
         bad("batch", "must be at least 2 with --algo reinforce (its baseline is the others' mean return)")
     if here and (cfg.device == "cuda" or cfg.bf16):

@@ -90,9 +90,10 @@ def command(argv, stop, out) -> int:
     rank, world = dist.setup("cuda" if gpu else "cpu")          # which process of how many; (0, 1) alone
     refusal, run = None, None
     try:
-        if cfg.batch % world or cfg.minibatch % world or (cfg.algo == "reinforce" and cfg.batch // world < 2):
+        if cfg.batch % world or cfg.minibatch % world or (cfg.algo == "reinforce" and cfg.batch // world < 2) \
+                or (cfg.algo == "grpo" and cfg.batch // world % cfg.group):
             raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly over the "
-                             f"{world} processes (REINFORCE: at least 2 responses each)")
+                             f"{world} processes (REINFORCE: at least 2 responses each; GRPO: whole groups)")
         answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None   # refuse now
         if cfg.plot and figure(1, 1, (1, 1)) is None:
             raise UsageError(f"--plot: {NO_MATPLOTLIB}")
