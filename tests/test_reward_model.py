@@ -262,8 +262,8 @@ def test_the_overoptimisation_command_end_to_end(reference, tmp_path, capsys):
 
 def test_the_report_s_peak_is_the_gold_reward_s_and_its_end_column_a_square_root(tmp_path, capsys):
     """Windows where the proxy peaks later than the gold reward: the report's peak row is the gold's."""
-    w = [{"iter": i, "kl": kl, "sqrt_kl": math.sqrt(kl), "proxy_reward": proxy, "gold_reward": gold, "grammatical": None}
-         for i, kl, proxy, gold in [(2, 1.0, 0.1, 0.5), (4, 4.0, 0.9, 0.2)]]
+    w = [{"iter": i, "kl": kl, "sqrt_kl": math.sqrt(kl), "proxy_reward": proxy, "gold_reward": gold,
+          "grammatical": None} for i, kl, proxy, gold in [(2, 1.0, 0.1, 0.5), (4, 4.0, 0.9, 0.2)]]
     end = {"kl_policy": 9.0, "reward_policy": 1.0, "gold_reward_policy": 0.0, "reward_reference": 0.0,
            "gold_reward_reference": 0.0}
     oo.report([{"pairs": "40", "accuracy": 0.75, "beta": "0.0", "summary": end, "windows": w}],

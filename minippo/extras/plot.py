@@ -1,6 +1,7 @@
 """Curves of a run, and the reward-versus-KL frontier of a sweep (an optional extra: needs matplotlib).
 
-    python -m minippo.extras.plot out [out_beta0 ...]     # writes out/curves.png for each run folder"""
+    python -m minippo.extras.plot out [out_beta0 ...]     # writes out/curves.png for each run folder
+    python -m minippo.extras.plot --gap gap.png sweeps/s0/* sweeps/s1/*   # the gap of each run, seeds averaged"""
 import argparse
 import json
 import math
@@ -72,9 +73,14 @@ def plot_run(run_dir: str) -> str:
         ax.set(title=title, xlabel="iteration")
         ax.grid(alpha=0.3)
         ax.ticklabel_format(axis="y", useOffset=False)     # a constant beta reads 0.1, not 0.1 + 1e-8
-        if key == "objective" and isinstance(best, (int, float)):
-            ax.axhline(best, color="k", ls="--", lw=1, label=f"J* = {best:.3f} (exact optimum)")
+        optimum = {"objective": ("J*", best), "reward": ("E_pi*[r]", summary.get("reward_optimal")),
+                   "kl": ("KL(pi* || pi_ref)", summary.get("kl_optimal"))}.get(key, (None, None))
+        if isinstance(optimum[1], (int, float)):     # what the exact optimum pi* has, dashed
+            ax.axhline(optimum[1], color="k", ls="--", lw=1, label=f"{optimum[0]} = {optimum[1]:.3f} (exact optimum)")
             ax.legend(fontsize=8, loc="lower right")
+        betas = {m["beta"] for m in rows if isinstance(m.get("beta"), (int, float))}
+        if key == "beta" and len(betas) == 1:
+            ax.set_title(f"beta: fixed at {betas.pop():g}")
     for ax in fig.axes[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(run_dir + (f"   optimality gap {gap:.3f}" if isinstance(gap, (int, float)) else ""))
@@ -93,16 +99,46 @@ def plot_frontier(rows: list[dict], path: str, title: str = "") -> str:
     return save(ax.figure, path)
 
 
-def command(run_dirs) -> None:
+def plot_gaps(run_dirs, path: str) -> str:
+    """The optimality gap (J* - J) / (J* - J(pi_ref)) of each iteration's batch against the responses
+    drawn so far, one line per folder name (runs of several seeds with the same name: their mean)."""
+    curves = {}
     for run_dir in run_dirs:
+        rows, s = read_metrics(run_dir), read_summary(run_dir)
+        if not all(isinstance(s.get(k), (int, float)) for k in ("objective_optimal", "objective_reference")):
+            raise UsageError(f"{run_dir}: no summary.json with J* and J(pi_ref) (a run that has not finished)")
+        room = s["objective_optimal"] - s["objective_reference"]
+        gaps = [(s["objective_optimal"] - m["objective"]) / room for m in rows]
+        curves.setdefault(os.path.basename(os.path.normpath(run_dir)), []).append((rows, gaps))
+    ax = figure(1, 1, (7, 4.5), required=True).axes[0]
+    for name, runs in curves.items():
+        n = min(len(gaps) for _, gaps in runs)     # every seed's iterations
+        mean = [sum(gaps[i] for _, gaps in runs) / len(runs) for i in range(n)]
+        smooth = [sum(mean[max(0, i - 9):i + 1]) / len(mean[max(0, i - 9):i + 1]) for i in range(n)]  # 10 iterations
+        drawn = [sum(m["responses"] for m in runs[0][0][:i + 1]) for i in range(n)]
+        ax.plot(drawn, smooth, lw=1.3, label=f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+    ax.axhline(0, color="k", ls="--", lw=1)
+    ax.set(xlabel="responses drawn", ylabel="optimality gap of the batch (0 = pi*)", ylim=(-0.2, 1.1),
+           title="distance to the exact optimum (mean over seeds, over 10 iterations)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(ax.figure, path)
+
+
+def command(args) -> None:
+    if args.gap:
+        print(f"wrote {plot_gaps(args.run_dirs, args.gap)}")
+        return
+    for run_dir in args.run_dirs:
         print(f"wrote {plot_run(run_dir)}")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minippo.extras.plot", description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a folder written by train.py")
+    p.add_argument("--gap", metavar="PNG", help="draw the optimality gap of all the runs into this one figure")
     p.error = one_line_error
-    return files.boundary(command, p.parse_args(argv).run_dirs)
+    return files.boundary(command, p.parse_args(argv))
 
 
 if __name__ == "__main__":

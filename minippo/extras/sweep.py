@@ -2,12 +2,14 @@
 
     python -m minippo.extras.sweep --sweep beta=0,0.03,0.1,0.3,1 --out sweeps/beta [train.py flags]
     python -m minippo.extras.sweep --sweep temperature=0.7,1.0,1.3 --out sweeps/temperature --iters 50
+    python -m minippo.extras.sweep --sweep algo=ppo,grpo,grpo+kl_penalty=k2 --out sweeps/algo  # +: more settings
 
 Runs go to OUT/NAME=VALUE; the same command reuses finished runs and resumes an interrupted one (experiments.md)."""
 import argparse
 import csv
 import io
 import os
+import re
 import shutil
 import sys
 from dataclasses import asdict
@@ -23,17 +25,32 @@ NOT_SWEPT = ("out", "resume", "force")
 COLUMNS = [("setting", "setting", None), ("reward", "reward", "reward_policy"), ("gold_reward", "gold",
            "gold_reward_policy"), ("kl", "KL", "kl_policy"), ("objective", "J", "objective_policy"),
            ("objective_optimal", "J*", "objective_optimal"), ("optimality_gap", "gap", "optimality_gap"),
+           ("kl_to_optimum", "KL to pi*", "kl_to_optimum"),
            ("grammatical", "grammatical", "grammatical_policy"), ("distinct", "distinct", "distinct_policy"),
            ("distinct_2", "distinct-2", "distinct_2grams_policy"), ("seconds", "seconds", None)]
 
 
 def setting_flags(name: str, value: str) -> list[str]:
-    """The train.py flag for one value: --max-new-tokens 40, or --whiten / --no-whiten."""
+    """The train.py flags for one value: --max-new-tokens 40, --whiten / --no-whiten, and those of the
+    settings a value adds after "+" (grpo+kl_penalty=k2: --algo grpo --kl-penalty k2)."""
+    value, *more = re.split(r"\+(?=[a-z_-]+=)", value)        # (1e+3 stays one number)
+    extra = [f for pair in more for f in setting_flags(*setting(pair, f"{name}={value}+{'+'.join(more)}"))]
+    if extra and not value:
+        raise UsageError(f"--sweep: {name}=+{'+'.join(more)}: a value comes before its '+'")
     if Config.__dataclass_fields__[name].type is not bool:
-        return [flag(name), value]
+        return [flag(name), value] + extra
     if value.lower() not in ("true", "false", "1", "0"):
         raise UsageError(f"--sweep: {name}={value}: expected true or false")
-    return [flag(name) if value.lower() in ("true", "1") else "--no-" + flag(name)[2:]]
+    return [flag(name) if value.lower() in ("true", "1") else "--no-" + flag(name)[2:]] + extra
+
+
+def setting(text: str, where: str) -> tuple[str, str]:
+    """NAME=VALUE -> (the Config field, the value), or UsageError."""
+    name, _, value = text.partition("=")
+    name = name.strip().lstrip("-").replace("-", "_")
+    if name not in asdict(Config()) or name in NOT_SWEPT or not value:
+        raise UsageError(f"--sweep={where}: {text!r} is not NAME=VALUE of a setting (see python train.py --help)")
+    return name, value
 
 
 def sweep(name: str, values: list[str], out: str, train_args: list[str], reference: str = "") -> list[dict]:
@@ -77,10 +94,8 @@ def command(argv) -> None:
     p.add_argument("--reference", default="", help="a reference.pt to start from, used if its pretraining fits")
     p.error = one_line_error
     args, train_args = p.parse_known_args(argv)
-    name, _, values = args.sweep.partition("=")
-    name, values = name.strip().lstrip("-").replace("-", "_"), [v.strip() for v in values.split(",")]
-    if name not in asdict(Config()) or name in NOT_SWEPT:
-        raise UsageError(f"--sweep={args.sweep}: {name!r} is not a setting (see python train.py --help)")
+    name, values = setting(args.sweep, args.sweep)
+    values = [v.strip() for v in values.split(",")]
     if not all(values) or len(set(values)) != len(values):
         raise UsageError(f"--sweep={args.sweep}: expected NAME=V1,V2,... with distinct values, e.g. beta=0,0.1,1")
     out = os.path.join("sweeps", name) if args.out is None else args.out
