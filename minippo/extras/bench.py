@@ -2,6 +2,7 @@
 
     python -m minippo.extras.bench                                   # the default configuration
     python -m minippo.extras.bench --algo reinforce --batch 64 --max-new-tokens 48 --json   # TRL GRPO's work
+    python -m minippo.extras.bench --algo grpo --batch 64 --max-new-tokens 48 --epochs 1 --minibatch 64   # the same
     python -m minippo.extras.bench --scaling                         # cost as batch and model grow
     python -m minippo.extras.bench --profile                         # which operations take the time
 
@@ -115,9 +116,9 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
             run_iteration(timed(spent, "sampling", base_sample, device))
     spent["log-probs, KL, GAE"] = clock(device) - t - sum(spent.values())
     phases = {k: spent[k] / iters for k in PHASES}
-    ppo_ = cfg.algo == "ppo"                      # (REINFORCE: no value pass, one epoch)
-    tokens = {"sampling": cfg.batch * L, "scoring": cfg.batch * L, "log-probs, KL, GAE": (1 + ppo_) * cfg.batch * S,
-              "update": (cfg.epochs if ppo_ else 1) * cfg.batch * S}
+    old = cfg.algo != "reinforce"                 # (REINFORCE: no log pi_old pass, one epoch)
+    tokens = {"sampling": cfg.batch * L, "scoring": cfg.batch * L, "log-probs, KL, GAE": (1 + old) * cfg.batch * S,
+              "update": (cfg.epochs if old else 1) * cfg.batch * S}
     n_params = sum(p.numel() for p in policy.parameters())
     n_weights = n_params - policy.tok_emb.weight.numel() - policy.pos_emb.weight.numel()
     update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens["update"] / phases["update"]
@@ -180,7 +181,9 @@ def command(a) -> None:
     # checked as train.py's flags are (cli.check); the minibatch and the context follow from batch and response
     block = min(LIMITS["block_size"][1], max(Config.block_size, PROMPT_ROOM + a.max_new_tokens))
     cfg = check(Config(device=a.device, algo=a.algo, bf16=a.bf16, batch=a.batch, iters=a.iters, block_size=block,
-                       minibatch=a.batch if a.batch % Config.minibatch else min(Config.minibatch, a.batch),
+                       minibatch=a.minibatch or (a.batch if a.batch % Config.minibatch else
+                                                 min(Config.minibatch, a.batch)),
+                       epochs=a.epochs, group=a.group,
                        max_new_tokens=a.max_new_tokens, d_model=a.d_model, n_layer=a.n_layer, n_head=a.n_head))
     if PROMPT_ROOM + cfg.max_new_tokens > block:
         raise UsageError(f"--max-new-tokens={cfg.max_new_tokens}: must be at most {block - PROMPT_ROOM} "
@@ -196,11 +199,12 @@ def command(a) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m minippo.extras.bench", description=__doc__.splitlines()[0])
-    for name in ("device", "algo", "batch", "max_new_tokens", "d_model", "n_layer", "n_head"):
+    for name in ("device", "algo", "batch", "max_new_tokens", "d_model", "n_layer", "n_head", "epochs", "group"):
         f = Config.__dataclass_fields__[name]
         p.add_argument(flag(name), type=f.type, default=f.default, help=f"{f.metadata['help']} [{f.default}]")
     p.add_argument("--bf16", "--autocast", action="store_true", help="bf16 autocast for the log-probs and "
                    "the update (GPU only; sampling stays fp32)")
+    p.add_argument("--minibatch", type=int, default=0, help="responses per step [32, or the batch]")
     p.add_argument("--iters", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
     p.add_argument("--scaling", action="store_true", help="then the default PPO at larger batches and models")
     p.add_argument("--profile", action="store_true", help="add torch.profiler's top operations")
