@@ -365,7 +365,7 @@ def main(argv=None):
             + f"  | {greedy:6.0%}    | {mean_r:.3f}")
     # ---- 6. where the KL goes: in the reward, or in the loss as k1, k2, k3 (GRPO) --------------
     beta, (pi_star, j_star) = args.beta, closed_form(r, args.beta, log_ref)
-    j_ref, probe = float(np.exp(log_ref) @ r), np.zeros(k)  # probe: test theta, uniform as in 1)
+    j_ref, probe = float(np.exp(log_ref) @ r), np.linspace(0, 1, k)  # a test theta, not uniform
     gap = lambda j: (j_star - j) / (j_star - j_ref) if j_star > j_ref else 0.0  # pi* 0, pi_ref 1
     marks6 = [t for t in (0, 1, 2, 5, 10, 100) if t < args.steps] + [args.steps]
     lr6 = 1 / max(0.2 * (r.max() - r.min()), beta, 1e-3)  # 5 for r in [0, 1]; less if it'd diverge
@@ -375,16 +375,16 @@ def main(argv=None):
     def pair(name, label, theta, pi_fix):                   # ascent row over closed-form row
         pi = policy(theta)
         j, j_fix = score(pi, r, beta, log_ref), score(pi_fix, r, beta, log_ref)
-        say(f"     {name:<14} | {row(pi)} | {tv(pi, pi_fix):.4f} | {fmt([j, gap(j)], '{:6.3f} ')}\n"
-            f"       {label:<12} | {row(pi_fix)} |        | {fmt([j_fix, gap(j_fix)], '{:6.3f} ')}")
+        say(f"     {name:<14} | {row(pi)} | {tv(pi, pi_fix):.4f} | {fmt([j, gap(j)])}\n"
+            f"       {label:<12} | {row(pi_fix)} |        | {fmt([j_fix, gap(j_fix)])}")
         return {"placement": name, "policy": pi.tolist(), "closed_form": pi_fix.tolist(),
                 "tv": tv(pi, pi_fix), "objective": j, "gap": gap(j),
                 "closed_form_objective": j_fix, "closed_form_gap": gap(j_fix)}
     say(f"\n6) where the KL goes, beta = {beta:g}: in the reward, or in the loss (GRPO: Schulman's"
         " k3 per token).\n   d = log pi(a) - log pi_ref(a), rho = pi_ref(a)/pi(a) = exp(-d), w ="
         " 1/rho; a loss term beta k(a)\n   on a sample a ~ pi steps (r(a) - J) grad log pi(a) - "
-        "beta grad k(a), so on average (enumerated\n   at theta = 0, beside the closed form) "
-        "E_(a~pi)[step] = pi*(r - J) - beta E[grad k]:\n     placement      | KL term"
+        "beta grad k(a), so on average (enumerated at\n   theta_a = a/(K-1), beside the closed "
+        "form) E_(a~pi)[step] = pi*(r - J) - beta E[grad k]:\n     placement      | KL term"
         "               | E_(a~pi)[grad k]                      | max |diff|")
     terms = {"k1 in reward": ("r~ = r - beta d", "none; KL in r~: pi*(r~ - E r~) in all"),
              "k1 as loss": ("k = d", "0, as E_pi[grad log pi] = 0"),
@@ -420,13 +420,14 @@ def main(argv=None):
     path = [(t, policy(th), group_std(policy(th), r)) for t, th in hist]
     for t, pi, sigma in path:
         j = score(pi, r, beta, log_ref)
-        say(f"    {t:>9} | {row(pi)} | {sigma:6.3f}  {beta * sigma:8.5f} | {fmt([j, gap(j)], '{:6.3f} ')}")
+        say(f"    {t:>9} | {row(pi)} | {sigma:6.3f}  {beta * sigma:8.5f} | {fmt([j, gap(j)])}")
     k3 = out["kl_placements"][PLACEMENTS.index("k3 as loss")]
     say(f"   Its fixed point (without the std, k3 as a loss had gap {k3['gap']:.3f}). Closed form: "
         f"k3's fixed\n   point at beta_eff = beta sigma, sigma taken at that point: {b_eff:.5f}\n"
         f"     placement      |{arms} | bar          |   TV   | J-b*KL    gap")
     out["grpo_std"] = {
-        "path": [{"step": t, "sigma": sigma, "beta_eff": beta * sigma} for t, _, sigma in path],
+        "path": [{"step": t, "sigma": sigma, "beta_eff": beta * sigma,
+                  "gap": gap(score(pi, r, beta, log_ref))} for t, pi, sigma in path],
         "beta_eff": b_eff, "k3_as_loss": k3, "k1_in_reward_step_at_pi_star": at_star,
         "k3_as_loss_std": pair("k3 loss, std", "at beta_eff", theta, pi_fix)}
     if args.json:

@@ -259,4 +259,6 @@ def test_part_6_reports_its_checks(runs):
         assert (abs(p["gap"]) < 1e-6) == (p["placement"] in ("k1 in reward", "k2 as loss")) and p["gap"] > -1e-6
     std = out["grpo_std"]
     assert std["k3_as_loss_std"]["tv"] < 1e-6 and std["k1_in_reward_step_at_pi_star"] < 1e-12
-    assert std["beta_eff"] == pytest.approx(std["path"][-1]["beta_eff"]) and std["beta_eff"] < std["path"][0]["beta_eff"]
+    assert std["path"][0]["gap"] == pytest.approx(1, abs=1e-12)            # the ascent starts at pi_ref
+    assert std["beta_eff"] == pytest.approx(std["path"][-1]["beta_eff"])
+    assert std["beta_eff"] < 0.9 * std["path"][0]["beta_eff"]               # sigma shrinks as pi concentrates
