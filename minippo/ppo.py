@@ -49,9 +49,9 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, samp
 
     # ---- 3. log pi_old, V(s_t) and log pi_ref of the sampled tokens, at the same T; per-token KL
     with torch.no_grad():
-        if cfg.algo != "reinforce":
+        if cfg.algo == "ppo":
             old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, cfg.temperature)
-        else:       # REINFORCE needs no V(s_t), and sampling already computed log pi_old(y_t)
+        else:       # REINFORCE and GRPO need no V(s_t), and sampling already computed log pi_old(y_t)
             old_logprobs, old_values = sampled_logprobs, None
         ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, cfg.temperature)
         rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, in_reward)  # (B, L) each

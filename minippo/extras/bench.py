@@ -116,9 +116,9 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2, with_recompute: 
             run_iteration(timed(spent, "sampling", base_sample, device))
     spent["log-probs, KL, GAE"] = clock(device) - t - sum(spent.values())
     phases = {k: spent[k] / iters for k in PHASES}
-    old = cfg.algo != "reinforce"                 # (REINFORCE: no log pi_old pass, one epoch)
-    tokens = {"sampling": cfg.batch * L, "scoring": cfg.batch * L, "log-probs, KL, GAE": (1 + old) * cfg.batch * S,
-              "update": (cfg.epochs if old else 1) * cfg.batch * S}
+    ppo_ = cfg.algo == "ppo"                      # (REINFORCE, GRPO: log pi_old from sampling)
+    tokens = {"sampling": cfg.batch * L, "scoring": cfg.batch * L, "log-probs, KL, GAE": (1 + ppo_) * cfg.batch * S,
+              "update": (1 if cfg.algo == "reinforce" else cfg.epochs) * cfg.batch * S}
     n_params = sum(p.numel() for p in policy.parameters())
     n_weights = n_params - policy.tok_emb.weight.numel() - policy.pos_emb.weight.numel()
     update_flops = 3 * (2 * n_weights + 4 * cfg.n_layer * S * cfg.d_model) * tokens["update"] / phases["update"]

@@ -66,11 +66,11 @@ def checked(reward_fn):
 
 def sampler(cfg, device):
     """The sampler the loop calls: model.sample, or on a GPU the same loop replayed as CUDA graphs.
-    With --bf16 REINFORCE takes log pi_old from its sampler: re-scored under the loop's autocast,
+    With --bf16 REINFORCE and GRPO take log pi_old from their sampler: re-scored under the loop's autocast,
     so that log pi_old and log pi_ref come from the same bf16 matmuls."""
     if device.type != "cuda":
         return sample
-    return rescored(graph_sample) if cfg.bf16 and cfg.algo == "reinforce" else graph_sample
+    return rescored(graph_sample) if cfg.bf16 and cfg.algo != "ppo" else graph_sample
 
 
 def rescored(sample_fn):
