@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, TINY, call, needs_matplotlib, one_line, snapshot, with_reference
+from conftest import ROOT, TINY, call, metrics, needs_matplotlib, one_line, snapshot, with_reference
 from minippo.extras import bench, human_eval, plot, sweep
+from minippo.extras.files import UsageError
 from minippo.extras.human_eval import load_run, wilson
 
 
@@ -93,6 +94,27 @@ def test_plot_writes_a_png_with_the_two_kls_named_apart(reference, tmp_path, cap
     assert (run / "curves.png").read_bytes().startswith(b"\x89PNG")
     titles = [ax.get_title() for ax in figures[-1].axes if ax.get_visible()]
     assert {"KL(pi_theta || pi_ref), nats per response", "approx_kl: KL(pi_old || pi_theta), per token"} < set(titles)
+    assert "beta: fixed at 0.1" in titles
+    s = json.loads((run / "summary.json").read_text())          # the optimum's values, dashed
+    dashed = {ax.get_title(): ax.lines[-1].get_ydata()[0] for ax in figures[-1].axes if len(ax.lines) > 1}
+    assert dashed == {"reward r(x, y)": s["reward_optimal"], "KL(pi_theta || pi_ref), nats per response":
+                      s["kl_optimal"], "J = reward - beta KL": s["objective_optimal"]}
+
+
+def test_a_sweep_value_may_add_settings_and_the_gap_curves_average_seeds(reference, tmp_path):
+    assert sweep.setting_flags("algo", "grpo+kl_penalty=k2+dr_grpo=true") == ["--algo", "grpo", "--kl-penalty", "k2",
+                                                                            "--dr-grpo"]
+    assert sweep.setting_flags("beta", "1e+3") == ["--beta", "1e+3"]                  # a number keeps its +
+    for bad in ("+kl_penalty=k2", "grpo+nonsense=1"):
+        with pytest.raises(UsageError, match="--sweep"):
+            sweep.setting_flags("algo", bad)
+    for seed in ("s0", "s1"):                                 # two seeds of a run with the same name
+        shutil.copytree(reference, tmp_path / seed / "run")
+    s, m = json.loads((reference / "summary.json").read_text()), metrics(reference)
+    gap = [(s["objective_optimal"] - x["objective"]) / (s["objective_optimal"] - s["objective_reference"]) for x in m]
+    drawn, curve, seeds = plot.gap_curves([tmp_path / "s0" / "run", tmp_path / "s1" / "run"], window=2)["run"]
+    assert seeds == 2 and drawn == [32 * (i + 1) for i in range(12)]
+    assert curve == pytest.approx([gap[0]] + [(a + b) / 2 for a, b in zip(gap, gap[1:])])
 
 
 def test_sweep_writes_the_table_and_csv_and_reuses_finished_runs(reference, tmp_path, capsys, monkeypatch):

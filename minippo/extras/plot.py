@@ -99,24 +99,32 @@ def plot_frontier(rows: list[dict], path: str, title: str = "") -> str:
     return save(ax.figure, path)
 
 
-def plot_gaps(run_dirs, path: str) -> str:
-    """The optimality gap (J* - J) / (J* - J(pi_ref)) of each iteration's batch against the responses
-    drawn so far, one line per folder name (runs of several seeds with the same name: their mean)."""
-    curves = {}
+def gap_curves(run_dirs, window: int = 10) -> dict:
+    """{folder name: (responses drawn, gap)}: the optimality gap (J* - J) / (J* - J(pi_ref)) of each
+    iteration's batch, averaged over the runs of that name (seeds) and over `window` iterations."""
+    runs = {}
     for run_dir in run_dirs:
         rows, s = read_metrics(run_dir), read_summary(run_dir)
         if not all(isinstance(s.get(k), (int, float)) for k in ("objective_optimal", "objective_reference")):
             raise UsageError(f"{run_dir}: no summary.json with J* and J(pi_ref) (a run that has not finished)")
         room = s["objective_optimal"] - s["objective_reference"]
         gaps = [(s["objective_optimal"] - m["objective"]) / room for m in rows]
-        curves.setdefault(os.path.basename(os.path.normpath(run_dir)), []).append((rows, gaps))
+        drawn = [sum(m["responses"] for m in rows[:i + 1]) for i in range(len(rows))]
+        runs.setdefault(os.path.basename(os.path.normpath(run_dir)), []).append((drawn, gaps))
+    curves = {}
+    for name, seeds in runs.items():
+        n = min(len(gaps) for _, gaps in seeds)          # the iterations every seed has
+        mean = [sum(gaps[i] for _, gaps in seeds) / len(seeds) for i in range(n)]
+        curves[name] = (seeds[0][0][:n], [sum(mean[max(0, i - window + 1):i + 1]) / min(i + 1, window)
+                                          for i in range(n)], len(seeds))
+    return curves
+
+
+def plot_gaps(run_dirs, path: str) -> str:
+    """The gap curves of gap_curves(), one line per folder name, into one figure."""
     ax = figure(1, 1, (7, 4.5), required=True).axes[0]
-    for name, runs in curves.items():
-        n = min(len(gaps) for _, gaps in runs)     # every seed's iterations
-        mean = [sum(gaps[i] for _, gaps in runs) / len(runs) for i in range(n)]
-        smooth = [sum(mean[max(0, i - 9):i + 1]) / len(mean[max(0, i - 9):i + 1]) for i in range(n)]  # 10 iterations
-        drawn = [sum(m["responses"] for m in runs[0][0][:i + 1]) for i in range(n)]
-        ax.plot(drawn, smooth, lw=1.3, label=f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+    for name, (drawn, gap, seeds) in gap_curves(run_dirs).items():
+        ax.plot(drawn, gap, lw=1.3, label=f"{name} ({seeds} seed{'s' * (seeds > 1)})")
     ax.axhline(0, color="k", ls="--", lw=1)
     ax.set(xlabel="responses drawn", ylabel="optimality gap of the batch (0 = pi*)", ylim=(-0.2, 1.1),
            title="distance to the exact optimum (mean over seeds, over 10 iterations)")
