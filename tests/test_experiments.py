@@ -78,6 +78,8 @@ LIMITED = [("plot", ["RUN"], "", resource.RLIMIT_FSIZE, 1000, ["curves.png", "Fi
 
 @pytest.mark.parametrize("name,args,stdin,limit,value,words", LIMITED)
 def test_a_failed_write_or_allocation_is_one_line(reference, tmp_path, name, args, stdin, limit, value, words):
+    if name == "plot":
+        needs_matplotlib()                  # (without it, plotting is refused before any write)
     run = shutil.copytree(reference, tmp_path / "sweep" / "iters=12")     # also a finished run of that sweep
     argv = [str(a).replace("RUN", str(run)).replace("OUT", str(tmp_path / "sweep")) for a in args]
     p = subprocess.run([sys.executable, "-m", f"minippo.extras.{name}", *argv], input=stdin, capture_output=True,

@@ -48,8 +48,10 @@ def setting(text: str, where: str) -> tuple[str, str]:
     """NAME=VALUE -> (the Config field, the value), or UsageError."""
     name, _, value = text.partition("=")
     name = name.strip().lstrip("-").replace("-", "_")
-    if name not in asdict(Config()) or name in NOT_SWEPT or not value:
-        raise UsageError(f"--sweep={where}: {text!r} is not NAME=VALUE of a setting (see python train.py --help)")
+    if name not in asdict(Config()) or name in NOT_SWEPT:
+        raise UsageError(f"--sweep={where}: {name!r} is not a setting (see python train.py --help)")
+    if not value.strip():
+        raise UsageError(f"--sweep={where}: expected NAME=V1,V2,... with distinct values, e.g. beta=0,0.1,1")
     return name, value
 
 
