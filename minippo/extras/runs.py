@@ -57,6 +57,7 @@ class Run:
         self.cfg, self.rank, self.world, self.stop = cfg, rank, world, stop or StopFlag()
         self.stopped, self.rl_seconds, self.rl_seconds_before, self.lock_fd = False, 0.0, 0.0, None
         self.pretrain_seconds = 0.0       # this run's pretraining (launch.py sets it; a resume adds the saved)
+        self.average_gradients = dist.average_gradients   # torchrun: each gradient's mean over the processes
         self.logs = {name: [] for name in LOGS}     # every line written to metrics.jsonl and samples.txt
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                                    "cpu" if cfg.device == "auto" else cfg.device)
@@ -212,9 +213,6 @@ class Run:
         self.t_start = self.t_last = time.time()
         return start, beta
 
-    def average_gradients(self, model) -> None:
-        dist.average_gradients(model)              # torchrun: each gradient's mean over the processes
-
     def log(self, it: int, beta: float, out: dict) -> dict:
         """After iteration `it` (1-based): the metrics line of the whole batch (several processes:
         means over all of them, texts gathered), written by rank 0. Returns it."""
@@ -260,9 +258,9 @@ class Run:
         if it % self.cfg.ckpt_every == 0 or it == self.cfg.iters or self.stopped:
             rngs = dist.gather([files.rng_state()])            # every process's random state
             if self.rank == 0:
-                files.save({"kind": "rl", **self.identity, "iter": it, "beta": float(beta),
+                files.save({"kind": "rl", **self.identity, "iter": it, "beta": float(beta), "logs": self.logs,
                             "model": policy.state_dict(), "optimizer": optimizer.state_dict(), "rng": rngs,
-                            "rl_seconds": self.rl_seconds_before + time.time() - self.t_start, "logs": self.logs,
+                            "rl_seconds": self.rl_seconds_before + time.time() - self.t_start,
                             "pretrain_seconds": self.pretrain_seconds},
                            self.path("checkpoint.pt"))
         if it == self.cfg.iters or self.stopped:
@@ -284,8 +282,7 @@ class Run:
 
 
 def distinct_ngrams(texts, n: int = 2) -> float:
-    """distinct-n (Li et al. 2016): distinct word n-grams / all word n-grams over the texts.
-    Near 1: varied responses; falling towards 0: the policy repeats itself (collapse)."""
+    """distinct-n (Li et al. 2016): distinct / all word n-grams of the texts; towards 0: the policy repeats itself."""
     grams = [tuple(w[i:i + n]) for t in texts for w in [t.split()] for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
