@@ -1,4 +1,4 @@
-"""The loop: KL-penalised PPO (or REINFORCE) on a pretrained policy. One iteration is one screen:
+"""The loop: KL-penalised PPO (or REINFORCE, or GRPO) on a pretrained policy. One iteration is one screen:
 draw queries x, sample y ~ pi_theta(.|x) at temperature T, score r(x, y), log pi_old, V(s_t) and
 log pi_ref of the sampled tokens with the per-token KL, advantages, then update() pi_theta.
 
