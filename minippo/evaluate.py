@@ -59,15 +59,17 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float, s
     xs = [x for x in prompts for _ in range(n)]
     r_ref, _, ref_texts = draw(ref, None, vocab, xs, reward_fn, cfg, device, sample)
     r_pol, kl_pol, pol_texts = draw(policy, ref, vocab, xs, reward_fn, cfg, device, sample)
-    j_star, r_star, se2 = [], [], 0.0
+    j_star, r_star, kl_star, se2 = [], [], [], 0.0
     for k in range(len(prompts)):
         r = r_ref[k * n:(k + 1) * n]
         value, se = optimal_value(r, beta)
         j_star.append(value)
         se2 += se ** 2
-        # E_{pi*}[r]: pi_ref's samples weighted by exp(r / beta) / E_ref[exp(r / beta)]
-        r_star.append((torch.softmax(r / beta, 0) @ r).item() if beta else r.max().item())
-    j_star, r_star = sum(j_star) / len(prompts), sum(r_star) / len(prompts)
+        # pi*'s weights on pi_ref's samples: w = exp(r / beta) / sum exp(r / beta) (beta = 0: the best ones)
+        w = torch.softmax((r - r.max()) / beta, 0) if beta else (r == r.max()).double() / (r == r.max()).sum()
+        r_star.append((w @ r).item())                                  # E_pi*[r]
+        kl_star.append(torch.xlogy(w, w * n).sum().item())             # KL(pi* || pi_ref) = E_pi*[log(n w)]
+    j_star, r_star, kl_star = (sum(v) / len(prompts) for v in (j_star, r_star, kl_star))
     j_pol = (r_pol - beta * kl_pol).mean().item()               # J(theta) = E[r - beta KL]
     j_ref = r_ref.mean().item()                                     # KL(pi_ref || pi_ref) = 0
     out = {"objective_optimal": j_star,
@@ -79,7 +81,7 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float, s
            "reward_policy": r_pol.mean().item(), "reward_reference": j_ref,
            "kl_policy": kl_pol.mean().item(),
            "reward_optimal": r_star,                                       # J* = E_pi*[r] - beta KL(pi* || pi_ref)
-           "kl_optimal": (r_star - j_star) / beta if beta else math.nan,
+           "kl_optimal": kl_star,
            "kl_to_optimum": (j_star - j_pol) / beta if beta else math.nan,  # J* - J(theta) = beta KL(pi_theta || pi*)
            "beta": beta, "eval_prompts": len(prompts), "eval_samples_per_prompt": n}
     return out, ref_texts, pol_texts

@@ -117,6 +117,19 @@ def test_the_optimum_s_reward_and_kl_and_the_kl_to_it_agree_with_their_closed_fo
     assert got["kl_to_optimum"] == pytest.approx((q * (q / p).log()).sum().item(), abs=0.03)
 
 
+def test_a_vanishing_beta_gives_the_best_of_pi_ref_not_nan():
+    """beta = 5e-324 with every reward negative (r / beta = -inf): pi* is the best responses pi_ref drew
+    (here those that never end, at the penalty), E_pi*[r] their reward and KL(pi* || pi_ref) = log(n /
+    their count), as in the limit beta = 0."""
+    cfg, shifted = Config(max_new_tokens=2, temperature=1.0, eval_samples=2000), lambda x, y: reward(x, y) - 10
+    for beta in (5e-324, 0.0):
+        torch.manual_seed(0)
+        out, ref_texts, _ = evaluate(REF, REF, VOCAB, ["a"], shifted, cfg, "cpu", beta, sample_table)
+        best = sum(t.endswith("<no EOS>") for t in ref_texts)
+        assert out["reward_optimal"] == pytest.approx(NO_EOS_PENALTY)
+        assert out["kl_optimal"] == pytest.approx(math.log(2000 / best))
+
+
 def test_the_gap_is_one_at_pi_ref_zero_at_the_optimum_and_in_between_otherwise():
     at_ref, at_opt, between = (run_evaluate(p)["optimality_gap"] for p in (REF, OPTIMUM, BETWEEN))
     assert exact(REF, REF)["optimality_gap"] == pytest.approx(1)

@@ -51,6 +51,14 @@ REFUSED = [
     (plot, ["RUN"], lambda run: (run / "metrics.jsonl").write_text(""), ["empty"]),
     (plot, ["RUN"], lambda run: (run / "metrics.jsonl").write_text('{"iter": 1, "reward": 0}\n{'), ["line 2", "JSON"]),
     (plot, ["RUN"], lambda run: (run / "metrics.jsonl").write_text('{"loss": 1}\n'), ["line 1", "numeric 'iter'"]),
+    (plot, ["--gap", "g.png", "RUN"], lambda run: (run / "metrics.jsonl").write_text('{"iter": 1, "objective": null, '
+                                                                              '"responses": 8}\n'), ["'objective'"]),
+    (plot, ["--gap", "g.png", "RUN"], lambda run: (run / "summary.json").write_text(
+        '{"objective_optimal": 0.5, "objective_reference": 0.5}'), ["summary.json", "J* above J(pi_ref)"]),
+    (plot, ["--gap", "g.png", "RUN", "RUN"], None, ["given twice"]),
+    (plot, ["--gap", "", "RUN"], None, ["--gap"]),
+    (sweep, ["--sweep", "algo=grpo+algo=ppo", "--out", "OUT"], None, ["given twice"]),
+    (sweep, ["--sweep", "prompts=a/b,a_b", "--out", "OUT"], None, ["one folder"]),
 ]
 
 

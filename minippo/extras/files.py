@@ -75,10 +75,10 @@ def atomic_write(path: str, write) -> None:
             write(tmp)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            os.replace(tmp, path)
         except (OSError, RuntimeError) as e:   # RuntimeError: torch.save's own words for a failed write
             raise OSError(getattr(e, "errno", None), getattr(e, "strerror", None) or
                           f"could not write it ({str(e).splitlines()[0][:80]})", path) from None
-        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

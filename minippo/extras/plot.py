@@ -35,7 +35,13 @@ def save(fig, path: str) -> str:
     return path
 
 
-def read_metrics(run_dir: str) -> list[dict]:
+def number(v) -> bool:
+    """A finite JSON number (not a bool; an integer too large for a float is not one either)."""
+    return type(v) in (int, float) and -1e300 < v < 1e300
+
+
+def read_metrics(run_dir: str, keys=("iter", "reward")) -> list[dict]:
+    """metrics.jsonl's lines, each a JSON object with a finite number at every one of `keys`."""
     path, rows = os.path.join(run_dir, "metrics.jsonl"), []
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file; is {run_dir} a run folder (python train.py --out {run_dir})?")
@@ -45,8 +51,9 @@ def read_metrics(run_dir: str) -> list[dict]:
             m = json.loads(line)
         except (ValueError, RecursionError):     # (RecursionError: [[[[... nested too deep)
             m = None
-        if not isinstance(m, dict) or not all(isinstance(m.get(k), (int, float)) for k in ("iter", "reward")):
-            raise UsageError(f"{path}: line {n} is not JSON with a numeric 'iter' and 'reward'; not a metrics file")
+        if not isinstance(m, dict) or not all(number(m.get(k)) for k in keys):
+            raise UsageError(f"{path}: line {n} is not JSON with a numeric {' and '.join(map(repr, keys))}; "
+                             f"not a metrics file of this run")
         rows.append(m)
     if not rows:
         raise UsageError(f"{path}: empty; the run has not finished an iteration yet")
@@ -103,11 +110,15 @@ def gap_curves(run_dirs, window: int = 10) -> dict:
     """{folder name: (responses drawn, gap)}: the optimality gap (J* - J) / (J* - J(pi_ref)) of each
     iteration's batch, averaged over the runs of that name (seeds) and over `window` iterations."""
     runs = {}
+    if len({os.path.realpath(d) for d in run_dirs}) != len(run_dirs):
+        raise UsageError("--gap: a run folder is given twice; give each once (seeds are folders of one name)")
     for run_dir in run_dirs:
-        rows, s = read_metrics(run_dir), read_summary(run_dir)
-        if not all(isinstance(s.get(k), (int, float)) for k in ("objective_optimal", "objective_reference")):
-            raise UsageError(f"{run_dir}: no summary.json with J* and J(pi_ref) (a run that has not finished)")
-        room = s["objective_optimal"] - s["objective_reference"]
+        rows, s = read_metrics(run_dir, ("iter", "objective", "responses")), read_summary(run_dir)
+        j_star, j_ref = s.get("objective_optimal"), s.get("objective_reference")
+        if not (number(j_star) and number(j_ref) and j_star > j_ref):    # else the gap is not defined
+            raise UsageError(f"{run_dir}/summary.json: no J* above J(pi_ref) (a run that has not finished, "
+                             f"or one with no room to improve); leave it out")
+        room = j_star - j_ref
         gaps = [(s["objective_optimal"] - m["objective"]) / room for m in rows]
         drawn = [sum(m["responses"] for m in rows[:i + 1]) for i in range(len(rows))]
         runs.setdefault(os.path.basename(os.path.normpath(run_dir)), []).append((drawn, gaps))
@@ -122,8 +133,9 @@ def gap_curves(run_dirs, window: int = 10) -> dict:
 
 def plot_gaps(run_dirs, path: str) -> str:
     """The gap curves of gap_curves(), one line per folder name, into one figure."""
+    curves = gap_curves(run_dirs)                         # (every run checked before matplotlib is asked for)
     ax = figure(1, 1, (7, 4.5), required=True).axes[0]
-    for name, (drawn, gap, seeds) in gap_curves(run_dirs).items():
+    for name, (drawn, gap, seeds) in curves.items():
         ax.plot(drawn, gap, lw=1.3, label=f"{name} ({seeds} seed{'s' * (seeds > 1)})")
     ax.axhline(0, color="k", ls="--", lw=1)
     ax.set(xlabel="responses drawn", ylabel="optimality gap of the batch (0 = pi*)", ylim=(-0.2, 1.1),
@@ -134,7 +146,9 @@ def plot_gaps(run_dirs, path: str) -> str:
 
 
 def command(args) -> None:
-    if args.gap:
+    if args.gap is not None:
+        if not args.gap.strip():
+            raise UsageError("--gap: give the path of the PNG to write")
         print(f"wrote {plot_gaps(args.run_dirs, args.gap)}")
         return
     for run_dir in args.run_dirs:

@@ -34,7 +34,11 @@ def setting_flags(name: str, value: str) -> list[str]:
     """The train.py flags for one value: --max-new-tokens 40, --whiten / --no-whiten, and those of the
     settings a value adds after "+" (grpo+kl_penalty=k2: --algo grpo --kl-penalty k2)."""
     value, *more = re.split(r"\+(?=[a-z_-]+=)", value)        # (1e+3 stays one number)
-    extra = [f for pair in more for f in setting_flags(*setting(pair, f"{name}={value}+{'+'.join(more)}"))]
+    where = f"{name}={value}" + "".join("+" + pair for pair in more)
+    pairs = [setting(pair, where) for pair in more]
+    if len({name, *(n for n, _ in pairs)}) != 1 + len(pairs):
+        raise UsageError(f"--sweep={where}: a setting is given twice; give each once")
+    extra = [f for pair in pairs for f in setting_flags(*pair)]
     if extra and not value:
         raise UsageError(f"--sweep: {name}=+{'+'.join(more)}: a value comes before its '+'")
     if Config.__dataclass_fields__[name].type is not bool:
@@ -62,6 +66,8 @@ def sweep(name: str, values: list[str], out: str, train_args: list[str], referen
     argvs = [train_args + setting_flags(name, v) + ["--out", os.path.join(out, f"{name}={v}".replace(os.sep, "_"))]
              for v in values]
     runs = [parse_config(argv, rewards=tuple(REWARDS)) for argv in argvs]     # all checked before any work
+    if len({os.path.realpath(c.out) for c in runs}) != len(runs):
+        raise UsageError(f"--sweep: two of the values {values} map to one folder (a '/' becomes '_'); rename one")
     candidates = ([reference] if reference else []) + [os.path.join(c.out, "reference.pt") for c in runs]
     for i, (value, cfg, argv) in enumerate(zip(values, runs, argvs)):
         print(f"\nsweep {i + 1}/{len(runs)}: {name}={value} -> {cfg.out}", flush=True)
