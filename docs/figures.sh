@@ -2,7 +2,7 @@
 # Regenerates every training figure that the README and the docs quote, and the four figures: the
 # toy bandit, the default run (seeds 0, 1, 2), REINFORCE (seeds 0, 1, 2), beta = 0, the beta and
 # temperature sweeps, the reward models' over-optimisation (about 11 minutes on a 2-core CPU), and
-# GRPO and where the KL goes, three seeds of six variants at 140 iterations (about 9 minutes more).
+# GRPO and where the KL goes, three seeds of seven variants at 140 iterations (about 10 minutes more).
 # Plots need matplotlib. Every command writes into a new folder of its own, figures_out/TIME/NAME
 # (NAME.txt and NAME.err beside it hold what it printed), so no command overwrites another's output;
 # each figure is copied into docs/ once, from the run that drew it. The summary lines come at the end.
@@ -29,7 +29,7 @@ log overoptimisation python -m minippo.extras.overoptimisation --out "$R/overopt
 cp "$R/overoptimisation/overoptimisation.png" docs/overoptimisation.png
 for s in 1 2; do log overoptimisation_s$s python -m minippo.extras.overoptimisation --out "$R/overoptimisation_s$s" --seed $s; done
 for s in 0 1 2; do log grpo_s$s python -m minippo.extras.sweep --iters 140 --seed $s --out "$R/grpo_s$s" --reference "$R/seed$s/reference.pt" \
-    --sweep algo=ppo,reinforce,grpo,grpo+kl_penalty=k2,grpo+kl_penalty=reward,grpo+dr_grpo=true; done
+    --sweep algo=ppo,reinforce,grpo,grpo+kl_penalty=k2,grpo+kl_penalty=reward,grpo+dr_grpo=true,grpo+group_std=false; done
 log grpo_gap python -m minippo.extras.plot --gap "$R/grpo_gap.png" "$R"/grpo_s*/algo=*
 cp "$R/grpo_gap.png" docs/grpo_gap.png
 for f in "$R"/*.txt; do echo "== $f"; grep -A2 "^pi_theta\|^optimality gap" "$f" || tail -8 "$f"; grep "wall" "${f%.txt}.err" || true; done

@@ -38,6 +38,7 @@ class Config:
     group: int = _f(8, "GRPO: responses G to each query; must divide batch (4-16)")
     kl_penalty: str = _f("auto", "where beta KL goes: reward (k1 in the reward) | k1 | k2 | k3 (a loss term per "
                          "token); auto: reward, or k3 with grpo as in DeepSeekMath")
+    group_std: bool = _f(True, "GRPO: divide each advantage by its group's reward std (off: the mean alone)")
     dr_grpo: bool = _f(False, "GRPO as Dr. GRPO (Liu et al. 2025): no division by the group's reward std, "
                        "a response's tokens summed instead of averaged")
     reward: str = _f("positive", "reward function r(x, y), by name (see minippo/rewards.py); with "

@@ -56,15 +56,15 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, samp
         ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, cfg.temperature)
         rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, in_reward)  # (B, L) each
 
-        # ---- 4. advantages. PPO: GAE over the per-token rewards; GRPO: R against its group's
+        # ---- 4. advantages. PPO: GAE over the per-token rewards; GRPO: each R against its group's R
         advantages = returns = None                 # REINFORCE needs neither
         if cfg.algo == "ppo":
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)   # (B, L) each
             if cfg.whiten:
                 advantages = whiten(advantages, mask)
-        elif cfg.algo == "grpo":                    # R = r(x, y) - in_reward KL, one per response
+        elif cfg.algo == "grpo":                    # R = r(x, y) - beta KL, or r(x, y) with the KL as a loss
             R = scores - in_reward * kl.sum(1)
-            advantages = group_advantages(R, G, std=not cfg.dr_grpo)[:, None] * mask   # (B, L)
+            advantages = group_advantages(R, G, std=cfg.group_std and not cfg.dr_grpo)[:, None] * mask  # (B, L)
 
     # ---- 5. update pi_theta on this batch
     batch = {"prompt_ids": prompt_ids, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
@@ -106,8 +106,9 @@ def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list
                 in_reward = beta if penalty == "reward" else 0.0
                 loss = pg_loss = reinforce_loss(mb_logprobs, mb["scores"], mb["kl"], mb["mask"], in_reward)
                 stats = {}
-            if penalty != "reward":                 # beta KL as a loss: + beta E[sum_t k_t], grad through pi
-                loss = loss + beta * reduce(kl_estimate(mb_logprobs, mb["ref_logprobs"], penalty), mb["mask"])
+            if penalty != "reward":                 # + beta k_t per token, reduced as the policy loss is
+                loss = loss + beta * reduce(kl_estimate(mb_logprobs, mb["ref_logprobs"], mb["mask"], penalty),
+                                            mb["mask"])
             optimizer.zero_grad()
             loss.backward()
             average_gradients(policy)               # torchrun: the mean over every process's minibatch

@@ -2,7 +2,7 @@
 
 The objective (the lecture's):  J(theta) = E_x E_{y ~ pi_theta(.|x)}[ r(x, y) ] - beta KL(pi_theta || pi_ref)
 
-Design choices, all of Ziegler et al. 2019 / InstructGPT style PPO (GRPO's, Shao et al. 2024, at the end):
+Design choices, all of Ziegler et al. 2019 / InstructGPT style PPO (GRPO's, Shao et al. 2024, differ: below):
 - KL in the reward, per token: r_t = -beta (log pi_old - log pi_ref)_t, and the score r(x, y) added
   at the last token (the EOS). Summed over t: r(x, y) - beta log(pi(y|x) / pi_ref(y|x)), exactly
   the sampled integrand of J(theta).
@@ -11,6 +11,8 @@ Design choices, all of Ziegler et al. 2019 / InstructGPT style PPO (GRPO's, Shao
   optionally whitened (off by default: once the reward saturates it magnifies noise).
 - Losses are summed over a response's tokens and averaged over responses: J is an expectation
   over responses, and that sum is its unbiased gradient whatever the lengths.
+- GRPO instead: its group's mean (and std) of R as the baseline, no V; each response's tokens averaged
+  (a length bias Dr. GRPO removes); the KL as a loss term per token (k3), not in the reward.
 Shapes: B responses, L response tokens; `mask` (B, L) is 1 where the token is part of the response
 (up to and including EOS) and counts in the loss, 0 for padding after it.
 """
@@ -95,12 +97,12 @@ def response_mean(x, mask):
     return ((x * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
-def kl_estimate(logprobs, ref_logprobs, estimator: str):
+def kl_estimate(logprobs, ref_logprobs, mask, estimator: str):
     """Per-token estimates of KL(pi || pi_ref) from y_t ~ pi (Schulman 2020), d = log pi - log pi_ref:
     k1 = d, k2 = d^2 / 2, k3 = pi_ref / pi - 1 - log(pi_ref / pi) >= 0 (GRPO's). As a loss on one token,
     only k2's expected gradient is the KL's: k1's is 0, k3's the forward KL(pi_ref || pi)'s (toy_bandit.py
     part 6); per token of a response, even k2's misses the KL of the tokens that follow t."""
-    d = logprobs - ref_logprobs
+    d = (logprobs - ref_logprobs) * mask                      # 0 on padding: k = 0 there, never inf
     return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(-d) + d}[estimator]
 
 

@@ -95,10 +95,11 @@ def naive_kl(models, seen):
                 for x, row in zip(seen["xs"], seen["tokens"])]
 
 
-@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
-def test_the_penalised_kl_is_the_kl_against_the_frozen_reference(models, monkeypatch, algo):
+@pytest.mark.parametrize("algo, penalty", [("ppo", "auto"), ("reinforce", "auto"), ("grpo", "auto"), ("ppo", "k3")])
+def test_the_penalised_kl_is_the_kl_against_the_frozen_reference(models, monkeypatch, algo, penalty):
+    """The logged KL is the same measurement whichever algorithm and wherever the KL penalty goes."""
     beta = 0.5
-    out, seen, _ = one_iteration(models, config(algo), beta, monkeypatch)
+    out, seen, _ = one_iteration(models, config(algo, kl_penalty=penalty, group=4), beta, monkeypatch)
     kl, L = naive_kl(models, seen), seen["tokens"].shape[1]
     lengths = [len(k) for k in kl]
     assert torch.equal(seen["mask"], (torch.arange(L) < torch.tensor(lengths)[:, None]).float())   # through the EOS
@@ -110,7 +111,7 @@ def test_the_penalised_kl_is_the_kl_against_the_frozen_reference(models, monkeyp
     assert kl_per_response.abs().min() > 1e-3
     assert out["kl"] == pytest.approx(kl_per_response.mean().item(), abs=1e-5)   # logged: per response, mean over B
     assert out["response_length"] == pytest.approx(sum(lengths) / B)
-    if algo == "ppo":   # V = 0 and gamma = lambda = 1: the first return is r(x, y) - beta KL
+    if algo == "ppo" and penalty == "auto":   # V = 0 and gamma = lambda = 1: the first return is r(x, y) - beta KL
         assert torch.allclose(seen["returns"][:, 0], seen["scores"] - beta * kl_per_response, atol=1e-5)
         assert torch.equal(seen["advantages"], seen["returns"])  # A_t = return - V(s_t), not whitened
 
@@ -170,6 +171,17 @@ def test_grpo_draws_each_query_g_times_and_scores_each_response_against_its_grou
     R = (seen["scores"] - 0.5 * torch.stack([k.sum() for k in naive_kl(models, seen)])).view(3, 4)
     assert torch.allclose(seen["advantages"], (R - R.mean(1, keepdim=True)).flatten()[:, None] * seen["mask"],
                           atol=1e-5)
+
+
+def test_grpo_takes_epochs_times_minibatches_steps_and_its_ratio_moves_off_1():
+    """GRPO keeps PPO's schedule (2 epochs x 2 minibatches: 4 steps) and its trust region: the ratio
+    pi_theta / pi_old is 1 at the first step and not at the last (pi_old is the sampling policy)."""
+    policy, ref = tiny_policy(0), tiny_policy(0).requires_grad_(False)
+    torch.manual_seed(1)
+    out = ppo.iteration(policy, ref, torch.optim.SGD(policy.parameters(), lr=0.5), VOCAB, PROMPTS, reward,
+                        config("grpo", group=4, epochs=2, minibatch=6), 0.1)
+    assert len(out["steps"]) == 4
+    assert abs(out["steps"][0]["approx_kl"]) < 1e-6 and abs(out["steps"][-1]["approx_kl"]) > 1e-4
 
 
 def test_the_entropy_bonus_adds_exactly_its_gradient(models, monkeypatch):
@@ -322,14 +334,13 @@ def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding(
 
 
 def test_a_short_seeded_grpo_run_improves_j():
-    """GRPO with k3 as a loss term, 40 iterations of 3 queries x 4 responses: J = r - beta KL rises."""
-    js, policy = [], tiny_policy(0)
-
-    class Recording(FakeRun):
-        def log(self, it, beta, out):
-            js.append(out["reward"] - beta * out["kl"])
-            return super().log(it, beta, out)
-    cfg = config("grpo", group=4, iters=80, lr=1e-2, epochs=2, minibatch=6, beta=0.05)
+    """GRPO with k3 as a loss term, 30 iterations of 12 queries x 4 responses: J = E[r] - beta KL of the
+    tuned policy, evaluated on 1,500 fresh samples, is above pi_ref's (by 0.14-0.68 over seeds 0-4,
+    standard errors <= 0.02)."""
+    from minippo.evaluate import evaluate
+    policy = tiny_policy(0)
+    cfg = config("grpo", group=4, iters=30, lr=1e-2, epochs=2, batch=48, minibatch=24, beta=0.05, eval_samples=500)
     torch.manual_seed(0)
-    ppo.train(cfg, policy, VOCAB, PROMPTS, reward, Recording(cfg.beta))
-    assert sum(js[-20:]) / 20 > sum(js[:20]) / 20 + 0.15, js
+    ref, beta = ppo.train(cfg, policy, VOCAB, PROMPTS, reward, FakeRun(cfg.beta))
+    out, _, _ = evaluate(policy, ref, VOCAB, PROMPTS, reward, cfg, "cpu", beta)
+    assert out["objective_policy"] > out["objective_reference"] + 0.1, out

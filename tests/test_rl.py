@@ -128,9 +128,11 @@ def test_grpo_advantages_for_a_hand_made_group_and_the_kl_estimators():
     assert group_advantages(R, 4).tolist() == pytest.approx([a := 0.5 / (sd + 1e-4), -a, -a, a] + [0.0] * 4)
     assert group_advantages(R, 4, std=False).tolist() == [0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
     d = torch.tensor([[0.5, -1.0, 2.0]])
-    assert kl_estimate(d, torch.zeros(1, 3), "k1").tolist() == [[0.5, -1.0, 2.0]]
-    assert kl_estimate(d, torch.zeros(1, 3), "k2").tolist() == [[0.125, 0.5, 2.0]]
-    assert kl_estimate(d + 1, torch.ones(1, 3), "k3")[0].tolist() == pytest.approx(
+    ones, pad = torch.ones(1, 3), torch.tensor([[1.0, 1.0, 0.0]])
+    assert kl_estimate(d, torch.zeros(1, 3), ones, "k1").tolist() == [[0.5, -1.0, 2.0]]
+    assert kl_estimate(d, torch.zeros(1, 3), ones, "k2").tolist() == [[0.125, 0.5, 2.0]]
+    assert kl_estimate(-100 * d, torch.zeros(1, 3), pad, "k3")[0, 2] == 0      # padding: 0, not exp(200) = inf
+    assert kl_estimate(d + 1, torch.ones(1, 3), ones, "k3")[0].tolist() == pytest.approx(
         [math.exp(-v) - 1 + v for v in (0.5, -1.0, 2.0)], abs=1e-6)
     x, mask = torch.tensor([[1.0, 3.0, 9.0], [4.0, 0.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     assert response_mean(x, mask).item() == (2.0 + 4.0) / 2 and seq_mean(x, mask).item() == (4.0 + 4.0) / 2
