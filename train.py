@@ -15,7 +15,7 @@ around it (flags, run folder, resume, Ctrl-C, torchrun, CUDA graphs) is minippo/
 """
 import sys
 
-from minippo.extras.launch import main    # (Ctrl-C while torch imports: one line, minippo/extras/__init__.py)
+from minippo.extras.launch import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,8 +16,6 @@ class Config:
     out: str = _f("out", "output folder (reference.pt, checkpoint.pt, metrics.jsonl, samples.txt, summary.json)")
     seed: int = _f(0, "random seed; on CPU the same seed gives the same run, bit for bit")
     device: str = _f("auto", "auto | cpu | cuda (auto picks cuda when present)")
-    bf16: bool = _f(False, "GPU: bf16 autocast in the log-probs and the update; pays from ~3M parameters "
-                           "(sampling and evaluation stay fp32)")
     data: str = _f("", "UTF-8 text file, one sentence per line, to pretrain on instead of the built-in corpus")
     prompts: str = _f("", "file with one query x per line; empty: the first two words of each corpus line")
     resume: str = _f("", "continue the run saved in this folder (same settings as when it started)")
@@ -38,9 +36,8 @@ class Config:
     group: int = _f(8, "GRPO: responses G to each query; must divide batch (4-16)")
     kl_penalty: str = _f("auto", "where beta KL goes: reward (k1 in the reward) | k1 | k2 | k3 (a loss term per "
                          "token); auto: reward, or k3 with grpo as in DeepSeekMath")
-    group_std: bool = _f(True, "GRPO: divide each advantage by its group's reward std (off: the mean alone)")
-    dr_grpo: bool = _f(False, "GRPO as Dr. GRPO (Liu et al. 2025): no division by the group's reward std, "
-                       "a response's tokens summed instead of averaged")
+    variant: str = _f("std", "GRPO: std (A = (R - mean) / std of the group; a response's tokens averaged) | "
+                      "no_std (A = R - mean) | dr (Dr. GRPO, Liu et al. 2025: no std, tokens summed)")
     reward: str = _f("positive", "reward function r(x, y), by name (see minippo/rewards.py); with "
                      "--reward-model, the gold reward the learned one is measured against")
     reward_model: str = _f("", "optimise a learned reward instead: the folder (or file) written by "

@@ -2,8 +2,9 @@
 
 Nothing is downloaded: a small seeded grammar writes short review sentences such as
     "the food was very good but the staff is rude."
-one per line. minippo/extras/grammar.py decides exactly whether a line belongs to that grammar: it
-is how minippo measures fluency, since reward hacking breaks grammar long before the reward.
+one per line. prepare() turns the lines into the tokenizer, the token ids pretraining reads and the
+queries x that RL answers. (The command measures fluency with an exact parser of this grammar,
+minippo/extras/grammar.py: reward hacking breaks grammar long before it breaks the reward.)
 
 Signpost: real systems train a subword tokenizer on terabytes of web text. Characters and a toy
 grammar keep the vocabulary tiny (about 30 symbols) so the whole policy pretrains in seconds on a
@@ -11,6 +12,8 @@ laptop CPU, and nothing of the RL lesson depends on how text is cut into tokens.
 """
 import random
 from dataclasses import dataclass
+
+import torch
 
 SUBJECTS = ["the food", "the staff", "the room", "the hotel", "the movie", "the music",
             "the coffee", "the service", "this book", "this place", "this game", "this city"]
@@ -76,3 +79,14 @@ class Vocab:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids if i < len(self.chars))
+
+
+def prepare(lines: list[str], prompts: list[str] = ()):
+    """Corpus lines -> (vocab, train ids, held-out ids, prompts). The text is one stream of
+    characters, a line per sentence; the first 5% of the lines are held out for validation. The
+    queries x are `prompts`, or the first two words of each corpus line."""
+    vocab, n_val = Vocab.from_text("\n".join(lines)), max(1, len(lines) // 20)
+
+    def ids(part):                                  # EOS first: every line starts after one
+        return torch.tensor(vocab.encode("\n" + "\n".join(part) + "\n"))
+    return vocab, ids(lines[n_val:]), ids(lines[:n_val]), list(prompts) or make_prompts(lines)

@@ -37,17 +37,16 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
                                  nn.Linear(4 * cfg.d_model, cfg.d_model))
 
-    def forward(self, x, mask, kv=None, cols=None):
+    def forward(self, x, mask, past=None):
         B, T, C = x.shape                                                    # (B, T, C)
         qkv = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k, v = qkv                                   # qkv (3, B, nh, T, hs): (B, nh, T, hs) each
-        if kv is not None:      # KV cache (2, B, nh, S, hs): write this chunk's keys/values at columns `cols`
-            kv.index_copy_(3, cols, qkv[1:])
-            k, v = kv                                   # read every column: the mask hides unwritten ones
+        if past is not None:    # KV cache: the keys and values of the earlier tokens, (B, nh, S - T, hs)
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         # softmax(q k^T / sqrt(hs), over allowed keys only) v, in one fused torch kernel
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)          # (B, nh, T, hs)
         x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
-        return x + self.mlp(self.ln2(x))
+        return x + self.mlp(self.ln2(x)), (k, v)
 
 
 def gpt2_init(m):
@@ -73,47 +72,26 @@ class Policy(nn.Module):
         nn.init.zeros_(self.value_head.weight)          # V = 0 exactly at initialisation
 
     def forward(self, tokens, cache=None):
-        """tokens (B, T) -> logits (B, T, V), values (B, T). With `cache` (from new_cache), the tokens
-        become its first T columns: the prefill that decode_step() then continues one token at a time."""
+        """tokens (B, T) -> logits (B, T, V), values (B, T). With a `cache` (a dict, see sample()),
+        the tokens continue the sequences it holds, and their keys and values are added to it."""
         B, T = tokens.shape
-        real = tokens != self.cfg.vocab_size                                    # (B, T) True = not PAD
-        positions = (real.cumsum(1) - 1).clamp(min=0)                       # count real tokens only
-        cols = torch.arange(T, device=tokens.device)                         # (T,) column of each token
-        if cache is not None:           # in place: a CUDA graph of decode_step() holds these addresses
-            cache["pos"].copy_(real.sum(1))             # (B,) position of each row's next token
-            cache["col"].fill_(T)                       # the column decode_step() writes next
-            real = cache["real"].zero_().index_copy_(1, cols, real)  # (B, S), unwritten or stale columns not real
+        real = tokens != self.cfg.vocab_size                                 # (B, T) True = not PAD
+        if cache is not None:                       # every token so far: the cached ones, then these
+            real = cache["real"] = torch.cat([cache["real"], real], 1)       # (B, S)
+        S = real.shape[1]
+        positions = ((real.cumsum(1) - 1).clamp(min=0))[:, S - T:]          # count real tokens only
         # query i sees key j when j <= i (causal) and j is not PAD; every query sees itself, so a
         # PAD query (whose output nobody reads) never has an empty row, which would give NaN.
-        q_col = cols[:, None]                                                # (T, 1) query column
-        k_col = torch.arange(real.shape[1], device=tokens.device)[None, :]   # (1, S) key column
+        q_col = torch.arange(S - T, S, device=tokens.device)[:, None]        # (T, 1) query column
+        k_col = torch.arange(S, device=tokens.device)[None, :]               # (1, S) key column
         mask = ((k_col <= q_col) & real[:, None, None, :]) | (k_col == q_col)  # (B, 1, T, S)
         x = self.tok_emb(tokens) + self.pos_emb(positions)                  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, None if cache is None else cache["kv"][i], cols)
+            x, kv = block(x, mask, None if cache is None else cache["kv"][i])
+            if cache is not None:
+                cache["kv"][i] = kv
         x = self.ln_f(x)
         return self.lm_head(x), self.value_head(x).squeeze(-1)
-
-    def decode_step(self, token, cache):
-        """forward() for one new token per row, token (B,) -> next-token logits (B, V), no V head. Fixed shapes
-        (the column written is a (1,) tensor, attention reads every column given) so a CUDA graph records it."""
-        col = cache["col"]                                                  # (1,) long
-        real = token != self.cfg.vocab_size                                 # (B,)
-        cache["real"].index_copy_(1, col, real[:, None])
-        mask = cache["real"][:, None, None, :]          # (B, 1, 1, S): every real key so far, itself too
-        x = (self.tok_emb(token) + self.pos_emb(cache["pos"]))[:, None]     # (B, 1, C)
-        cache["pos"].add_(real)                         # a PAD token takes no position
-        for block, kv in zip(self.blocks, cache["kv"]):
-            x = block(x, mask, kv, col)
-        col.add_(1)
-        return self.lm_head(self.ln_f(x[:, 0]))                             # (B, V)
-
-    def new_cache(self, batch_size: int, max_len: int):
-        """A preallocated KV cache: next column, next positions, real columns, keys/values (L, 2, B, nh, S, hs)."""
-        c, p = self.cfg, self.lm_head.weight
-        return {"col": p.new_zeros(1, dtype=torch.long), "pos": p.new_zeros(batch_size, dtype=torch.long),
-                "real": p.new_zeros(batch_size, max_len, dtype=torch.bool),                       # (B, S)
-                "kv": p.new_zeros(c.n_layer, 2, batch_size, c.n_head, max_len, c.d_model // c.n_head)}
 
 
 def token_logprobs(logits, targets, temperature: float):
@@ -132,13 +110,9 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int)
     After a row's EOS its tokens are PAD and its log-probs 0. Each step feeds one new token per row
     and reads the keys/values of all earlier ones from the cache instead of recomputing them.
     """
-    pad_id = model.cfg.vocab_size
-    B, P = prompts.shape
-    cache = model.new_cache(B, P + max_new_tokens)
-
-    def upto(n):        # the cache's first n columns as views (writes land in it): each column read costs time
-        return dict(cache, real=cache["real"][:, :n], kv=cache["kv"][..., :n, :])
-    logits = model(prompts, upto(P))[0][:, -1]                              # (B, V) prefill
+    B, pad_id = prompts.shape[0], model.cfg.vocab_size
+    cache = {"real": prompts[:, :0] != pad_id, "kv": [None] * model.cfg.n_layer}   # empty, (B, 0)
+    logits = model(prompts, cache)[0][:, -1]                                # (B, V) the whole prompt
     done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
     tokens, lps = [], []
     for t in range(max_new_tokens):
@@ -151,5 +125,5 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int)
         done = done | (nxt == eos_id)
         if bool(done.all()) or t == max_new_tokens - 1:    # every row ended, or no token left to draw
             break
-        logits = model.decode_step(nxt, upto(P + t + 1))                    # the columns written so far
+        logits = model(nxt[:, None], cache)[0][:, -1]       # one new token per row, (B, V)
     return torch.stack(tokens, 1), torch.stack(lps, 1)

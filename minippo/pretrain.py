@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 
 def line_starts(ids, eos_id: int, block_size: int):
@@ -39,12 +40,12 @@ def learning_rate(step: int, total: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to peak/10
 
 
-def pretrain(model, optimizer, train_ids, eos_id, cfg, steps):
-    """One AdamW step for each step number in `steps` (the command passes range(cfg.pretrain_steps),
-    or what is left of it when resuming, in a progress bar that ends early on Ctrl-C)."""
+def pretrain(model, train_ids, eos_id: int, cfg):
+    """cfg.pretrain_steps AdamW steps of next-character prediction on random line-aligned windows."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
     starts = line_starts(train_ids, eos_id, cfg.block_size)
     model.train()
-    for step in steps:
+    for step in tqdm(range(cfg.pretrain_steps), desc="pretrain", dynamic_ncols=True):
         optimizer.param_groups[0]["lr"] = learning_rate(step, cfg.pretrain_steps, cfg.pretrain_lr)
         x, y = get_batch(train_ids, starts, cfg.pretrain_batch, cfg.block_size)
         loss = lm_loss(model, x, y)
@@ -53,4 +54,4 @@ def pretrain(model, optimizer, train_ids, eos_id, cfg, steps):
         if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)):
             raise FloatingPointError("a pretraining gradient became non-finite (--pretrain-lr too high?)")
         optimizer.step()
-    model.eval()
+    return model.eval()

@@ -11,8 +11,8 @@ Design choices, all of Ziegler et al. 2019 / InstructGPT style PPO (GRPO's, Shao
   optionally whitened (off by default: once the reward saturates it magnifies noise).
 - Losses are summed over a response's tokens and averaged over responses: J is an expectation
   over responses, and that sum is its unbiased gradient whatever the lengths.
-- GRPO instead: its group's mean (and std) of R as the baseline, no V; each response's tokens averaged
-  (a length bias Dr. GRPO removes); the KL as a loss term per token (k3), not in the reward.
+- GRPO instead: its group's mean (and std) of R as the baseline, no V; each response's tokens
+  averaged (a length bias Dr. GRPO removes); the KL as a loss term per token (k3), not in the reward.
 Shapes: B responses, L response tokens; `mask` (B, L) is 1 where the token is part of the response
 (up to and including EOS) and counts in the loss, 0 for padding after it.
 """
@@ -106,12 +106,11 @@ def kl_estimate(logprobs, ref_logprobs, mask, estimator: str):
     return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(-d) + d}[estimator]
 
 
-def reinforce_loss(logprobs, scores, kl, mask, beta: float):
+def reinforce_loss(logprobs, R, mask):
     """The log-derivative trick at sequence level, with a leave-one-out mean baseline:
     grad J ~ 1/B sum_i (R_i - b_i) grad log pi_theta(y_i|x_i),  R_i = r(x_i, y_i) - beta KL_i.
     b_i is the mean R of the *other* samples, so it does not depend on y_i and the estimate stays
-    unbiased (a plain batch mean would shrink the gradient by (B-1)/B). (B, L) tensors, scores (B,)."""
-    R = scores - beta * kl.sum(1)                             # (B,) R(x, y) with the KL penalty
+    unbiased (a plain batch mean would shrink the gradient by (B-1)/B). logprobs, mask (B, L), R (B,)."""
     b = (R.sum() - R) / (len(R) - 1)                          # leave-one-out baseline
     seq_logprob = (logprobs * mask).sum(1)                    # log pi_theta(y|x) = sum_t log pi(y_t|.)
     return -((R - b).detach() * seq_logprob).mean()

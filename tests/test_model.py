@@ -6,7 +6,6 @@ import torch
 
 from conftest import logprobs
 from minippo.config import Config
-from minippo.extras.cuda_graphs import STEPS_PER_GRAPH, graph_sample
 from minippo.model import ModelConfig, Policy, sample, token_logprobs
 from minippo.ppo import update
 from minippo.rollout import response_logprobs
@@ -49,10 +48,9 @@ def test_causal_masking(peaked_model):
         assert not torch.allclose(new_logits[:, t + 1], logits[:, t + 1])  # the change is seen
 
 
-def test_prefill_then_decode_steps_give_the_logits_of_one_pass(peaked_model):
-    """model(prompts, cache), then decode_step() token by token (what sample() and the CUDA graphs run),
-    against one pass over the whole sequence: with a left-padded row, a row that ended (PAD), and a
-    cache larger than needed that an earlier, longer sequence left full of stale columns."""
+def test_prefill_then_cached_steps_give_the_logits_of_one_pass(peaked_model):
+    """model(prompts, cache), then one token at a time through the cache (what sample() runs), against
+    one pass over the whole sequence, with a left-padded row and a row that ended (PAD)."""
     torch.manual_seed(2)
     prompts = torch.randint(1, 11, (4, 5))
     prompts[0, :2] = PAD                                        # a left-padded row
@@ -60,25 +58,23 @@ def test_prefill_then_decode_steps_give_the_logits_of_one_pass(peaked_model):
     rest[1, 6:] = PAD                                           # a row that ended
     seq = torch.cat([prompts, rest], 1)                         # (4, 17)
     with torch.inference_mode():
-        cache = peaked_model.new_cache(4, 40)
-        peaked_model(torch.randint(1, 11, (4, 30)), cache)      # an earlier use: stale columns
-        steps = [peaked_model(prompts, cache)[0]]               # (4, 5, V) prefill
-        steps += [peaked_model.decode_step(rest[:, t], cache)[:, None] for t in range(12)]
+        cache = {"real": prompts[:, :0] != PAD, "kv": [None] * 2}
+        steps = [peaked_model(prompts, cache)[0]]               # (4, 5, V) the prompt
+        steps += [peaked_model(rest[:, t:t + 1], cache)[0] for t in range(12)]
         full = peaked_model(seq)[0]                             # (4, 17, V)
     real = seq != PAD
     assert torch.allclose(torch.cat(steps, 1)[real], full[real], atol=1e-5)
-    assert torch.equal(cache["pos"], real.sum(1)) and cache["col"].tolist() == [17]
+    assert torch.equal(cache["real"], real) and cache["kv"][0][0].shape[2] == 17
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0, 1.5])
-@pytest.mark.parametrize("sampler", [sample, graph_sample], ids=["eager", "static"])
-def test_sampled_logprobs_equal_teacher_forced(peaked_model, sampler, temperature):
-    """model.sample(), and the CUDA-graph sampler's static loop (here on the CPU, without graphs): sampled
-    log-probs equal teacher-forced ones; PAD (log-prob 0) exactly after a row's first EOS."""
+def test_sampled_logprobs_equal_teacher_forced(peaked_model, temperature):
+    """model.sample(): sampled log-probs equal teacher-forced ones; PAD (log-prob 0) exactly after a
+    row's first EOS."""
     torch.manual_seed(3)
     prompts = torch.randint(1, 11, (32, 4))
     prompts[:8, :2] = PAD
-    tokens, sampled = sampler(peaked_model, prompts, 30, temperature, eos_id=EOS)
+    tokens, sampled = sample(peaked_model, prompts, 30, temperature, eos_id=EOS)
     assert (tokens == EOS).any(1).float().mean() > 0.5          # most rows stopped at EOS
     check_against_teacher_forcing(peaked_model, prompts, tokens, sampled, temperature)
 
@@ -92,10 +88,9 @@ def check_against_teacher_forcing(model, prompts, tokens, sampled, temperature, 
     assert (sampled[tokens == PAD] == 0).all()
 
 
-@pytest.mark.parametrize("max_new_tokens", [1, STEPS_PER_GRAPH, STEPS_PER_GRAPH + 3])
-@pytest.mark.parametrize("sampler", [sample, graph_sample], ids=["eager", "static"])
-def test_rows_that_never_end_get_exactly_max_new_tokens(peaked_model, sampler, max_new_tokens):
-    tokens, _ = sampler(peaked_model, torch.randint(1, 11, (6, 3)), max_new_tokens, 1.0, eos_id=-1)
+@pytest.mark.parametrize("max_new_tokens", [1, 11])
+def test_rows_that_never_end_get_exactly_max_new_tokens(peaked_model, max_new_tokens):
+    tokens, _ = sample(peaked_model, torch.randint(1, 11, (6, 3)), max_new_tokens, 1.0, eos_id=-1)
     assert tokens.shape == (6, max_new_tokens) and (tokens != PAD).all()
 
 
@@ -125,15 +120,3 @@ def test_logprobs_unaffected_by_padding_in_the_batch(peaked_model):
     padded = torch.cat([torch.full((1, 5), PAD), seq], 1)       # left-padded beside a longer row
     batch = logprobs(peaked_model, torch.cat([padded, other]), 1.0)
     assert torch.allclose(batch[0, 5:], logprobs(peaked_model, seq, 1.0)[0], atol=1e-6)
-
-
-def test_a_rescored_sampler_gives_the_same_tokens_and_teacher_forced_logprobs(peaked_model):
-    """What train.py --bf16 passes REINFORCE on a GPU: log pi_old recomputed by teacher forcing."""
-    from minippo.extras.launch import rescored
-    prompts = torch.randint(1, 11, (16, 4), generator=torch.Generator().manual_seed(5))
-    torch.manual_seed(6)
-    tokens, sampled = sample(peaked_model, prompts, 20, 1.3, eos_id=EOS)
-    torch.manual_seed(6)
-    tokens2, forced = rescored(sample)(peaked_model, prompts, 20, 1.3, EOS)
-    assert torch.equal(tokens, tokens2) and (tokens == PAD).any()
-    assert (forced - sampled).abs().max() <= 1e-5 and (forced[tokens == PAD] == 0).all()

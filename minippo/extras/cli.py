@@ -19,14 +19,18 @@ from minippo.extras.files import UsageError
 LIMITS = {"seed": (0, 2 ** 63 - 1), "n_layer": (1, 64), "n_head": (1, 64), "d_model": (1, 4096),
           "block_size": (2, 4096), "corpus_lines": (1, 10 ** 7), "pretrain_steps": (1, 10 ** 7),
           "pretrain_batch": (1, 65_536), "pretrain_lr": (0, 1), "iters": (1, 10 ** 7), "batch": (1, 65_536),
-          "max_new_tokens": (1, 4095), "temperature": (0, 100), "beta": (0, 1000), "target_kl": (0, 10 ** 6),
+          "max_new_tokens": (1, 4095), "temperature": (0.01, 100), "beta": (0, 1000), "target_kl": (0, 10 ** 6),
           "kl_horizon": (1, 10 ** 12), "lr": (0, 1), "epochs": (1, 100), "minibatch": (1, 65_536),
           "clip": (0, 1), "vf_coef": (0, 1000), "gamma": (0, 1), "lam": (0, 1), "ent_coef": (0, 1000),
           "max_grad_norm": (0, 10 ** 6), "sample_every": (1, 10 ** 7), "ckpt_every": (1, 10 ** 7),
           "eval_samples": (1, 100_000), "human_eval": (0, 10_000), "group": (2, 65_536)}
-ABOVE_LOWEST = {"pretrain_lr", "temperature", "lr", "clip", "max_grad_norm"}     # 0 itself is refused
+ABOVE_LOWEST = {"pretrain_lr", "lr", "clip", "max_grad_norm"}     # 0 itself is refused
 CHOICES = {"algo": ("ppo", "reinforce", "grpo"), "device": ("auto", "cpu", "cuda"),   # and reward: REWARDS
-           "kl_penalty": ("auto", "reward", "k1", "k2", "k3")}
+           "kl_penalty": ("auto", "reward", "k1", "k2", "k3"), "variant": ("std", "no_std", "dr")}
+# settings only some algorithms read: given with another, a flag would be ignored, so it is refused
+USED_BY = {"group": "grpo", "variant": "grpo", "gamma": "ppo", "lam": "ppo", "vf_coef": "ppo",
+           "whiten": "ppo", "epochs": "ppo grpo", "minibatch": "ppo grpo", "clip": "ppo grpo",
+           "ent_coef": "ppo grpo"}
 # settings that may differ when resuming (where the run is saved, how long it goes on, what is added)
 RESUMABLE = {"out", "resume", "force", "iters", "plot", "human_eval"}
 # settings the cached reference depends on
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(Config):
         help = f"{f.metadata['help']} [default: {f.default}]".replace("%", "%%")
         if f.type is bool:
-            p.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=f.default, help=help)
+            p.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, help=help)
         else:
             p.add_argument(flag(f.name), type=str, default=None, metavar=f.name.upper(), help=help)
     p.error = one_line_error
@@ -81,7 +85,7 @@ def check(cfg: Config, rewards=(), here: bool = True) -> Config:
         bad("out", "must name a folder")
     if cfg.d_model % cfg.n_head:
         bad("n_head", f"must divide --d-model={cfg.d_model}")
-    if cfg.batch % cfg.minibatch:
+    if cfg.algo != "reinforce" and cfg.batch % cfg.minibatch:
         bad("minibatch", f"must divide --batch={cfg.batch}")
     if cfg.max_new_tokens >= cfg.block_size:
         bad("max_new_tokens", f"must be < --block-size={cfg.block_size} (the prompt needs room)")
@@ -92,12 +96,10 @@ def check(cfg: Config, rewards=(), here: bool = True) -> Config:
         bad("group", f"must divide --batch={cfg.batch} (a batch is batch / group queries, G responses each)")
     if cfg.algo == "reinforce" and cfg.batch < 2:
         bad("batch", "must be at least 2 with --algo reinforce (its baseline is the others' mean return)")
-    if here and (cfg.device == "cuda" or cfg.bf16):
+    if here and cfg.device == "cuda":
         import torch                        # (imported here: --help stays fast)
-        if cfg.device == "cuda" and not torch.cuda.is_available():
+        if not torch.cuda.is_available():
             bad("device", "no CUDA GPU is available here; use --device cpu or auto")
-        if cfg.device == "cpu" or not torch.cuda.is_available():
-            bad("bf16", "needs a CUDA GPU (--device cuda): on a CPU bf16 matmuls are slower")
     return cfg
 
 
@@ -117,6 +119,9 @@ def parse_config(argv=None, rewards=()) -> Config:
         if f.type is float and not math.isfinite(values[f.name]):   # e.g. 1e400: say what was typed
             raise UsageError(f"{flag(f.name)}={text}: must be a finite number")
     cfg = Config(**values)
+    for name, algos in USED_BY.items():     # a flag given that this algorithm would ignore
+        if getattr(args, name) is not None and cfg.algo not in algos.split():
+            raise UsageError(f"{flag(name)}: --algo {cfg.algo} does not use it (only {algos}); leave it out")
     if cfg.resume and args.out is not None and args.out != cfg.resume:
         raise UsageError(f"--out={args.out} and --resume={cfg.resume}: a resumed run stays in its folder; "
                          f"give --resume alone")

@@ -3,8 +3,8 @@
 1. One error boundary per command (`boundary`): a refused input (UsageError) is one line and exit 2;
    a failed write, a run that cannot go on or memory that runs out, one line and exit 1; Ctrl-C 130.
    Anything else is a bug and keeps its traceback.
-2. Every file is written atomically (`atomic_write`): to a temporary file beside it, then renamed
-   over it, so old results are replaced only once the new ones are saved, never by a part.
+2. Every file is written atomically (`atomic_write`, `write_together`): to a temporary file beside
+   it, then renamed over it, so old results are replaced only once all the new ones are saved.
 3. Loading is all or nothing (`load`, `load_model`): weights-only files, strict load_state_dict,
    finite tensors. Saved settings are compared in one go (`differences`), not field by field.
 4. One writer per folder (`lock`), and a file given as input is never removed (`remove_outputs`).
@@ -40,10 +40,12 @@ def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def boundary(command, *args, after_stop=lambda: "nothing half-written was kept") -> int:
-    """Run command(*args) and turn how it ends into an exit code and at most one line."""
-    if hasattr(signal, "SIGXFSZ"):         # past a file-size limit a write fails (an OSError), not the process
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+def boundary(command, *args, stop=None, after_stop=lambda: "nothing half-written was kept") -> int:
+    """Run command(*args) and turn how it ends into an exit code and at most one line. Ctrl-C and
+    SIGTERM (what a scheduler or `docker stop` sends) go to `stop` (finish the step, then save) or,
+    without one, stop the command at once."""
+    handlers = {sig: signal.signal(sig, stop.request if stop else interrupt)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return command(*args) or 0
     except UsageError as e:
@@ -63,25 +65,55 @@ def boundary(command, *args, after_stop=lambda: "nothing half-written was kept")
     except KeyboardInterrupt:
         say(f"\nstopped; {after_stop()}")
         return 130
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class StopFlag:
+    """Set by the first Ctrl-C or SIGTERM: loops finish their current step, save and exit. A
+    second one quits at once, and so does the first when nothing would be saved (`immediate`:
+    pretraining, which is rerun in seconds, and the final evaluation)."""
+    requested = immediate = False
+
+    def request(self, signum=None, frame=None):
+        if self.requested or self.immediate:
+            raise KeyboardInterrupt
+        self.requested = True
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        say(f"\n{name}: finishing this step, then saving (Ctrl-C again quits without saving)")
 
 
 # ----------------------------------------------------------------------------- writing
 def atomic_write(path: str, write) -> None:
-    """write(tmp) then rename tmp over path: readers see the old file or the new one, never a part.
-    A failed write raises OSError naming `path`, and the temporary file is gone."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    """write(tmp) then rename tmp over path: readers see the old file or the new one, never a part."""
+    write_together({path: write})
+
+
+def write_together(writes: dict) -> None:
+    """{path: write(tmp)}: every file to a temporary beside it first, then each renamed over its
+    path, so a failed write leaves every old file as it was. It raises OSError naming the path,
+    and no temporary file is left."""
+    tmps = {path: f"{path}.tmp{os.getpid()}" for path in writes}
     try:
-        try:
-            write(tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
+        for path, write in writes.items():
+            try:
+                write(tmps[path])
+                with open(tmps[path], "rb") as f:
+                    os.fsync(f.fileno())
+            except (OSError, RuntimeError) as e:   # RuntimeError: torch.save's words for a failed write
+                raise OSError(getattr(e, "errno", None), getattr(e, "strerror", None) or
+                              f"could not write it ({str(e).splitlines()[0][:80]})", path) from None
+        for path, tmp in tmps.items():
             os.replace(tmp, path)
-        except (OSError, RuntimeError) as e:   # RuntimeError: torch.save's own words for a failed write
-            raise OSError(getattr(e, "errno", None), getattr(e, "strerror", None) or
-                          f"could not write it ({str(e).splitlines()[0][:80]})", path) from None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for tmp in tmps.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def save(obj: dict, path: str) -> None:
@@ -191,17 +223,11 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore rng_state(); each part is tried on a fresh generator first, so a malformed state
-    raises before any running generator changes."""
-    python = _tuples(state["python"])
+    """Restore rng_state()."""
     name, keys, pos, has_gauss, cached = state["numpy"]
-    numpy = (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
-    random.Random().setstate(python)
-    torch.Generator().set_state(state["torch"])
-    np.random.RandomState().set_state(numpy)
-    random.setstate(python)
+    random.setstate(_tuples(state["python"]))
     torch.set_rng_state(state["torch"])
-    np.random.set_state(numpy)
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

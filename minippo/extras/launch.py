@@ -2,14 +2,13 @@
 pretrains pi_ref (or loads it), calls minippo.ppo.train, evaluates against J* and reports.
 
 What it adds around the loop, and where: flags and their checks (cli.py); the error boundary,
-atomic writes and the folder lock (files.py); the run folder, resume and the metrics (runs.py);
-several processes under torchrun (dist.py); CUDA-graph sampling on a GPU (cuda_graphs.py); --bf16
-autocast; Ctrl-C and SIGTERM; the plots and the blind human evaluation at the end.
+Ctrl-C and SIGTERM, atomic writes and the folder lock (files.py); the run folder, resume and the
+metrics (runs.py); pi_ref and its cache (reference.py); several processes under torchrun
+(dist.py); the plots and the blind human evaluation at the end.
 """
 import math
 import numbers
 import os
-import signal
 import sys
 from dataclasses import replace
 
@@ -20,28 +19,23 @@ from minippo import ppo
 from minippo.evaluate import evaluate
 from minippo.extras import dist, files, reference, reward_model, runs
 from minippo.extras.cli import parse_config
-from minippo.extras.cuda_graphs import graph_sample
 from minippo.extras.files import Failure, UsageError
 from minippo.extras.human_eval import answer_stream, human_eval
 from minippo.extras.plot import NO_MATPLOTLIB, figure, plot_run
-from minippo.model import sample
 from minippo.rewards import REWARDS
-from minippo.rollout import response_logprobs
 
 
 def main(argv=None) -> int:
-    stop, out = runs.StopFlag(), []        # Ctrl-C or SIGTERM: finish the current step, save, exit
-    previous = {sig: signal.signal(sig, stop.request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop, started = files.StopFlag(), []    # Ctrl-C or SIGTERM: finish the current step, save, exit
 
     def kept():
-        if out and os.path.exists(os.path.join(out[0], "checkpoint.pt")):
-            return f"the last good checkpoint is kept in {out[0]}"
-        return f"no checkpoint had been saved yet in {out[0]}" if out else "nothing was written"
+        run = started[0] if started else None
+        if run and os.path.exists(run.path("checkpoint.pt")):
+            return f"the last good checkpoint is kept in {run.cfg.out}; continue with `{run.resume_hint}`"
+        return f"no checkpoint had been saved yet in {run.cfg.out}" if run else "nothing was written"
     try:
-        return files.boundary(command, argv, stop, out, after_stop=kept)
+        return files.boundary(command, argv, stop, started, stop=stop, after_stop=kept)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         dist.close()
 
 
@@ -64,26 +58,7 @@ def checked(reward_fn):
     return reward
 
 
-def sampler(cfg, device):
-    """The sampler the loop calls: model.sample, or on a GPU the same loop replayed as CUDA graphs.
-    With --bf16 REINFORCE and GRPO take log pi_old from their sampler: re-scored under the loop's autocast,
-    so that log pi_old and log pi_ref come from the same bf16 matmuls."""
-    if device.type != "cuda":
-        return sample
-    return rescored(graph_sample) if cfg.bf16 and cfg.algo != "ppo" else graph_sample
-
-
-def rescored(sample_fn):
-    """sample_fn's tokens, with log-probs recomputed by teacher forcing (0 after EOS, as sampled)."""
-    def sample_rescored(model, prompt_ids, max_new_tokens, temperature, eos_id):
-        tokens, _ = sample_fn(model, prompt_ids, max_new_tokens, temperature, eos_id)
-        with torch.no_grad():
-            logprobs = response_logprobs(model, prompt_ids, tokens, temperature)[0]
-        return tokens, logprobs * (tokens != model.cfg.vocab_size)
-    return sample_rescored
-
-
-def command(argv, stop, out) -> int:
+def command(argv, stop, started) -> int:
     """Every input is checked, on every process, before the first file is written."""
     cfg = parse_config(argv, rewards=tuple(REWARDS))
     gpu = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
@@ -102,7 +77,7 @@ def command(argv, stop, out) -> int:
         if cfg.reward_model:                                  # the learned r_phi, checked like any input
             proxy = reward_model.load(cfg.reward_model, run.identity, run.device, run.pretrain)
             reward_model.check_unchanged(cfg.reward_model, run)
-        out.append(cfg.out)
+        started.append(run)
         run.open()                                            # the folder: lock, --resume / --force
     except UsageError as e:
         refusal = e
@@ -125,8 +100,7 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
     # pi_ref: rank 0 pretrains (or reuses the cached reference.pt) while the others wait, then they
     # load its reference.pt (pretraining takes seconds, and every process must start from one pi_ref)
     policy, pretrain_seconds = reference.pretrained_policy(run) if rank == 0 else (None, 0.0)
-    if dist.any_process(rank == 0 and policy is None):   # (also makes the others wait)
-        return 130                          # interrupted during pretraining; its state is saved
+    dist.any_process(False)                 # the others wait for rank 0's reference.pt
     if rank > 0:
         policy, pretrain_seconds = reference.pretrained_policy(run, build=False)
     policy.to(run.device)
@@ -138,9 +112,7 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
     if proxy:                               # the loop optimises the learned r_phi; the gold r is logged
         run.gold = checked(REWARDS[cfg.reward])
     try:
-        with torch.autocast(run.device.type, torch.bfloat16, enabled=cfg.bf16):   # --bf16 (GPU)
-            ref, beta = ppo.train(share, policy, run.vocab, run.prompts, reward_fn, run,
-                                  sampler(cfg, run.device))
+        ref, beta = ppo.train(share, policy, run.vocab, run.prompts, reward_fn, run)
     finally:
         run.close_bar()                     # an error message then starts on a line of its own
     if run.stopped:
@@ -151,9 +123,8 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
 
     # ---------------------------------------------------------------- how close to J*?
     torch.manual_seed(cfg.seed + runs.EVAL_SEED)
-    eval_sample = graph_sample if run.device.type == "cuda" else sample   # (no re-scoring: fp32)
     results, ref_texts, pol_texts = evaluate(policy, ref, run.vocab, run.prompts, reward_fn, cfg,
-                                             run.device, beta, eval_sample)   # with the final beta
+                                             run.device, beta)   # with the final beta
     results.update(**runs.text_figures(ref_texts, run.grammar, "_reference"),
                    **runs.text_figures(pol_texts, run.grammar, "_policy"))
     if proxy:                               # the same samples, scored by the gold reward

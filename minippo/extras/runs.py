@@ -2,15 +2,13 @@
 (minippo/ppo.py) calls a Run four times: start(), average_gradients(), log() and save().
 
 Files in --out: config.json (the settings; a resumed run must repeat them), reference.pt (pi_ref,
-a cache reused while its settings match), pretrain_state.pt (pretraining cut short by Ctrl-C),
-checkpoint.pt (policy, AdamW, beta, iteration, every random state, and the log lines so far),
+also kept in the cache of minippo/extras/reference.py), checkpoint.pt (policy, AdamW, beta, iteration, every random state, and the log lines so far),
 metrics.jsonl (a JSON object per iteration), samples.txt, summary.json (the evaluation against J*).
 checkpoint.pt is the truth: a resume rewrites metrics.jsonl and samples.txt from it.
 """
 import json
 import os
 import shlex
-import signal
 import time
 from dataclasses import asdict
 
@@ -18,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from minippo.config import Config
-from minippo.data import Vocab, make_corpus, make_prompts
+from minippo.data import make_corpus, prepare
 from minippo.extras import dist, files
 from minippo.extras.cli import PRETRAIN_KEYS, RESUMABLE, changed_flags, flag, read_settings
 from minippo.extras.files import UsageError
@@ -32,29 +30,15 @@ RL_SEED, EVAL_SEED = 1, 2          # added to --seed
 RANK_SEED_STRIDE = 1000            # under torchrun, process `rank` adds rank x 1000 to the RL seed
 PER_TOKEN = ("entropy", "approx_kl", "approx_kl_k3", "clipfrac")   # means over response tokens
 LOGS = ("metrics.jsonl", "samples.txt")
-RUN_FILES = ("config.json", "pretrain_state.pt", "checkpoint.pt", *LOGS, "summary.json")
+RUN_FILES = ("config.json", "checkpoint.pt", *LOGS, "summary.json")
 FRESH = "delete it, or start afresh with --force"
-
-
-class StopFlag:
-    """Set by the first Ctrl-C (or SIGTERM, what a scheduler or `docker stop` sends): loops finish
-    their current step, save and exit. A second one quits at once, and so does the first when
-    nothing is left to save (`immediate`, e.g. during the final evaluation)."""
-    requested = immediate = False
-
-    def request(self, signum=None, frame=None):
-        if self.requested or self.immediate:
-            raise KeyboardInterrupt
-        self.requested = True
-        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
-        files.say(f"\n{name}: finishing this step, then saving (Ctrl-C again quits without saving)")
 
 
 class Run:
     """The data (checked before any file is written) and the folder of a run; rank > 0 never writes."""
 
-    def __init__(self, cfg: Config, rank: int = 0, world: int = 1, stop: StopFlag = None):
-        self.cfg, self.rank, self.world, self.stop = cfg, rank, world, stop or StopFlag()
+    def __init__(self, cfg: Config, rank: int = 0, world: int = 1, stop: files.StopFlag = None):
+        self.cfg, self.rank, self.world, self.stop = cfg, rank, world, stop or files.StopFlag()
         self.stopped, self.rl_seconds, self.rl_seconds_before, self.lock_fd = False, 0.0, 0.0, None
         self.pretrain_seconds = 0.0       # this run's pretraining (launch.py sets it; a resume adds the saved)
         self.average_gradients = dist.average_gradients   # torchrun: each gradient's mean over the processes
@@ -63,11 +47,8 @@ class Run:
                                    "cpu" if cfg.device == "auto" else cfg.device)
         lines = files.read_lines(cfg.data, "data") if cfg.data else make_corpus(cfg.corpus_lines, cfg.seed)
         self.grammar = not cfg.data           # fluency is only defined for the built-in grammar
-        n_val = max(1, len(lines) // 20)      # 5% of the lines are held out for validation
-        self.vocab = Vocab.from_text("\n".join(lines))
-        self.train_ids = torch.tensor(self.vocab.encode("\n" + "\n".join(lines[n_val:]) + "\n"))
-        self.val_ids = torch.tensor(self.vocab.encode("\n" + "\n".join(lines[:n_val]) + "\n"))
-        self.prompts = files.read_lines(cfg.prompts, "prompts") if cfg.prompts else make_prompts(lines)
+        prompts = files.read_lines(cfg.prompts, "prompts") if cfg.prompts else ()
+        self.vocab, self.train_ids, self.val_ids, self.prompts = prepare(lines, prompts)
         given = f"--prompts={cfg.prompts}: " if cfg.prompts else ""
         for x in self.prompts:
             try:
@@ -138,13 +119,14 @@ class Run:
         files.unlock(self.cfg.out, self.lock_fd)
         self.lock_fd = None
 
-    def cached_reference(self):
-        """reference.pt when it was pretrained with this run's settings (checked whole), else None."""
-        path = self.path("reference.pt")
+    def cached_reference(self, path: str = "", settings: bool = True):
+        """reference.pt (or `path`) when it was pretrained with this run's settings (`settings`:
+        compared; else known from the cache's name), checked whole; else None."""
+        path = path or self.path("reference.pt")
         if not os.path.exists(path):
             return None
         cached = files.load(path, "reference")
-        if files.differences(cached.get("pretrain"), self.pretrain):
+        if settings and files.differences(cached.get("pretrain"), self.pretrain):
             return None
         self.check_identity(cached, path)
         files.load_model(Policy(self.model_config), cached.get("model"), path)
@@ -163,18 +145,9 @@ class Run:
         self.check_identity(state, path)
         files.load_model(model, state.get("model"), path)
         try:
-            saved = state["optimizer"]
-            mine = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
-            theirs = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in saved["param_groups"]]
-            assert mine == theirs, "another optimizer"
-            optimizer.load_state_dict(saved)
-            for p in model.parameters():          # AdamW's moments: one finite tensor like each weight
-                s = optimizer.state.get(p, {})
-                assert all(s[k].shape == p.shape and bool(torch.isfinite(s[k]).all())
-                           for k in ("exp_avg", "exp_avg_sq") if k in s), "moments of another shape or not finite"
-            rng = state["rng"] if kind == "pretrain" else state["rng"][self.rank]
-            files.set_rng_state(rng)
-        except (AssertionError, KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            optimizer.load_state_dict(state["optimizer"])
+            files.set_rng_state(state["rng"][self.rank])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
             raise UsageError(f"{path}: its optimizer or random-generator state does not fit this run "
                              f"({type(e).__name__}: {str(e)[:60]}); {FRESH}") from None
         return state
@@ -254,7 +227,7 @@ class Run:
         True when the loop must stop (Ctrl-C, in this or another process)."""
         if not all(bool(torch.isfinite(p).all()) for p in policy.parameters()):
             raise files.Failure(f"the weights became non-finite at iteration {it} (a learning rate too high?)")
-        self.stopped = dist.any_process(self.stop.requested) and it < self.cfg.iters
+        self.stopped = dist.any_process(self.stop.requested)     # (at the last iteration too)
         if it % self.cfg.ckpt_every == 0 or it == self.cfg.iters or self.stopped:
             rngs = dist.gather([files.rng_state()])            # every process's random state
             if self.rank == 0:
