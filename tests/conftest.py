@@ -1,7 +1,9 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,22 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# the tests' own pi_ref cache (every command they start inherits it), never the user's
+os.environ.setdefault("MINIPPO_CACHE", tempfile.mkdtemp(prefix="minippo-test-cache-"))
+# the lesson's math: `python -m pytest tests -m lesson` runs these files alone, in seconds
+LESSON = {"test_rl", "test_model", "test_exact_gradient", "test_estimators", "test_data",
+          "test_loop", "test_evaluate", "test_pretrain", "test_lesson", "test_toy_bandit",
+          "test_toy_kl"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "lesson: the lesson's math, without the command around it")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.stem in LESSON:
+            item.add_marker(pytest.mark.lesson)
 
 from minippo.model import ModelConfig, Policy  # noqa: E402
 from minippo.rollout import response_logprobs  # noqa: E402

@@ -1,17 +1,17 @@
-"""The layout the reader relies on: the lesson in minippo/, the tools around it in minippo/extras/,
-arrows pointing one way, a reading path of at most 743 lines (683 for PPO and REINFORCE, at most 60 more for
-GRPO and where the KL goes), and one iteration on one screen."""
+"""The layout the reader relies on: the lesson in minippo/ runs alone, the tools around it live in
+minippo/extras/, arrows point one way, and one iteration is one screen. (The project's own budgets
+of lines and words are checked in .ci/, not here: a forker's change must not trip them.)"""
 import ast
 import inspect
 import re
 import subprocess
+import sys
 
 from conftest import ROOT
 from minippo import ppo
 
 CORE = sorted(p.stem for p in (ROOT / "minippo").glob("*.py") if p.stem != "__init__")
-PLUMBING = re.compile(r"\b(dist|rank|world|bf16|autocast|isfinite|signal|rng|checkpoint|malloc|"
-                      r"release_memory|save|resume|cuda)\b")
+PLUMBING = re.compile(r"\b(dist|rank|world|autocast|isfinite|signal|rng|checkpoint|save|resume|cuda)\b")
 
 
 def imports(path):
@@ -49,17 +49,17 @@ def test_the_import_check_has_teeth(tmp_path):
     assert {"minippo.extras", "minippo.extras.dist", "train", "train.main"} <= imports(bad)
 
 
-def test_the_reading_path_is_the_lesson_and_at_most_743_lines():
-    readme = (ROOT / "README.md").read_text()
-    command = re.search(r"`(wc -l [^`]*)`", readme).group(1)       # the README's own count of the reading path
-    files = command.split()[2:]
-    assert sorted(f.removeprefix("minippo/").removesuffix(".py") for f in files
-                  if f.startswith("minippo/")) == sorted(set(CORE) - {"config"})
-    out = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, check=True)
-    total = int(out.stdout.strip().splitlines()[-1].split()[0])
-    assert total <= 743, out.stdout
-    order = [readme.index(f"\n{f} ") for f in files]     # the reading order lists them, in order
-    assert order == sorted(order)
+def test_python_m_minippo_runs_the_lesson_alone_and_prints_the_gap():
+    """The lesson end to end (tiny settings), importing nothing of minippo/extras/."""
+    code = ("import sys; from minippo.__main__ import main; from minippo.config import Config; "
+            "s = main(Config(corpus_lines=1000, pretrain_steps=30, iters=2, batch=8, minibatch=4, "
+            "eval_samples=4)); print(sorted(m for m in sys.modules if m.startswith('minippo')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    modules = eval(out.stdout.strip().splitlines()[-1])
+    assert "minippo.ppo" in modules and not [m for m in modules if m.startswith("minippo.extras")]
+    assert "optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = " in out.stdout
+    assert "iteration   2  reward" in out.stdout
 
 
 def test_one_iteration_is_one_screen_of_lesson():

@@ -1,0 +1,70 @@
+"""The project's own budgets, checked in CI only (a forker's change to tests/ never trips them):
+sizes counted on a copy formatted by `ruff format --line-length 100`, so that packing lines does
+not shrink a count; the README a learner's first page; every mutant of tests/mutants.py anchored."""
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+BUDGETS = {"lesson": 950, "toy": 400, "extras": 2300, "tests": 4000}
+PER_FILE = {"extras": 400}
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def formatted(tmp_path_factory):
+    """A formatted copy of the tracked and untracked (not ignored) files."""
+    ruff = shutil.which("ruff") or pytest.fail("CI installs ruff (.ci/run)")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    copy = tmp_path_factory.mktemp("formatted")
+    for name in listed:
+        if (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, copy / name)
+    subprocess.run([ruff, "format", "--line-length", "100", "-q", "."], cwd=copy, check=True)
+    return copy
+
+
+def lines(files) -> int:
+    return sum(len(f.read_text(encoding="utf-8").splitlines()) for f in files)
+
+
+def test_sizes_formatted_are_within_the_budgets(formatted):
+    parts = {"lesson": sorted(formatted.glob("minippo/*.py")), "toy": [formatted / "toy_bandit.py"],
+             "extras": sorted(formatted.glob("minippo/extras/*.py")),
+             "tests": sorted(formatted.glob("tests/*.py"))}
+    sizes = {k: lines(v) for k, v in parts.items()}
+    assert all(sizes[k] <= BUDGETS[k] for k in BUDGETS), sizes
+    for part, most in PER_FILE.items():
+        assert all(lines([f]) <= most for f in parts[part]), {f.name: lines([f]) for f in parts[part]}
+
+
+def test_no_formatting_is_switched_off():
+    for path in [*ROOT.glob("minippo/**/*.py"), *ROOT.glob("tests/*.py"), ROOT / "toy_bandit.py"]:
+        assert "fmt: off" not in path.read_text(encoding="utf-8"), path
+
+
+def test_the_readme_counts_the_lesson_as_the_budget_does(formatted):
+    """The README's count of the lesson is every file of minippo/*.py, formatted."""
+    count = int(re.search(r"the lesson is ([\d,]+) lines", README).group(1).replace(",", ""))
+    assert count == lines(sorted(formatted.glob("minippo/*.py")))
+
+
+def test_the_readme_is_a_first_page():
+    words = len(README.split())                     # as wc -w counts them
+    assert words <= 2200, words
+    assert "../shared" not in README and "shared/" not in README
+    order = ["## Install and run", "## What you see", "## Read the code", "## What it shows",
+             "## Add a reward"]
+    assert [README.index(h) for h in order] == sorted(README.index(h) for h in order)
+
+
+def test_every_mutant_finds_its_line():
+    out = subprocess.run([sys.executable, "tests/mutants.py", "--check"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
