@@ -66,9 +66,9 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, aver
                 advantages = A[:, None] * mask                                    # (B, L)
 
     # ---- 5. update pi_theta on this batch
-    batch = {"prompt_ids": prompt_ids, "tokens": tokens, "mask": mask, "returns": returns,
-             "old_logprobs": old_logprobs, "old_values": old_values, "advantages": advantages,
-             "ref_logprobs": ref_logprobs}
+    batch = {"prompt_ids": prompt_ids, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
+             "old_logprobs": old_logprobs, "old_values": old_values, "ref_logprobs": ref_logprobs,
+             "advantages": advantages, "returns": returns}
     steps = update(policy, optimizer, batch, cfg, beta, average_gradients)
     ev = rl.explained_variance(old_values, returns, mask) if cfg.algo == "ppo" else None  # V's fit
     return {"texts": list(zip(xs, ys, finished)), "scores": scores.tolist(), "steps": steps,

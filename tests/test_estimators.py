@@ -27,7 +27,7 @@ def test_leave_one_out_baseline_is_unbiased_at_two_samples():
         kl = logprobs - response_logprobs(ref, x, ys, T)[0]                # per token, as the loop has it
         p = logprobs.sum(1).exp()                                          # pi(y), exact
     mask = torch.ones(2, 3)
-    expected_loss = sum(p[i] * p[j] * reinforce_loss(logprobs[[i, j]], r[[i, j]], kl[[i, j]], mask, BETA)
+    expected_loss = sum(p[i] * p[j] * reinforce_loss(logprobs[[i, j]], (r - BETA * kl.sum(1))[[i, j]], mask)
                         for i in range(27) for j in range(27))             # E over pairs of the B = 2 loss
     grad = torch.autograd.grad(expected_loss, trunk(policy))
     grad = torch.cat([g.flatten() for g in grad])

@@ -50,9 +50,9 @@ def exact_gradient(policy, ref, r):
     return torch.cat([g.flatten() for g in torch.autograd.grad(J, trunk(policy))])
 
 
-def rollout(policy, ref, r, n, beta, lam):
-    """n responses of 3 tokens to the one query, scored, with log pi_old, V, log pi_ref, GAE:
-    the batch dict that minippo.ppo.update takes."""
+def rollout(policy, ref, r, n, beta, lam, algo="ppo"):
+    """n responses of 3 tokens to the one query, scored, with log pi_old, V, log pi_ref, GAE (PPO) or
+    R = r - beta KL (REINFORCE): the batch dict that minippo.ppo.update takes."""
     x = torch.zeros(n, 1, dtype=torch.long)
     tokens, _ = sample(policy, x, 3, T, eos_id=-1)                       # (n, 3), never stops early
     mask = torch.ones(n, 3)
@@ -62,6 +62,8 @@ def rollout(policy, ref, r, n, beta, lam):
         ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
         rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)
         advantages, returns = gae(rewards, old_values, mask, 1.0, lam)
+    if algo == "reinforce":
+        advantages, returns = None, rewards.sum(1)
     return {"prompt_ids": x, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
             "old_logprobs": old_logprobs, "old_values": old_values, "advantages": advantages,
             "returns": returns}
@@ -73,7 +75,7 @@ def sampled_gradients(policy, ref, r, algo, beta_in_loss=BETA):
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)             # read the gradient only
     grads = []
     for m in range(M):
-        update(policy, optimizer, rollout(policy, ref, r, B, beta_in_loss, 1.0), cfg, beta_in_loss)
+        update(policy, optimizer, rollout(policy, ref, r, B, beta_in_loss, 1.0, algo), cfg, beta_in_loss)
         grads.append(torch.cat([-p.grad.flatten() for p in trunk(policy)]))  # loss = -J
     return torch.stack(grads)
 

@@ -167,10 +167,24 @@ def test_grpo_draws_each_query_g_times_and_scores_each_response_against_its_grou
     assert all(len(set(xs[i:i + 4])) == 1 for i in range(0, B, 4))
     A = (R - R.mean(1, keepdim=True)) / (R.std(1, keepdim=True) + 1e-4)
     assert torch.allclose(seen["advantages"], A.flatten()[:, None] * seen["mask"], atol=1e-6)
-    _, seen, _ = one_iteration(models, config("grpo", group=4, kl_penalty="reward", dr_grpo=True), 0.5, monkeypatch)
+    _, seen, _ = one_iteration(models, config("grpo", group=4, kl_penalty="reward", variant="dr"), 0.5, monkeypatch)
     R = (seen["scores"] - 0.5 * torch.stack([k.sum() for k in naive_kl(models, seen)])).view(3, 4)
     assert torch.allclose(seen["advantages"], (R - R.mean(1, keepdim=True)).flatten()[:, None] * seen["mask"],
                           atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["std", "no_std", "dr"])
+def test_grpo_s_variants_scale_the_advantage_and_reduce_the_tokens_as_they_say(models, monkeypatch, variant):
+    """At ratio 1 the policy loss is -A per token: GRPO and no_std average a response's tokens, Dr. GRPO
+    sums them (so -mean_i A_i len_i); std divides A by the group's std, no_std and dr do not."""
+    out, seen, _ = one_iteration(models, config("grpo", group=4, variant=variant), 0.5, monkeypatch)
+    R, lengths = seen["scores"].view(3, 4), seen["mask"].sum(1)
+    A = R - R.mean(1, keepdim=True)
+    A = (A / (R.std(1, keepdim=True) + 1e-4) if variant == "std" else A).flatten()
+    assert torch.allclose(seen["advantages"], A[:, None] * seen["mask"], atol=1e-6)
+    expected = -(A * lengths).mean() if variant == "dr" else -A.mean()
+    assert out["steps"][0]["pg_loss"] == pytest.approx(expected.item(), abs=1e-5)
+    assert (lengths != lengths[0]).any() and A.abs().max() > 0.1     # the two reductions differ here
 
 
 def test_grpo_takes_epochs_times_minibatches_steps_and_its_ratio_moves_off_1():
@@ -311,7 +325,7 @@ def test_train_keeps_a_frozen_copy_of_the_pretrained_policy_as_pi_ref_and_draws_
     assert sorted(set(xs)) == sorted(PROMPTS)        # 4 x 12 draws (the finished ones scored) miss none
 
 
-def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding():
+def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding(monkeypatch):
     """r(x, y) receives x as typed (no EOS before it, no PAD) and y the sampled tokens before EOS, for
     responses ending early or at the last allowed token; one cut at the limit is logged whole, not scored."""
     rows = [[1, 2, 0, 3], [0, 3, 3, 3], [1, 1, 2, 0], [1, 2, 2, 1]]     # "ab", "", "aab" ended; "abba" cut
@@ -325,8 +339,9 @@ def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding(
     cfg = config("ppo", batch=4, minibatch=4, max_new_tokens=4)
     torch.manual_seed(0)
     policy, ref = tiny_policy(0), tiny_policy(0).requires_grad_(False)
+    monkeypatch.setattr(ppo, "sample", stub)
     out = ppo.iteration(policy, ref, torch.optim.SGD(policy.parameters(), lr=0.0), VOCAB, PROMPTS,
-                        lambda x, y: calls.append((x, y)) or float(len(y)), cfg, 0.1, sample=stub)
+                        lambda x, y: calls.append((x, y)) or float(len(y)), cfg, 0.1)
     assert set(prompts_seen) <= set(PROMPTS) and len(set(prompts_seen)) > 1
     assert out["texts"] == list(zip(prompts_seen, ys, done))
     assert calls == [(x, y) for x, y, d in out["texts"] if d]

@@ -4,7 +4,7 @@ import torch
 
 from minippo.extras.files import seed_everything
 from minippo.config import Config
-from minippo.data import Vocab, make_corpus
+from minippo.data import Vocab, make_corpus, prepare
 from minippo.model import ModelConfig, Policy
 from minippo.extras.grammar import grammatical_fraction
 from minippo.extras.reference import sample_lines, val_loss
@@ -14,15 +14,11 @@ from minippo.pretrain import learning_rate, pretrain
 def test_pretraining_lowers_val_loss_and_raises_grammaticality():
     cfg = Config(pretrain_steps=250, pretrain_lr=1e-2, corpus_lines=4000)
     seed_everything(0)
-    lines = make_corpus(cfg.corpus_lines, seed=0)
-    vocab = Vocab.from_text("\n".join(lines))
-    train_ids = torch.tensor(vocab.encode("\n" + "\n".join(lines[200:]) + "\n"))
-    val_ids = torch.tensor(vocab.encode("\n" + "\n".join(lines[:200]) + "\n"))
+    vocab, train_ids, val_ids, _ = prepare(make_corpus(cfg.corpus_lines, seed=0))     # 200 held out
     model = Policy(ModelConfig(vocab.size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model))
     before_loss = val_loss(model, val_ids, vocab.eos_id, cfg.block_size)
     before_gram = grammatical_fraction(sample_lines(model, vocab, 128))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.99))
-    pretrain(model, opt, train_ids, vocab.eos_id, cfg, range(cfg.pretrain_steps))
+    pretrain(model, train_ids, vocab.eos_id, cfg)
     after_loss = val_loss(model, val_ids, vocab.eos_id, cfg.block_size)
     after_gram = grammatical_fraction(sample_lines(model, vocab, 128))
     assert before_loss > 3.0 and after_loss < 0.8, (before_loss, after_loss)
@@ -37,7 +33,7 @@ def test_learning_rate_schedule():
 
 def test_a_nan_never_reaches_the_pretrained_weights(monkeypatch):
     import minippo.pretrain as P
-    cfg = Config(corpus_lines=400)
+    cfg = Config(corpus_lines=400, pretrain_steps=2)
     lines = make_corpus(cfg.corpus_lines, seed=0)
     vocab = Vocab.from_text("\n".join(lines))
     ids = torch.tensor(vocab.encode("\n" + "\n".join(lines) + "\n"))
@@ -46,5 +42,5 @@ def test_a_nan_never_reaches_the_pretrained_weights(monkeypatch):
     monkeypatch.setattr(P, "lm_loss", lambda m, x, y: loss(m, x, y) * float("nan"))
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(FloatingPointError, match="non-finite"):
-        P.pretrain(model, torch.optim.AdamW(model.parameters(), lr=1e-2), ids, vocab.eos_id, cfg, range(2))
+        P.pretrain(model, ids, vocab.eos_id, cfg)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

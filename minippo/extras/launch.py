@@ -115,11 +115,13 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
         ref, beta = ppo.train(share, policy, run.vocab, run.prompts, reward_fn, run)
     finally:
         run.close_bar()                     # an error message then starts on a line of its own
-    if run.stopped:
-        return 130
     if rank > 0:                            # several processes: rank 0 alone evaluates and reports
-        return 0
+        return 130 if run.stopped else 0
     run.stop.immediate = True               # nothing left to save: Ctrl-C from here on quits at once
+    if run.stop.requested:                  # (a stop that came after the last checkpoint too)
+        if not run.stopped:
+            files.say(f"interrupted: the run is saved in {cfg.out}; continue with `{run.resume_hint}`")
+        return 130
 
     # ---------------------------------------------------------------- how close to J*?
     torch.manual_seed(cfg.seed + runs.EVAL_SEED)
