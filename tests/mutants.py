@@ -10,7 +10,7 @@ M mutants (the lesson) run against the fast tests, or --tests; R mutants (the re
 over-optimisation command, extras) always against tests/test_reward_model.py, C mutants (the command
 around the loop) against the test of the promise they break: the id's first letter decides (TESTS).
 
-The mutants are the text SPEC below, patch-like, one block each and a blank line between blocks:
+The mutants are the text SPEC below, patch-like, one block each, starting at its header line:
 a header "ID FILE | what the bug is", the text as it is ("- " lines), the mutant's text ("+ "
 lines); several lines of either join with newlines, and each text is stripped (indentation need
 not be copied). The text as it is must appear exactly once in its file. To add a mutant, append a
@@ -46,423 +46,318 @@ SPEC = r"""
 M1 minippo/ppo.py | log pi_ref computed with the policy: the KL is always 0
 - ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, T)
 + ref_logprobs, _, _ = response_logprobs(policy, prompt_ids, tokens, T)
-
 M2 minippo/ppo.py | the response mask drops the EOS token
 - mask = (tokens != vocab.pad_id).float()
 + mask = ((tokens != vocab.pad_id) & (tokens != vocab.eos_id)).float()
-
 M3 minippo/ppo.py | the KL logged (and fed to the adaptive beta) per token instead of per response
 - "kl": kl.sum(1).mean().item(),
 + "kl": kl.sum(1).mean().item() / mask.sum(1).mean().item(),
-
 M4 minippo/ppo.py | the adaptive beta reads a per-token KL
 - beta = rl.update_beta(beta, m["kl"], cfg.target_kl, m["responses"], cfg.kl_horizon)
 + beta = rl.update_beta(beta, m["kl"] / 40, cfg.target_kl, m["responses"], cfg.kl_horizon)
-
 M5 minippo/ppo.py | the learning rate grows instead of annealing
 - optimizer.param_groups[0]["lr"] = cfg.lr * (1 - it / cfg.iters)
 + optimizer.param_groups[0]["lr"] = cfg.lr * (it / cfg.iters)
-
 M6 minippo/ppo.py | the entropy bonus with the wrong sign
 - loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy
 + loss = pg_loss + cfg.vf_coef * vf_loss + cfg.ent_coef * mb_entropy
-
 M7 minippo/ppo.py | no gradient clipping
 - grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
 + grad_norm = torch.nn.utils.get_total_norm([p.grad for p in policy.parameters() if p.grad is not None])
-
 M8 minippo/ppo.py | advantages whitened when they should not be, and not when they should
 - if cfg.whiten:
 + if not cfg.whiten:
-
 M9 minippo/ppo.py | PPO weighs the ratio by the returns instead of the advantages
 - mb_logprobs, mb["old_logprobs"], mb["advantages"], mb_values,
 + mb_logprobs, mb["old_logprobs"], mb["returns"], mb_values,
-
 M10 minippo/rl.py | the REINFORCE baseline includes the sample itself: the gradient shrinks by (B-1)/B
 - b = (R.sum() - R) / (len(R) - 1)                          # leave-one-out baseline
 + b = R.mean()                          # leave-one-out baseline
-
 M11 minippo/rl.py | the value-loss clip takes the min, not the max
 - vf_loss = 0.5 * seq_mean(torch.maximum((values - returns) ** 2, (values_clipped - returns) ** 2), mask)
 + vf_loss = 0.5 * seq_mean(torch.minimum((values - returns) ** 2, (values_clipped - returns) ** 2), mask)
-
 M12 minippo/rl.py | GAE leaves V non-zero on padding
 - values = values * mask
 + values = values
-
 M13 minippo/rl.py | the KL penalty with the wrong sign
 - rewards = -beta * kl
 + rewards = beta * kl
-
 M14 minippo/rl.py | PPO's loss a mean over tokens instead of a sum over tokens, mean over responses
 - pg_loss = seq_mean(pg_losses, mask)
 + pg_loss = masked_mean(pg_losses, mask)
-
 M15 minippo/rl.py | an asymmetric clip
 - -advantages * ratio.clamp(1 - clip, 1 + clip))
 + -advantages * ratio.clamp(1 - clip, 1 + 2 * clip))
-
 M16 minippo/rl.py | the optimistic instead of the pessimistic surrogate
 - pg_losses = torch.maximum(-advantages * ratio,            # pessimistic of the two surrogates
 + pg_losses = torch.minimum(-advantages * ratio,            # pessimistic of the two surrogates
-
 M17 minippo/rl.py | GAE ignores lambda
 - next_adv = delta + gamma * lam * next_adv
 + next_adv = delta + gamma * next_adv
-
 M18 minippo/rl.py | the adaptive beta's step is not bounded
 - error = min(max(kl / target - 1, -0.2), 0.2)
 + error = min(max(kl / target - 1, -2.0), 2.0)
-
 M19 minippo/rl.py | r(x, y) paid at the first token instead of the last
 - last = mask.sum(1).long() - 1                             # index of EOS (or of the last token)
 + last = mask.sum(1).long() * 0                             # index of EOS (or of the last token)
-
 M20 minippo/evaluate.py | the optimality gap with its sign reversed
 - "optimality_gap": (j_star - j_pol) / (j_star - j_ref) if j_star > j_ref else float("nan"),
 + "optimality_gap": (j_pol - j_star) / (j_star - j_ref) if j_star > j_ref else float("nan"),
-
 M21 minippo/evaluate.py | J(pi_ref) estimated from the policy's samples
 - j_ref = r_ref.mean().item()
 + j_ref = r_pol.mean().item()
-
 M22 minippo/evaluate.py | the evaluation drops the policy's KL
 - j_pol = (r_pol - beta * kl_pol).mean().item()
 + j_pol = r_pol.mean().item()
-
 M23 minippo/evaluate.py | the standard error of J* without its 1/sqrt(n)
 - se = beta * (w.std() / (w.mean() * math.sqrt(len(w)))).item()
 + se = beta * (w.std() / w.mean()).item()
-
 M24 minippo/evaluate.py | J* replaced by the mean reward
 - value = r.max().item() + beta * math.log(w.mean().item())
 + value = r.mean().item()
-
 M25 minippo/evaluate.py | the evaluation's KL against the policy itself
 - - response_logprobs(ref, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]
 + - response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]
-
 M26 minippo/evaluate.py | the standard error of J(theta) divided by n instead of sqrt(n)
 - "objective_policy_se": (r_pol - beta * kl_pol).std().item() / math.sqrt(len(xs)),
 + "objective_policy_se": (r_pol - beta * kl_pol).std().item() / len(xs),
-
 M27 minippo/evaluate.py | J* the best prompt's instead of the mean over prompts
 - j_star, r_star, kl_star = (sum(v) / len(prompts) for v in (j_star, r_star, kl_star))
 + j_star, r_star, kl_star = (max(v) for v in (j_star, r_star, kl_star))
-
 M28 minippo/rollout.py | a response without EOS is scored by the reward instead of the penalty
 - return torch.tensor([float(reward_fn(x, y)) if done else NO_EOS_PENALTY
 + return torch.tensor([float(reward_fn(x, y)) if True else NO_EOS_PENALTY
-
 M29 minippo/rollout.py | prompts right-padded: responses no longer start right after their prompt
 - return torch.tensor([[vocab.pad_id] * (P - len(r)) + r for r in rows], device=device)
 + return torch.tensor([r + [vocab.pad_id] * (P - len(r)) for r in rows], device=device)
-
 M30 minippo/model.py | attention sees one token of the future
 - mask = ((k_col <= q_col) & real[:, None, None, :]) | (k_col == q_col)  # (B, 1, T, S)
 + mask = ((k_col <= q_col + 1) & real[:, None, None, :]) | (k_col == q_col)  # (B, 1, T, S)
-
 M31 minippo/model.py | sampling ignores the temperature
 - logp = torch.log_softmax(logits / temperature, dim=-1)              # log pi at temperature T
 + logp = torch.log_softmax(logits, dim=-1)              # log pi at temperature T
-
 M32 minippo/rl.py | explained variance inverted
 - return float(1 - var_err / var) if var > 0 else float("nan")
 + return float(1 - var / var_err) if var > 0 else float("nan")
-
 M33 minippo/ppo.py | train() uses the policy itself as pi_ref: the KL is 0 throughout
 - ref = copy.deepcopy(policy).requires_grad_(False).eval()    # pi_ref: the pretrained model, frozen
 + ref = policy    # pi_ref: the pretrained model, frozen
-
 M34 minippo/ppo.py | train() returns the tuned policy instead of the frozen pi_ref
 - return ref, beta
 + return policy, beta
-
 M35 minippo/rollout.py | y keeps its EOS character
 - texts.append(text.rstrip("\n"))
 + texts.append(text)
-
 M36 minippo/ppo.py | the reward gets x decoded from the prompt ids, with the leading EOS
 - scores = score(reward_fn, xs, ys, finished, device)                  # (B,)
 + scores = score(reward_fn, [vocab.decode(p) for p in prompt_ids.tolist()], ys, finished, device)  # (B,)
-
 M37 minippo/rollout.py | the last character dropped as if EOS were always there: a response cut at the limit loses one
 - texts.append(text.rstrip("\n"))
 + texts.append(text[:-1])
-
 M38 minippo/data.py | decoding turns PAD into a character: y carries padding
 - return "".join(self.chars[i] for i in ids if i < len(self.chars))
 + return "".join((self.chars + " ")[i] for i in ids)
-
 M39 minippo/ppo.py | prompt sampling never draws the last prompt
 - picks = torch.randint(len(prompts), (cfg.batch // G,)).tolist()
 + picks = torch.randint(len(prompts) - 1, (cfg.batch // G,)).tolist()
-
 M40 minippo/model.py | the sampler draws from softmax(logits), ignoring T (its log-probs still use T)
 - nxt = torch.multinomial(logp.exp(), 1).squeeze(1)                   # (B,)
 + nxt = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)                   # (B,)
-
 M41 minippo/model.py | the sampler divides the logits by T twice
 - nxt = torch.multinomial(logp.exp(), 1).squeeze(1)                   # (B,)
 + nxt = torch.multinomial(torch.softmax(logits / temperature / temperature, -1), 1).squeeze(1)  # (B,)
-
 M42 minippo/model.py | the value head reads a detached hidden state: the value loss no longer trains the trunk
 - return self.lm_head(x), self.value_head(x).squeeze(-1)
 + return self.lm_head(x), self.value_head(x.detach()).squeeze(-1)
-
 M43 minippo/ppo.py | the value loss detached from the update
 - loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy
 + loss = pg_loss + cfg.vf_coef * vf_loss.detach() - cfg.ent_coef * mb_entropy
-
 M44 minippo/evaluate.py | the evaluation's KL sums padding positions too
 - kls.append((log_ratio * mask).sum(1))                  # log pi(y|x) - log pi_ref(y|x)
 + kls.append(log_ratio.sum(1))                  # log pi(y|x) - log pi_ref(y|x)
-
 M45 minippo/evaluate.py | the evaluation's KL a per-token mean instead of a per-response sum
 - kls.append((log_ratio * mask).sum(1))                  # log pi(y|x) - log pi_ref(y|x)
 + kls.append((log_ratio * mask).sum(1) / mask.sum(1))                  # log pi(y|x) - log pi_ref(y|x)
-
 M46 minippo/evaluate.py | the evaluation's log pi at T = 1 instead of the sampling temperature
 - log_ratio = torch.cat([response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]
 + log_ratio = torch.cat([response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], 1.0)[0]
-
 M47 minippo/rl.py | approx_kl with its sign flipped (log pi - log pi_old)
 - "approx_kl": masked_mean(-log_ratio, mask),                      # k1
 + "approx_kl": masked_mean(log_ratio, mask),                      # k1
-
 M48 toy_bandit.py | Polyak averaging takes one iterate too many
 - if t > half:
 + if t >= half:
-
 M49 toy_bandit.py | Polyak averaging mixes in the previous iterate instead of the current one
 - mean_theta += theta / (steps - half)  # Polyak: mean of theta over the second half
 + mean_theta += history[t - 1][1] / (steps - half)  # Polyak: mean of theta over the second half
-
 M50 minippo/rl.py | GRPO's baseline the batch's mean, not the group's
 - A = R - R.mean(1, keepdim=True)
 + A = R - R.mean()
-
 M51 minippo/rl.py | GRPO divides by the batch's std, not the group's
 - return (A / (R.std(1, keepdim=True) + eps) if std else A).flatten()
 + return (A / (R.std() + eps) if std else A).flatten()
-
 M52 minippo/rl.py | k3 with its ratio inverted: pi / pi_ref - 1 - log(pi / pi_ref)
 - return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(-d) + d}[estimator]
 + return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}[estimator]
-
 M53 minippo/rl.py | k2 without its 1/2: twice the KL's gradient
 - return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(-d) + d}[estimator]
 + return {"k1": d, "k2": d ** 2, "k3": torch.expm1(-d) + d}[estimator]
-
 M54 minippo/ppo.py | GRPO without its per-response length normalisation
 - reduce = rl.response_mean if per_response else rl.seq_mean  # the others sum them
 + reduce = rl.seq_mean  # the others sum them
-
 M55 minippo/ppo.py | the KL paid twice: in the reward and as a loss term
 - in_reward = beta if kl_penalty(cfg) == "reward" else 0.0   # beta of the KL in the reward, or 0
 + in_reward = beta   # beta of the KL in the reward, or 0
-
 M56 minippo/ppo.py | GRPO's default KL in the reward instead of k3 as a loss
 - return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k3" if cfg.algo == "grpo" else "reward"
 + return cfg.kl_penalty if cfg.kl_penalty != "auto" else "reward"
-
 M57 minippo/ppo.py | the KL loss term with the wrong sign
 - loss = loss + beta * reduce(k, mb["mask"])
 + loss = loss - beta * reduce(k, mb["mask"])
-
 M58 minippo/ppo.py | Dr. GRPO keeps the per-response length normalisation
 - per_response = cfg.algo == "grpo" and cfg.variant != "dr"   # GRPO averages a response's tokens
 + per_response = cfg.algo == "grpo"   # GRPO averages a response's tokens
-
 M59 minippo/evaluate.py | E_pi*[r] taken as pi_ref's mean reward
 - r_star.append((w @ r).item())                                  # E_pi*[r]
 + r_star.append(r.mean().item())                                  # E_pi*[r]
-
 M60 minippo/evaluate.py | KL(pi_theta || pi*) not divided by beta
 - "kl_to_optimum": (j_star - j_pol) / beta if beta else math.nan,  # J* - J(theta) = beta KL(pi_theta || pi*)
 + "kl_to_optimum": (j_star - j_pol) if beta else math.nan,  # J* - J(theta) = beta KL(pi_theta || pi*)
-
 M81 minippo/evaluate.py | KL(pi* || pi_ref) without the n of pi_ref's weights 1/n
 - kl_star.append(torch.xlogy(w, w * n).sum().item())             # KL(pi* || pi_ref) = E_pi*[log(n w)]
 + kl_star.append(torch.xlogy(w, w).sum().item())             # KL(pi* || pi_ref) = E_pi*[log(n w)]
-
 M83 minippo/ppo.py | GRPO without its trust region: the ratio against the current policy, always 1
 - mb_logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"], cfg.clip)
 + mb_logprobs, mb_logprobs.detach(), mb["advantages"], mb["mask"], cfg.clip)
-
 M84 minippo/ppo.py | GRPO takes REINFORCE's one step instead of PPO's epochs and minibatches
 - epochs, mb_size = (1, B) if cfg.algo == "reinforce" else (cfg.epochs, cfg.minibatch)
 + epochs, mb_size = (cfg.epochs, cfg.minibatch) if cfg.algo == "ppo" else (1, B)
-
 M82 minippo/evaluate.py | pi*'s weights from r / beta: NaN once r / beta is -inf for every sample (a tiny beta)
 - w = torch.softmax((r - r.max()) / beta, 0) if beta else (r == r.max()).double() / (r == r.max()).sum()
 + w = torch.softmax(r / beta, 0) if beta else (r == r.max()).double() / (r == r.max()).sum()
-
 M61 toy_kl.py | k2's per-sample weight is k2 itself, not its derivative d
 - return d                         # k2 = d^2 / 2                            k2' = d
 + return d ** 2 / 2                # k2 = d^2 / 2                            k2' = d
-
 M62 toy_kl.py | k3's per-sample weight with the ratio inverted (1 - w for 1 - rho)
 - return 1 - np.exp(-d)            # k3 = rho - 1 - log rho (GRPO)           k3' = 1 - rho
 + return 1 - np.exp(d)             # k3 = rho - 1 - log rho (GRPO)           k3' = 1 - rho
-
 M63 toy_kl.py | inverted k3's weight is the loss value, not its derivative w - 1
 - return np.exp(d) - 1                 # inverted: w - 1 - log w, w = 1 / rho    k'  = w - 1
 + return np.exp(d) - 1 - d             # inverted: w - 1 - log w, w = 1 / rho    k'  = w - 1
-
 M64 toy_kl.py | k1 as a loss credited with k1-in-the-reward's penalty gradient (the bug it hides)
 - penalty = np.zeros_like(pi)                                   # sum_a pi(a) (e_a - pi) = 0
 + penalty = pi * (d - pi @ d)                                   # sum_a pi(a) (e_a - pi) = 0
-
 M65 toy_kl.py | k3 as a loss given the reverse-KL gradient ('k3 is unbiased, so same as k1 in the reward')
 - penalty = pi - np.exp(log_ref)                                # pi - pi_ref
 + penalty = pi * (d - pi @ d)                                   # pi - pi_ref
-
 M66 toy_kl.py | inverted k3's closed form with rho for w
 - penalty = pi * (np.exp(d) - pi @ np.exp(d))                   # pi * (w - E_pi w)
 + penalty = pi * (np.exp(-d) - pi @ np.exp(-d))                 # pi * (w - E_pi w)
-
 M67 toy_kl.py | the std divides the KL loss term too (beta_eff = beta)
 - return pi * (r - pi @ r) / sigma - beta * penalty       # grad J / sigma - beta E[grad k]
 + return (pi * (r - pi @ r) - beta * penalty) / sigma     # grad J / sigma - beta E[grad k]
-
 M68 toy_kl.py | per-sample: the std divides the KL loss term too
 - coef = (r - pi @ r) / sigma - beta * kl_weight(placement, d)  # A(a) - beta k'(d(a))
 + coef = (r - pi @ r - beta * kl_weight(placement, d)) / sigma  # A(a) - beta k'(d(a))
-
 M69 toy_kl.py | per-sample KL in the reward with the wrong sign
 - shaped = r - beta * d                                       # r~ = r - beta d
 + shaped = r + beta * d                                       # r~ = r - beta d
-
 M70 toy_kl.py | k3 as a loss claimed to converge to pi*
 - return ref / (u + steep)
 + return ref * np.exp(-steep) / (ref * np.exp(-steep)).sum()
-
 M71 toy_kl.py | water-filling without the pi_ref weights
 - return ref * np.maximum(0, v - steep)               # pi = pi_ref max(0, v - (max r - r) / beta)
 + return np.maximum(0, v - steep) / np.maximum(0, v - steep).sum()  # pi = pi_ref max(0, v - (max r - r) / beta)
-
 M72 toy_kl.py | the std variant's fixed point taken at beta, not beta_eff = beta sigma
 - return at(b), b
 + return at(beta), b
-
 M73 toy_kl.py | the group std taken over arms, not under pi
 - return math.sqrt(pi @ (r - pi @ r) ** 2)  # sigma_pi(r): GRPO's group std of r as G -> inf
 + return math.sqrt(r.var())  # sigma_pi(r): GRPO's group std of r as G -> inf
-
 M74 toy_kl.py | score's KL with its sign flipped
 - return float(pi @ r - beta * pi[on] @ (np.log(pi[on]) - log_ref[on]))
 + return float(pi @ r - beta * pi[on] @ (log_ref[on] - np.log(pi[on])))
-
 M75 toy_kl.py | the gap normalised by J* instead of J* - J(pi_ref)
 - gap = lambda j: (j_star - j) / (j_star - j_ref) if j_star > j_ref else 0.0  # pi* 0, pi_ref 1
 + gap = lambda j: (j_star - j) / j_star if j_star > j_ref else 0.0  # pi* 0, pi_ref 1
-
 M76 toy_kl.py | part 6's ascent ignores std: the std run settles at plain k3's point
 - step = lambda th: kl_direction(th, r, beta, log_ref, name, std)
 + step = lambda th: kl_direction(th, r, beta, log_ref, name)
-
 M77 toy_kl.py | exact ascent with a decaying step: stops short of the fixed points
 - theta = theta + lr * direction(theta)
 + theta = theta + lr * direction(theta) / (1 + t)
-
 M78 toy_kl.py | part 6's enumeration averages the arms uniformly, not over pi
 - enum = policy(probe) @ sample_steps(probe, r, beta, log_ref, name)  # sum_a pi(a) step(a)
 + enum = sample_steps(probe, r, beta, log_ref, name).mean(0)  # sum_a pi(a) step(a)
-
 M79 toy_kl.py | per-sample steps ignore the std
 - sigma = (group_std(pi, r) or 1.0) if std else 1.0     # sigma = 0: A = 0 wherever pi > 0
 + sigma = 1.0     # sigma = 0: A = 0 wherever pi > 0
-
 M80 toy_kl.py | k3's root bracket too narrow: c cannot reach its value
 - u = bisect(lambda u: (ref / (u + steep)).sum() - 1, 0.0, 1.0)
 + u = bisect(lambda u: (ref / (u + steep)).sum() - 1, 0.0, 0.5)
-
 R1 minippo/extras/reward_model.py | Bradley-Terry loss rewards the loser
 - d = r_a - r_b                                                           # (N,)
 + d = r_b - r_a                                                           # (N,)
-
 R2 minippo/extras/reward_model.py | the loss of a pair won by y_b pushes y_a up
 - return -(p * F.logsigmoid(d) + (1 - p) * F.logsigmoid(-d)).mean()
 + return -(p * F.logsigmoid(d) + (1 - p) * F.logsigmoid(d)).mean()
-
 R3 minippo/extras/reward_model.py | noisy labels prefer the worse response
 - return 1 / (1 + math.exp(-max(-700.0, min(700.0, (g_a - g_b) / tau))))
 + return 1 / (1 + math.exp(-max(-700.0, min(700.0, (g_b - g_a) / tau))))
-
 R4 minippo/extras/reward_model.py | gold labels name the loser
 - answer = "t" if ga == gb else "1" if rng.random() < p else "2"
 + answer = "t" if ga == gb else "2" if rng.random() < p else "1"
-
 R5 minippo/extras/reward_model.py | r_phi read at the first column (often PAD) instead of the final EOS
 - out.append(model(ids)[1][:, -1])                                    # (rows,) value head at EOS
 + out.append(model(ids)[1][:, 0])                                    # (rows,) value head at EOS
-
 R6 minippo/extras/reward_model.py | a person's answer 2 read as 1
 - ANSWERS = {"1": 1.0, "2": 0.0, "t": 0.5}
 + ANSWERS = {"1": 1.0, "2": 1.0, "t": 0.5}
-
 R7 minippo/extras/reward_model.py | the normalisation shifts the mean the wrong way
 - return gain, -gain * r.mean().item()
 + return gain, gain * r.mean().item()
-
 R8 minippo/extras/reward_model.py | the normalisation multiplies by the standard deviation
 - gain = 1 / r.std().item()
 + gain = r.std().item()
-
 R9 minippo/extras/reward_model.py | the gold J forgets the KL penalty
 - j_pol, j_ref = g_pol.mean().item() - beta * kl_policy, g_ref.mean().item()
 + j_pol, j_ref = g_pol.mean().item(), g_ref.mean().item()
-
 R10 minippo/extras/reward_model.py | the gold reward scores responses that never ended
 - return torch.tensor([NO_EOS_PENALTY if t.endswith(NO_EOS) else gold_fn(x, t[len(x):])
 + return torch.tensor([gold_fn(x, t[len(x):])
-
 R11 minippo/extras/reward_model.py | the accuracy counts ties, which have no right answer
 - pairs = [q for q in pairs if q[3] != 0.5]
 + pairs = list(pairs)
-
 R12 minippo/extras/runs.py | the logged gold reward is the proxy's
 - m["gold_reward"] = sum(self.gold(x, y) if done else NO_EOS_PENALTY for x, y, done in texts) / n
 + m["gold_reward"] = m["reward"]
-
 R13 minippo/extras/launch.py | the gold reward is the learned one
 - run.gold = checked(REWARDS[cfg.reward])
 + run.gold = checked(proxy[0])
-
 R14 minippo/extras/reward_model.py | pairs with a response that never ended are trained on
 - usable = not a.endswith(NO_EOS) and not b.endswith(NO_EOS) and not (decided and ga == gb)
 + usable = not (decided and ga == gb)
-
 R15 minippo/extras/reward_model.py | the accuracy counts equal rewards as a right ranking
 - return (d * sign > 0).float().mean().item()
 + return (d * sign >= 0).float().mean().item()
-
 R16 minippo/extras/reward_model.py | held-out pairs include ties, which have no right answer
 - usable = not a.endswith(NO_EOS) and not b.endswith(NO_EOS) and not (decided and ga == gb)
 + usable = not a.endswith(NO_EOS) and not b.endswith(NO_EOS)
-
 R17 minippo/extras/reward_model.py | r_phi trained at the last character of y, scored at the EOS after it
 - r = model(torch.cat([ids_a[idx], ids_b[idx]]))[1][:, -1]            # (2 mb,) r_phi at EOS
 + r = model(torch.cat([ids_a[idx], ids_b[idx]]))[1][:, -2]            # (2 mb,) r_phi at EOS
-
 R18 minippo/extras/reward_model.py | r_phi scored without the EOS it was trained to read
 - ids = encode_prompts(vocab, [x + y + EOS for x, y in zip(xs[i:i + rows], ys[i:i + rows])], device)
 + ids = encode_prompts(vocab, [x + y for x, y in zip(xs[i:i + rows], ys[i:i + rows])], device)
-
 R19 minippo/extras/overoptimisation.py | the report's gold peak is the proxy's peak
 - peak, s = max(r["windows"], key=lambda p: p["gold_reward"]), r["summary"]
 + peak, s = max(r["windows"], key=lambda p: p["proxy_reward"]), r["summary"]
-
 R20 minippo/extras/overoptimisation.py | the report's end sqrt KL is the KL itself
 - peak["proxy_reward"], math.sqrt(max(0.0, s["kl_policy"])), s["reward_policy"], s["gold_reward_policy"],
 + peak["proxy_reward"], max(0.0, s["kl_policy"]), s["reward_policy"], s["gold_reward_policy"],
-
 C1 minippo/extras/runs.py | resuming a finished run reports 0 s of RL
 - self.rl_seconds_before = self.rl_seconds = float(state["rl_seconds"])
 + self.rl_seconds_before = float(state["rl_seconds"])
-
 C2 minippo/extras/runs.py | a resumed run forgets the pretraining it measured
 - self.pretrain_seconds += float(state.get("pretrain_seconds", 0.0))
 + self.pretrain_seconds += 0.0
@@ -472,11 +367,11 @@ C2 minippo/extras/runs.py | a resumed run forgets the pretraining it measured
 def parse(spec: str) -> list:
     """A spec's mutants: (id, file, the text as it is, the mutant's text, what the bug is)."""
     mutants = []
-    for block in re.split(r"\n(?:[ \t]*\n)+", spec.strip()):
-        head, *lines = block.splitlines()
+    for block in re.split(r"\n(?=[A-Z]\d+ \S+ \| )", spec.strip()):     # a block per header line
+        head, *lines = [line for line in block.splitlines() if line.strip()]
         signs = "".join(s[0] if s[1:2] in ("", " ") else "?" for s in lines)   # "-", "- x", "+ x"
         if not re.fullmatch(r"\S+ \S+ \| .+", head) or not re.fullmatch(r"-+\++", signs):
-            raise ValueError(f"not 'ID FILE | what', '- ' lines, '+ ' lines, a blank line:\n{block}")
+            raise ValueError(f"not 'ID FILE | what', then '- ' lines, then '+ ' lines:\n{block}")
         (mid, path), what = head.split(" | ", 1)[0].split(), head.split(" | ", 1)[1].strip()
         old, new = ("\n".join(s[2:] for s in lines if s[0] == sign).strip() for sign in "-+")
         mutants.append((mid, path, old, new, what))
