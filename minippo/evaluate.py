@@ -17,7 +17,7 @@ from minippo.rollout import decode_responses, encode_prompts, response_logprobs,
 
 
 @torch.no_grad()
-def draw(model, ref, vocab, prompts, reward_fn, cfg, device, sample=sample, chunk: int = 512, rows: int = 128):
+def draw(model, ref, vocab, prompts, reward_fn, cfg, device, chunk: int = 512, rows: int = 128):
     """Sample one response per prompt in `prompts` from `model`; return scores, KL to `ref`
     (0 when ref is None: pi_ref's own samples) and texts. Log-probs go `rows` at a time: the
     same numbers as all at once, a quarter of the peak memory."""
@@ -33,10 +33,11 @@ def draw(model, ref, vocab, prompts, reward_fn, cfg, device, sample=sample, chun
         if ref is None:
             kls.append(torch.zeros(len(xs), device=device))
             continue
-        log_ratio = torch.cat([response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]
-                               - response_logprobs(ref, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]
-                               for j in range(0, len(ids), rows)])            # log pi - log pi_ref, (B, L)
-        kls.append((log_ratio * mask).sum(1))                  # log pi(y|x) - log pi_ref(y|x)
+        log_ratio = []                                  # log pi - log pi_ref per token, (B, L)
+        for j in range(0, len(ids), rows):
+            part = ids[j:j + rows], tokens[j:j + rows], cfg.temperature
+            log_ratio.append(response_logprobs(model, *part)[0] - response_logprobs(ref, *part)[0])
+        kls.append((torch.cat(log_ratio) * mask).sum(1))  # log pi(y|x) - log pi_ref(y|x), (B,)
     return torch.cat(scores).cpu().double(), torch.cat(kls).cpu().double(), texts
 
 
@@ -51,14 +52,14 @@ def optimal_value(r, beta: float):
     return value, se
 
 
-def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float, sample=sample):
+def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float):
     """Per-prompt estimates with cfg.eval_samples samples each, averaged over the prompts, of the
     objective with penalty coefficient `beta` (the final one, when --target-kl adapts it).
     Returns the figures and the texts of pi_ref's and pi_theta's samples."""
     n = cfg.eval_samples
     xs = [x for x in prompts for _ in range(n)]
-    r_ref, _, ref_texts = draw(ref, None, vocab, xs, reward_fn, cfg, device, sample)
-    r_pol, kl_pol, pol_texts = draw(policy, ref, vocab, xs, reward_fn, cfg, device, sample)
+    r_ref, _, ref_texts = draw(ref, None, vocab, xs, reward_fn, cfg, device)
+    r_pol, kl_pol, pol_texts = draw(policy, ref, vocab, xs, reward_fn, cfg, device)
     j_star, r_star, kl_star, se2 = [], [], [], 0.0
     for k in range(len(prompts)):
         r = r_ref[k * n:(k + 1) * n]
@@ -66,7 +67,8 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float, s
         j_star.append(value)
         se2 += se ** 2
         # pi*'s weights on pi_ref's samples: w = exp(r / beta) / sum exp(r / beta) (beta = 0: the best ones)
-        w = torch.softmax((r - r.max()) / beta, 0) if beta else (r == r.max()).double() / (r == r.max()).sum()
+        best = (r == r.max()).double()
+        w = torch.softmax((r - r.max()) / beta, 0) if beta else best / best.sum()
         r_star.append((w @ r).item())                                  # E_pi*[r]
         kl_star.append(torch.xlogy(w, w * n).sum().item())             # KL(pi* || pi_ref) = E_pi*[log(n w)]
     j_star, r_star, kl_star = (sum(v) / len(prompts) for v in (j_star, r_star, kl_star))
@@ -80,8 +82,8 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float, s
            "optimality_gap": (j_star - j_pol) / (j_star - j_ref) if j_star > j_ref else float("nan"),
            "reward_policy": r_pol.mean().item(), "reward_reference": j_ref,
            "kl_policy": kl_pol.mean().item(),
-           "reward_optimal": r_star,                                       # J* = E_pi*[r] - beta KL(pi* || pi_ref)
-           "kl_optimal": kl_star,
-           "kl_to_optimum": (j_star - j_pol) / beta if beta else math.nan,  # J* - J(theta) = beta KL(pi_theta || pi*)
+           "reward_optimal": r_star,            # J* = E_pi*[r] - beta KL(pi* || pi_ref)
+           "kl_optimal": kl_star,               # J* - J(theta) = beta KL(pi_theta || pi*):
+           "kl_to_optimum": (j_star - j_pol) / beta if beta else math.nan,
            "beta": beta, "eval_prompts": len(prompts), "eval_samples_per_prompt": n}
     return out, ref_texts, pol_texts

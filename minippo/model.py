@@ -34,14 +34,14 @@ class Block(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.ln2 = nn.LayerNorm(cfg.d_model)
-        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
-                                 nn.Linear(4 * cfg.d_model, cfg.d_model))
+        d = cfg.d_model
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
     def forward(self, x, mask, past=None):
         B, T, C = x.shape                                                    # (B, T, C)
-        qkv = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv                                   # qkv (3, B, nh, T, hs): (B, nh, T, hs) each
-        if past is not None:    # KV cache: the keys and values of the earlier tokens, (B, nh, S - T, hs)
+        qkv = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)            # (B, nh, T, hs) each
+        if past is not None:    # KV cache: the earlier tokens' keys and values, (B, nh, S - T, hs)
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         # softmax(q k^T / sqrt(hs), over allowed keys only) v, in one fused torch kernel
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)          # (B, nh, T, hs)

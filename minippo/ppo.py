@@ -19,7 +19,7 @@ from minippo.rollout import decode_responses, encode_prompts, response_logprobs,
 
 
 def alone(model):
-    """One process: its gradients are the whole batch's already (torchrun: run.average_gradients)."""
+    """One process: its gradients are the whole batch's already (torchrun: the run averages)."""
 
 
 def kl_penalty(cfg) -> str:
@@ -49,7 +49,7 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, aver
     with torch.no_grad():
         if cfg.algo == "ppo":
             old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, T)
-        else:       # REINFORCE and GRPO need no V(s_t), and sampling already computed log pi_old(y_t)
+        else:       # REINFORCE and GRPO need no V(s_t); sampling already computed log pi_old(y_t)
             old_logprobs, old_values = sampled_logprobs, None
         ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, T)
         rewards, kl = rl.per_token_rewards(scores, old_logprobs, ref_logprobs, mask, in_reward)
@@ -73,7 +73,7 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, aver
     ev = rl.explained_variance(old_values, returns, mask) if cfg.algo == "ppo" else None  # V's fit
     return {"texts": list(zip(xs, ys, finished)), "scores": scores.tolist(), "steps": steps,
             "reward": scores.mean().item(),                  # E[r(x, y)] over the batch
-            "kl": kl.sum(1).mean().item(),                   # KL(pi_theta || pi_ref), nats per response
+            "kl": kl.sum(1).mean().item(),                   # KL(pi_theta || pi_ref), per response
             "response_length": mask.sum(1).mean().item(), "explained_variance": ev}
 
 
@@ -88,35 +88,33 @@ def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list
     for epoch in range(epochs):
         for idx in torch.randperm(B, device=batch["tokens"].device).split(mb_size):
             mb = {k: v[idx] for k, v in batch.items() if v is not None}
-            mb_logprobs, mb_values, mb_logits = response_logprobs(
-                policy, mb["prompt_ids"], mb["tokens"], T)                  # (mb, L) each
-            mb_entropy = rl.entropy(mb_logits, mb["mask"], T)
+            m, old, adv = mb["mask"], mb["old_logprobs"], mb.get("advantages")  # (mb, L) each
+            tokens = mb["tokens"]
+            mb_logprobs, mb_values, mb_logits = response_logprobs(policy, mb["prompt_ids"], tokens, T)
+            mb_entropy = rl.entropy(mb_logits, m, T)
             if cfg.algo == "ppo":
                 pg_loss, vf_loss, stats = rl.ppo_losses(
-                    mb_logprobs, mb["old_logprobs"], mb["advantages"], mb_values,
-                    mb["old_values"], mb["returns"], mb["mask"], cfg.clip)
+                    mb_logprobs, old, adv, mb_values, mb["old_values"], mb["returns"], m, cfg.clip)
                 loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy
                 stats["vf_loss"] = vf_loss
-            elif cfg.algo == "grpo":                # PPO's surrogate with the group's advantages, no V
-                pg_losses, stats = rl.clipped_surrogate(
-                    mb_logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"], cfg.clip)
-                pg_loss = reduce(pg_losses, mb["mask"])
+            elif cfg.algo == "grpo":                # PPO's surrogate, the group's advantages, no V
+                pg_losses, stats = rl.clipped_surrogate(mb_logprobs, old, adv, m, cfg.clip)
+                pg_loss = reduce(pg_losses, m)
                 loss = pg_loss - cfg.ent_coef * mb_entropy
             else:
-                loss = pg_loss = rl.reinforce_loss(mb_logprobs, mb["returns"], mb["mask"])
+                loss = pg_loss = rl.reinforce_loss(mb_logprobs, mb["returns"], m)
                 stats = {}
-            if penalty != "reward":                 # + beta k_t per token, reduced as the policy loss is
-                k = rl.kl_estimate(mb_logprobs, mb["ref_logprobs"], mb["mask"], penalty)
-                loss = loss + beta * reduce(k, mb["mask"])
+            if penalty != "reward":                 # + beta k_t per token, reduced as pg_loss is
+                k = rl.kl_estimate(mb_logprobs, mb["ref_logprobs"], m, penalty)
+                loss = loss + beta * reduce(k, m)
             optimizer.zero_grad()
             loss.backward()
-            average_gradients(policy)               # torchrun: the mean over every process's minibatch
+            average_gradients(policy)               # torchrun: the mean over every process
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):       # a NaN or inf step would poison every weight: stop
-                raise FloatingPointError("a gradient became non-finite (a learning rate too high, or "
-                                         "a reward or beta too large?); that step was not taken")
+            if not torch.isfinite(grad_norm):       # a NaN or inf step would poison every weight
+                raise FloatingPointError("a gradient became non-finite (lr, reward, beta too high?)")
             optimizer.step()
-            log.append({"pg_loss": pg_loss, "entropy": mb_entropy, **stats, "tokens": mb["mask"].sum()})
+            log.append({"pg_loss": pg_loss, "entropy": mb_entropy, **stats, "tokens": m.sum()})
     # tensors -> floats, one read per step (on a GPU: one sync)
     return [dict(zip(d, torch.stack([v.detach() for v in d.values()]).tolist())) for d in log]
 
@@ -124,18 +122,19 @@ def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list
 def train(cfg, policy, vocab, prompts, reward_fn, run=None):
     """Tune the pretrained `policy` for cfg.iters iterations; returns pi_ref and the final beta.
     Without a `run`, it prints a line per iteration; run.log() returns the batch's figures."""
-    ref = copy.deepcopy(policy).requires_grad_(False).eval()    # pi_ref: the pretrained model, frozen
+    ref = copy.deepcopy(policy).requires_grad_(False).eval()    # pi_ref: the pretrained model
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     start, beta = run.start(policy, optimizer) if run else (0, cfg.beta)   # or where a run stopped
     for it in range(start, cfg.iters):
         if cfg.anneal_lr:   # a step size that decays to 0 lets noisy gradient ascent converge
             optimizer.param_groups[0]["lr"] = cfg.lr * (1 - it / cfg.iters)
-        out = iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta,
-                        run.average_gradients if run else alone)
+        average = run.average_gradients if run else alone      # torchrun: over every process
+        out = iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, average)
         m = run.log(it + 1, beta, out) if run else {"kl": out["kl"], "responses": cfg.batch}
         if not run:
+            x, y, _ = out["texts"][0]
             print(f"iteration {it + 1:3d}  reward {out['reward']:.3f}  KL {out['kl']:.3f}  "
-                  f"J {out['reward'] - beta * out['kl']:.3f}  e.g. {''.join(out['texts'][0][:2])!r}")
+                  f"J {out['reward'] - beta * out['kl']:.3f}  e.g. {x + y!r}")
         if cfg.target_kl > 0:                # adaptive beta, after logging the beta that was used
             beta = rl.update_beta(beta, m["kl"], cfg.target_kl, m["responses"], cfg.kl_horizon)
         if run and run.save(it + 1, policy, optimizer, beta):   # checkpoint.pt; True: Ctrl-C

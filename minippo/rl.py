@@ -100,8 +100,8 @@ def response_mean(x, mask):
 def kl_estimate(logprobs, ref_logprobs, mask, estimator: str):
     """Per-token estimates of KL(pi || pi_ref) from y_t ~ pi (Schulman 2020), d = log pi - log pi_ref:
     k1 = d, k2 = d^2 / 2, k3 = pi_ref / pi - 1 - log(pi_ref / pi) >= 0 (GRPO's). As a loss on one token,
-    only k2's expected gradient is the KL's: k1's is 0, k3's the forward KL(pi_ref || pi)'s (toy_bandit.py
-    part 6); per token of a response, even k2's misses the KL of the tokens that follow t."""
+    only k2's expected gradient is the KL's: k1's is 0, k3's the forward KL(pi_ref || pi)'s
+    (toy_kl.py); per token of a response, even k2's misses the KL of the tokens that follow t."""
     d = (logprobs - ref_logprobs) * mask                      # 0 on padding: k = 0 there, never inf
     return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(-d) + d}[estimator]
 

@@ -40,7 +40,8 @@ tests/test_command.py::test_same_seed_gives_identical_metrics_and_reinforce_lear
 # by the id's first letter: R the reward model (an extra), against its own tests; C the command
 # around the loop (an extra), against the test of what it promises; M FAST, or --tests
 TESTS = {"R": ["tests/test_reward_model.py"],
-         "C": ["tests/test_command.py::test_resuming_a_finished_run_keeps_the_seconds_it_measured"]}
+         "C": ["tests/test_command.py::test_resuming_a_finished_run_keeps_the_seconds_it_measured",
+               "tests/test_command.py::test_a_bad_flag_is_one_line_and_creates_nothing"]}
 
 SPEC = r"""
 M1 minippo/ppo.py | log pi_ref computed with the policy: the KL is always 0
@@ -68,8 +69,8 @@ M8 minippo/ppo.py | advantages whitened when they should not be, and not when th
 - if cfg.whiten:
 + if not cfg.whiten:
 M9 minippo/ppo.py | PPO weighs the ratio by the returns instead of the advantages
-- mb_logprobs, mb["old_logprobs"], mb["advantages"], mb_values,
-+ mb_logprobs, mb["old_logprobs"], mb["returns"], mb_values,
+- mb_logprobs, old, adv, mb_values, mb["old_values"], mb["returns"], m, cfg.clip)
++ mb_logprobs, old, mb["returns"], mb_values, mb["old_values"], mb["returns"], m, cfg.clip)
 M10 minippo/rl.py | the REINFORCE baseline includes the sample itself: the gradient shrinks by (B-1)/B
 - b = (R.sum() - R) / (len(R) - 1)                          # leave-one-out baseline
 + b = R.mean()                          # leave-one-out baseline
@@ -116,8 +117,8 @@ M24 minippo/evaluate.py | J* replaced by the mean reward
 - value = r.max().item() + beta * math.log(w.mean().item())
 + value = r.mean().item()
 M25 minippo/evaluate.py | the evaluation's KL against the policy itself
-- - response_logprobs(ref, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]
-+ - response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]
+- log_ratio.append(response_logprobs(model, *part)[0] - response_logprobs(ref, *part)[0])
++ log_ratio.append(response_logprobs(model, *part)[0] - response_logprobs(model, *part)[0])
 M26 minippo/evaluate.py | the standard error of J(theta) divided by n instead of sqrt(n)
 - "objective_policy_se": (r_pol - beta * kl_pol).std().item() / math.sqrt(len(xs)),
 + "objective_policy_se": (r_pol - beta * kl_pol).std().item() / len(xs),
@@ -140,8 +141,8 @@ M32 minippo/rl.py | explained variance inverted
 - return float(1 - var_err / var) if var > 0 else float("nan")
 + return float(1 - var / var_err) if var > 0 else float("nan")
 M33 minippo/ppo.py | train() uses the policy itself as pi_ref: the KL is 0 throughout
-- ref = copy.deepcopy(policy).requires_grad_(False).eval()    # pi_ref: the pretrained model, frozen
-+ ref = policy    # pi_ref: the pretrained model, frozen
+- ref = copy.deepcopy(policy).requires_grad_(False).eval()    # pi_ref: the pretrained model
++ ref = policy    # pi_ref: the pretrained model
 M34 minippo/ppo.py | train() returns the tuned policy instead of the frozen pi_ref
 - return ref, beta
 + return policy, beta
@@ -173,14 +174,14 @@ M43 minippo/ppo.py | the value loss detached from the update
 - loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * mb_entropy
 + loss = pg_loss + cfg.vf_coef * vf_loss.detach() - cfg.ent_coef * mb_entropy
 M44 minippo/evaluate.py | the evaluation's KL sums padding positions too
-- kls.append((log_ratio * mask).sum(1))                  # log pi(y|x) - log pi_ref(y|x)
-+ kls.append(log_ratio.sum(1))                  # log pi(y|x) - log pi_ref(y|x)
+- kls.append((torch.cat(log_ratio) * mask).sum(1))  # log pi(y|x) - log pi_ref(y|x), (B,)
++ kls.append(torch.cat(log_ratio).sum(1))  # log pi(y|x) - log pi_ref(y|x), (B,)
 M45 minippo/evaluate.py | the evaluation's KL a per-token mean instead of a per-response sum
-- kls.append((log_ratio * mask).sum(1))                  # log pi(y|x) - log pi_ref(y|x)
-+ kls.append((log_ratio * mask).sum(1) / mask.sum(1))                  # log pi(y|x) - log pi_ref(y|x)
+- kls.append((torch.cat(log_ratio) * mask).sum(1))  # log pi(y|x) - log pi_ref(y|x), (B,)
++ kls.append((torch.cat(log_ratio) * mask).sum(1) / mask.sum(1))  # log pi(y|x) - log pi_ref(y|x), (B,)
 M46 minippo/evaluate.py | the evaluation's log pi at T = 1 instead of the sampling temperature
-- log_ratio = torch.cat([response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], cfg.temperature)[0]
-+ log_ratio = torch.cat([response_logprobs(model, ids[j:j + rows], tokens[j:j + rows], 1.0)[0]
+- part = ids[j:j + rows], tokens[j:j + rows], cfg.temperature
++ part = ids[j:j + rows], tokens[j:j + rows], 1.0
 M47 minippo/rl.py | approx_kl with its sign flipped (log pi - log pi_old)
 - "approx_kl": masked_mean(-log_ratio, mask),                      # k1
 + "approx_kl": masked_mean(log_ratio, mask),                      # k1
@@ -212,8 +213,8 @@ M56 minippo/ppo.py | GRPO's default KL in the reward instead of k3 as a loss
 - return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k3" if cfg.algo == "grpo" else "reward"
 + return cfg.kl_penalty if cfg.kl_penalty != "auto" else "reward"
 M57 minippo/ppo.py | the KL loss term with the wrong sign
-- loss = loss + beta * reduce(k, mb["mask"])
-+ loss = loss - beta * reduce(k, mb["mask"])
+- loss = loss + beta * reduce(k, m)
++ loss = loss - beta * reduce(k, m)
 M58 minippo/ppo.py | Dr. GRPO keeps the per-response length normalisation
 - per_response = cfg.algo == "grpo" and cfg.variant != "dr"   # GRPO averages a response's tokens
 + per_response = cfg.algo == "grpo"   # GRPO averages a response's tokens
@@ -221,20 +222,20 @@ M59 minippo/evaluate.py | E_pi*[r] taken as pi_ref's mean reward
 - r_star.append((w @ r).item())                                  # E_pi*[r]
 + r_star.append(r.mean().item())                                  # E_pi*[r]
 M60 minippo/evaluate.py | KL(pi_theta || pi*) not divided by beta
-- "kl_to_optimum": (j_star - j_pol) / beta if beta else math.nan,  # J* - J(theta) = beta KL(pi_theta || pi*)
-+ "kl_to_optimum": (j_star - j_pol) if beta else math.nan,  # J* - J(theta) = beta KL(pi_theta || pi*)
+- "kl_to_optimum": (j_star - j_pol) / beta if beta else math.nan,
++ "kl_to_optimum": (j_star - j_pol) if beta else math.nan,
 M81 minippo/evaluate.py | KL(pi* || pi_ref) without the n of pi_ref's weights 1/n
 - kl_star.append(torch.xlogy(w, w * n).sum().item())             # KL(pi* || pi_ref) = E_pi*[log(n w)]
 + kl_star.append(torch.xlogy(w, w).sum().item())             # KL(pi* || pi_ref) = E_pi*[log(n w)]
 M83 minippo/ppo.py | GRPO without its trust region: the ratio against the current policy, always 1
-- mb_logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"], cfg.clip)
-+ mb_logprobs, mb_logprobs.detach(), mb["advantages"], mb["mask"], cfg.clip)
+- pg_losses, stats = rl.clipped_surrogate(mb_logprobs, old, adv, m, cfg.clip)
++ pg_losses, stats = rl.clipped_surrogate(mb_logprobs, mb_logprobs.detach(), adv, m, cfg.clip)
 M84 minippo/ppo.py | GRPO takes REINFORCE's one step instead of PPO's epochs and minibatches
 - epochs, mb_size = (1, B) if cfg.algo == "reinforce" else (cfg.epochs, cfg.minibatch)
 + epochs, mb_size = (cfg.epochs, cfg.minibatch) if cfg.algo == "ppo" else (1, B)
 M82 minippo/evaluate.py | pi*'s weights from r / beta: NaN once r / beta is -inf for every sample (a tiny beta)
-- w = torch.softmax((r - r.max()) / beta, 0) if beta else (r == r.max()).double() / (r == r.max()).sum()
-+ w = torch.softmax(r / beta, 0) if beta else (r == r.max()).double() / (r == r.max()).sum()
+- w = torch.softmax((r - r.max()) / beta, 0) if beta else best / best.sum()
++ w = torch.softmax(r / beta, 0) if beta else best / best.sum()
 M61 toy_kl.py | k2's per-sample weight is k2 itself, not its derivative d
 - return d                         # k2 = d^2 / 2                            k2' = d
 + return d ** 2 / 2                # k2 = d^2 / 2                            k2' = d
@@ -323,8 +324,8 @@ R9 minippo/extras/reward_model.py | the gold J forgets the KL penalty
 - j_pol, j_ref = g_pol.mean().item() - beta * kl_policy, g_ref.mean().item()
 + j_pol, j_ref = g_pol.mean().item(), g_ref.mean().item()
 R10 minippo/extras/reward_model.py | the gold reward scores responses that never ended
-- return torch.tensor([NO_EOS_PENALTY if t.endswith(NO_EOS) else gold_fn(x, t[len(x):])
-+ return torch.tensor([gold_fn(x, t[len(x):])
+- g = [NO_EOS_PENALTY if t.endswith(NO_EOS) else gold_fn(x, t[len(x):]) for x, t in texts]
++ g = [gold_fn(x, t[len(x):]) for x, t in texts]
 R11 minippo/extras/reward_model.py | the accuracy counts ties, which have no right answer
 - pairs = [q for q in pairs if q[3] != 0.5]
 + pairs = list(pairs)
@@ -353,14 +354,20 @@ R19 minippo/extras/overoptimisation.py | the report's gold peak is the proxy's p
 - peak, s = max(r["windows"], key=lambda p: p["gold_reward"]), r["summary"]
 + peak, s = max(r["windows"], key=lambda p: p["proxy_reward"]), r["summary"]
 R20 minippo/extras/overoptimisation.py | the report's end sqrt KL is the KL itself
-- peak["proxy_reward"], math.sqrt(max(0.0, s["kl_policy"])), s["reward_policy"], s["gold_reward_policy"],
-+ peak["proxy_reward"], max(0.0, s["kl_policy"]), s["reward_policy"], s["gold_reward_policy"],
+- cells += [peak["proxy_reward"], math.sqrt(max(0.0, s["kl_policy"])), s["reward_policy"]]
++ cells += [peak["proxy_reward"], max(0.0, s["kl_policy"]), s["reward_policy"]]
 C1 minippo/extras/runs.py | resuming a finished run reports 0 s of RL
 - self.rl_seconds_before = self.rl_seconds = float(state["rl_seconds"])
 + self.rl_seconds_before = float(state["rl_seconds"])
 C2 minippo/extras/runs.py | a resumed run forgets the pretraining it measured
 - self.pretrain_seconds += float(state.get("pretrain_seconds", 0.0))
 + self.pretrain_seconds += 0.0
+M85 minippo/ppo.py | Dr. GRPO still divides by the group's std
+- A = rl.group_advantages(returns, G, std=cfg.variant == "std")     # (B,)
++ A = rl.group_advantages(returns, G, std=cfg.variant != "no_std")     # (B,)
+C3 minippo/extras/cli.py | a flag the algorithm ignores is accepted
+- if getattr(args, name) is not None and cfg.algo not in algos.split():
++ if getattr(args, name) is not None and cfg.algo in algos.split():
 """
 
 

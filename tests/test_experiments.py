@@ -2,6 +2,7 @@
 import csv
 import io
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, call, metrics, needs_matplotlib, one_line, snapshot, with_reference
-from minippo.extras import bench, human_eval, plot, sweep
+from minippo.extras import bench, files, human_eval, plot, sweep
 from minippo.extras.files import UsageError
 from minippo.extras.human_eval import load_run, wilson
 
@@ -22,6 +23,10 @@ def checkpoint(change):
 
 def embedding(change):
     return checkpoint(lambda s: {**s, "model": {**s["model"], "tok_emb.weight": change(s["model"]["tok_emb.weight"])}})
+
+
+def prompts(run):
+    (run / "prompts.txt").write_text("the movie\nthis book\n")
 
 
 NO_GPU = "cuda" if not torch.cuda.is_available() else "tpu"    # a device parse_config refuses here
@@ -45,7 +50,12 @@ REFUSED = [
     (sweep, ["--sweep", "betta=0,1", "--out", "OUT"], None, ["'betta' is not a setting"]),
     (sweep, ["--sweep", "beta=", "--out", "OUT"], None, ["expected NAME=V1,V2"]),
     (sweep, ["--sweep", "temperature=1,x", "--out", "OUT"], None, ["--temperature=x: expected float"]),
-    (sweep, ["--sweep", "beta=0", "--reference", "RUN/metrics.jsonl", "--out", "OUT"], None, ["metrics.jsonl"]),
+    # every run of a sweep is checked before the first starts: a good first value is not run
+    (sweep, ["--sweep", "prompts=RUN/prompts.txt,OUT/missing.txt", "--out", "OUT"], prompts, ["no such file"]),
+    (sweep, ["--sweep", "prompts=RUN/prompts.txt,..", "--out", "OUT"], prompts, ["--prompts=..: a folder"]),
+    (sweep, ["--sweep", "beta=0.1,0.1" + "0" * 300, "--out", "OUT"], None, ["over 255 bytes"]),
+    (sweep, ["--sweep", "beta=0.1", "--out", "RUN/summary.json/sweep"], None, ["give a folder this user can write"]),
+    (sweep, ["--sweep", "beta=0.1", "--out", "OUT", "--reference", "RUN/reference.pt"], None, ["--reference"]),
     (plot, [], None, ["RUN_DIR"]),
     (plot, ["OUT"], None, ["no such file"]),
     (plot, ["RUN"], lambda run: (run / "metrics.jsonl").write_text(""), ["empty"]),
@@ -56,7 +66,12 @@ REFUSED = [
     (plot, ["--gap", "g.png", "RUN"], lambda run: (run / "summary.json").write_text(
         '{"objective_optimal": 0.5, "objective_reference": 0.5}'), ["summary.json", "J* above J(pi_ref)"]),
     (plot, ["--gap", "g.png", "RUN", "RUN"], None, ["given twice"]),
-    (plot, ["--gap", "", "RUN"], None, ["--gap"]),
+    (plot, ["--gap", "", "RUN"], None, ["''"]),
+    # a figure never replaces a run's data (nor what it reads): refused before any write
+    (plot, ["--gap", "RUN/summary.json", "RUN"], None, ["summary.json", "run's own file"]),
+    (plot, ["--gap", "RUN/metrics.jsonl", "RUN"], None, ["metrics.jsonl"]),
+    (plot, ["--gap", "RUN/checkpoint.pt", "RUN"], None, ["checkpoint.pt"]),
+    (plot, ["--gap", "RUN", "RUN"], None, ["a folder"]),
     (sweep, ["--sweep", "algo=grpo+algo=ppo", "--out", "OUT"], None, ["given twice"]),
     (sweep, ["--sweep", "prompts=a/b,a_b", "--out", "OUT"], None, ["one folder"]),
 ]
@@ -78,8 +93,9 @@ def test_a_refused_input_is_one_line_and_changes_nothing(reference, tmp_path, ca
 
 # (command, arguments, answers, the limit, the line's words); a user's limits, applied to a real process
 LIMITED = [("plot", ["RUN"], "", resource.RLIMIT_FSIZE, 1000, ["curves.png", "File too large"]),
-           ("human_eval", ["RUN", "--n", 1], "1\n", resource.RLIMIT_FSIZE, 100, ["human_eval.jsonl"]),
-           ("sweep", ["--sweep", "iters=12", "--out", "OUT", *TINY], "", resource.RLIMIT_FSIZE, 100, ["sweep.csv"]),
+           # (300 bytes: room for the lock's note, files.LOCK_NOTE, not for the output)
+           ("human_eval", ["RUN", "--n", 3], "1\n1\n1\n", resource.RLIMIT_FSIZE, 300, ["human_eval.jsonl"]),
+           ("sweep", ["--sweep", "iters=12", "--out", "OUT", *TINY], "", resource.RLIMIT_FSIZE, 300, ["sweep.csv"]),
            ("bench", ["--d-model", 4096, "--n-layer", 64, "--iters", 1], "", resource.RLIMIT_AS, 2 << 30,
             ["out of memory"])]
 
@@ -111,31 +127,41 @@ def test_plot_writes_a_png_with_the_two_kls_named_apart(reference, tmp_path, cap
                       s["kl_optimal"], "J = reward - beta KL": s["objective_optimal"]}
 
 
-def test_a_sweep_value_may_add_settings_and_the_gap_curves_average_seeds(reference, tmp_path):
-    assert sweep.setting_flags("algo", "grpo+kl_penalty=k2+dr_grpo=true") == ["--algo", "grpo", "--kl-penalty", "k2",
-                                                                            "--dr-grpo"]
+def test_a_sweep_value_may_add_settings_even_to_a_boolean(reference, tmp_path):
+    assert sweep.setting_flags("algo", "grpo+kl_penalty=k2+variant=dr") == ["--algo", "grpo", "--kl-penalty", "k2",
+                                                                          "--variant", "dr"]
+    assert sweep.setting_flags("whiten", "false+lr=0.002") == ["--no-whiten", "--lr", "0.002"]   # kept its +
+    assert sweep.setting_flags("whiten", "1+clip=0.1+lr=0.002") == ["--whiten", "--clip", "0.1", "--lr", "0.002"]
     assert sweep.setting_flags("beta", "1e+3") == ["--beta", "1e+3"]                  # a number keeps its +
-    for bad in ("+kl_penalty=k2", "grpo+nonsense=1"):
+    for bad in ("+kl_penalty=k2", "grpo+nonsense=1", "grpo+algo=ppo"):
         with pytest.raises(UsageError, match="--sweep"):
             sweep.setting_flags("algo", bad)
-    for seed in ("s0", "s1"):                                 # two seeds of a run with the same name
-        shutil.copytree(reference, tmp_path / seed / "run")
+
+
+def test_the_gap_curves_average_seeds_that_are_different_runs(reference, tmp_path):
     s, m = json.loads((reference / "summary.json").read_text()), metrics(reference)
-    gap = [(s["objective_optimal"] - x["objective"]) / (s["objective_optimal"] - s["objective_reference"]) for x in m]
-    drawn, curve, seeds = plot.gap_curves([tmp_path / "s0" / "run", tmp_path / "s1" / "run"], window=2)["run"]
-    assert seeds == 2 and drawn == [32 * (i + 1) for i in range(12)]
-    assert curve == pytest.approx([gap[0]] + [(a + b) / 2 for a, b in zip(gap, gap[1:])])
+    shutil.copytree(reference, tmp_path / "s0" / "run")
+    other = shutil.copytree(reference, tmp_path / "s1" / "run")    # seed 1: another run of that name, 10 iterations
+    m1 = [{**x, "objective": x["objective"] - 0.05 * x["iter"]} for x in m[:10]]
+    (other / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in m1))
+    s1 = {**s, "objective_optimal": s["objective_optimal"] + 0.2}
+    (other / "summary.json").write_text(json.dumps(s1))
+    gap = lambda s, x: (s["objective_optimal"] - x["objective"]) / (s["objective_optimal"] - s["objective_reference"])
+    mean = [(gap(s, a) + gap(s1, b)) / 2 for a, b in zip(m, m1)]            # the iterations both have
+    drawn, curve, seeds = plot.gap_curves([tmp_path / "s0" / "run", other], window=2)["run"]
+    assert seeds == 2 and drawn == [32 * (i + 1) for i in range(10)]
+    assert curve == pytest.approx([mean[0]] + [(a + b) / 2 for a, b in zip(mean, mean[1:])])
+    assert curve[-1] != pytest.approx(gap(s1, m1[-1]), abs=1e-3) and gap(s, m[9]) != gap(s1, m1[9])
 
 
 def test_sweep_writes_the_table_and_csv_and_reuses_finished_runs(reference, tmp_path, capsys, monkeypatch):
     assert sweep.setting_flags("max_new_tokens", "40") + sweep.setting_flags("whiten", "0") == [
         "--max-new-tokens", "40", "--no-whiten"]                  # a value as train.py's flag
     out = tmp_path / "sweep"
-    args = ["--sweep", "beta=0.05,0.2", "--out", str(out), "--reference", str(reference / "reference.pt"),
-            *TINY, "--iters", "2", "--eval-samples", "4"]
+    args = ["--sweep", "beta=0.05,0.2", "--out", str(out), *TINY, "--iters", "2", "--eval-samples", "4"]
     assert sweep.main(args) == 0
     text = capsys.readouterr().out
-    assert "pretrained in" not in text and text.count("reference: reusing") == 2  # copied, not retrained
+    assert "pretrained in" not in text and text.count("reference: reusing") == 2  # the cache's pi_ref
     rows = list(csv.DictReader(open(out / "sweep.csv")))
     assert [r["setting"] for r in rows] == ["beta=0.05", "beta=0.2"] and list(rows[0])[-1] == "seconds"
     for r in rows:
@@ -149,14 +175,64 @@ def test_sweep_writes_the_table_and_csv_and_reuses_finished_runs(reference, tmp_
     if "plots skipped" not in text:
         assert (out / "frontier.png").read_bytes().startswith(b"\x89PNG")
     (out / "sweep.csv").unlink()
+    (out / "beta=0.2" / "summary.json").unlink()                # as if stopped before its final evaluation
     for name in [n for n in sys.modules if n.split(".")[0] == "matplotlib"] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)           # `import matplotlib...` now fails
-    assert sweep.main(args) == 0                               # run again: the finished runs are reused
-    text = capsys.readouterr().out
-    assert text.count("finished earlier; reusing") == 2 and "minippo | device" not in text
-    assert list(csv.DictReader(open(out / "sweep.csv"))) == rows
+    assert sweep.main(args) == 0                               # run again: the finished run is reused,
+    text = capsys.readouterr().out                              # the interrupted one resumed
+    assert text.count("finished earlier; reusing") == 1 and text.count("minippo | device") == 1
+    assert "resuming at iteration 2" in text
+    no_seconds = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]   # (the resumed: more)
+    assert no_seconds(csv.DictReader(open(out / "sweep.csv"))) == no_seconds(rows)
     assert "plots skipped: plotting needs matplotlib: pip install matplotlib" in text
     assert call(plot.main, capsys, out / "beta=0.2") == (2, f"error: {plot.NO_MATPLOTLIB}\n")
+    before = snapshot(out / "beta=0.05")                       # other settings: refused, before any run
+    one_line(*call(sweep.main, capsys, *args, "--iters", 3), "beta=0.05", "--iters=2", "--force")
+    assert snapshot(out / "beta=0.05") == before
+    assert sweep.main(args + ["--force"]) == 0                 # --force: every run again, none reused
+    text = capsys.readouterr().out
+    assert "finished earlier" not in text and "resuming" not in text and text.count("minippo | device") == 2
+
+
+def test_a_sweep_holds_its_folder(reference, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    held = files.lock(str(out))                                # another sweep is using it
+    try:
+        one_line(*call(sweep.main, capsys, "--sweep", "beta=0.1", "--out", out, *TINY, "--iters", 1), "in use")
+    finally:
+        files.unlock(str(out), held)
+    assert os.listdir(out) == []                                # nothing run
+
+
+class Yes(io.TextIOBase):
+    """`yes 1`: answers without end. Reading all of them would never return."""
+    lines = 0
+
+    def readline(self, size=-1):
+        self.lines += 1
+        assert self.lines < 100, "standard input read ahead of the questions"
+        return "1\n"
+
+    def read(self, size=-1):
+        raise AssertionError("all of standard input read")
+
+
+def test_human_eval_reads_one_answer_per_question(reference, tmp_path, capsys, monkeypatch):
+    run, answers = shutil.copytree(reference, tmp_path / "run"), Yes()
+    monkeypatch.setattr(sys, "stdin", answers)
+    assert human_eval.main([str(run), "--n", "3"]) == 0 and "answers ended" not in capsys.readouterr().out
+    assert answers.lines == 3 and len(open(run / "human_eval.jsonl").readlines()) == 3
+
+
+def test_human_eval_holds_the_run_folder(reference, tmp_path, capsys, monkeypatch):
+    run = shutil.copytree(reference, tmp_path / "run")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1\n2\n"))
+    held = files.lock(str(run))                                # as `train.py --resume RUN` holds it
+    try:
+        one_line(*call(human_eval.main, capsys, run, "--n", 2), str(run), "in use")
+    finally:
+        files.unlock(str(run), held)
+    assert not (run / "human_eval.jsonl").exists()
 
 
 def evaluate_with(reference, answers, n, path, seed=0):
@@ -174,7 +250,7 @@ def test_wilson_interval_ties_and_piped_answers_blind_and_saved(reference, tmp_p
     assert wilson(0, 0) == (0.0, 1.0)                                      # nothing judged: no information
     # 1.5 of 3 (three ties): centre 0.5, half 0.8595 * sqrt(0.25/3 + 3.8415/36) = 0.3747
     result, shown, records = evaluate_with(reference, "t\ntie\ns\nt\n", 4, tmp_path / "ties.jsonl")
-    assert (result["pairs"], result["ties"], result["skips"], result["win_rate"]) == (4, 3, 1, 0.5)
+    assert (result["pairs"], result["tie"], result["skip"], result["win_rate"]) == (4, 3, 1, 0.5)
     assert (result["ci_low"], result["ci_high"]) == pytest.approx((0.1253, 0.8747), abs=1e-4)
     assert "win rate of the tuned policy 0.500" in shown and "[0.125, 0.875]" in shown
     assert [r["winner"] for r in records] == ["tie", "tie", "skip", "tie"]

@@ -21,7 +21,7 @@ from minippo import ppo
 from minippo.config import Config
 from minippo.data import Vocab, make_corpus, make_prompts
 from minippo.extras import files
-from minippo.extras.cli import LIMITS, check, flag, one_line_error
+from minippo.extras.cli import LIMITS, check, flag, helps, one_line_error
 from minippo.extras.files import Failure, UsageError
 from minippo.model import ModelConfig, Policy, sample
 from minippo.rewards import REWARDS
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
                                 description=__doc__.splitlines()[0])
     for name in FLAGS:
         f = Config.__dataclass_fields__[name]
-        help = f"{f.metadata['help']} [{f.default}]"
+        help = f"{helps()[name]} [{f.default}]"
         p.add_argument(flag(name), type=f.type, default=f.default, help=help)
     p.add_argument("--minibatch", type=int, default=0, help="responses per step [32, or the batch]")
     p.add_argument("--iters", type=int, default=5, help="timed iterations (after 2 warm-up ones)")

@@ -4,9 +4,11 @@ The checks are data: LIMITS and CHOICES say what each setting may be, and check(
 rules that tie two settings together. A bad value is one line naming the flag, exit code 2.
 """
 import argparse
+import inspect
 import json
 import math
 import os
+import re
 import shlex
 import sys
 from dataclasses import asdict, fields
@@ -38,6 +40,20 @@ PRETRAIN_KEYS = ("seed", "data", "n_layer", "n_head", "d_model", "block_size", "
                  "pretrain_steps", "pretrain_batch", "pretrain_lr")
 
 
+def helps() -> dict:
+    """Each setting's help: the comment after its field in minippo/config.py, continued by the
+    comment lines ("#   ...") below it."""
+    out, name = {}, None
+    for line in inspect.getsource(Config).splitlines():
+        if m := re.match(r"\s+(\w+): \w+ = [^#]*# (.*)", line):
+            name, out[m[1]] = m[1], m[2]
+        elif name and (m := re.match(r"\s+#   (.*)", line)):
+            out[name] += " " + m[1]
+        else:
+            name = None
+    return out
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -53,8 +69,9 @@ def one_line_error(message):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Pretrain a tiny character-level GPT, then tune it with "
                                 "KL-penalised PPO or REINFORCE.", allow_abbrev=False)
+    meaning = helps()
     for f in fields(Config):
-        help = f"{f.metadata['help']} [default: {f.default}]".replace("%", "%%")
+        help = f"{meaning[f.name]} [default: {f.default}]".replace("%", "%%")
         if f.type is bool:
             p.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, help=help)
         else:
