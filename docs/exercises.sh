@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The walkthrough's exercises, measured: seed 0 from the default run's pi_ref (out/reference.pt:
-# run `python train.py --out out` or docs/figures.sh first), 70 iterations each, one folder each
-# under exercises/. Exercise 1 edits a copy of the code (exercises/no_baseline/). Prints each run's
-# final line and the figures the walkthrough quotes. About 3 minutes on a 2-core CPU.
+# The walkthrough's exercises, measured: seed 0, 70 iterations each, one folder each under
+# exercises/, all from the default settings' pi_ref, which the cache holds (MINIPPO_CACHE, default
+# ~/.cache/minippo: pretrained by the first run that needs it, `python train.py` or docs/figures.sh,
+# and reused by every other). Exercise 1 edits a copy of the code (exercises/no_baseline_code/).
+# Prints each run's final line and the figures the walkthrough quotes. (About 3 minutes on a 2-core
+# CPU with the code of 2026-12-06.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-test -f out/reference.pt || { echo "error: out/reference.pt: run python train.py --out out first" >&2; exit 2; }
 mkdir -p exercises
 ex() {   # ex NAME FLAGS...: one run from the default pi_ref
   local name=$1; shift
-  mkdir -p "exercises/$name"; cp out/reference.pt "exercises/$name/"
+  mkdir -p "exercises/$name"
   python train.py --out "exercises/$name" --force "$@" > "exercises/$name.log" 2>&1
   python - "exercises/$name" "$*" <<'PY'
 import json, sys
@@ -35,7 +36,7 @@ cp -r train.py minippo exercises/no_baseline_code/
 sed -i 's/return -((R - b).detach() \* seq_logprob).mean()/return -(R.detach() * seq_logprob).mean()/' \
     exercises/no_baseline_code/minippo/rl.py
 grep -q "return -(R.detach() \* seq_logprob).mean()" exercises/no_baseline_code/minippo/rl.py
-mkdir -p exercises/no_baseline; cp out/reference.pt exercises/no_baseline/
+mkdir -p exercises/no_baseline
 (cd exercises/no_baseline_code && python train.py --out ../no_baseline --force --algo reinforce > ../no_baseline.log 2>&1)
 python -c "import json; s = json.load(open('exercises/no_baseline/summary.json')); print(f\"1. no baseline (reinforce)                 reward {s['reward_policy']:.3f}  gap {s['optimality_gap']:.3f}\")"
 ex default

@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MINIPPO_CACHE", tempfile.mkdtemp(prefix="minippo-test-cache-"))
 # the lesson's math: `python -m pytest tests -m lesson` runs these files alone, in seconds
 LESSON = {"test_rl", "test_model", "test_exact_gradient", "test_estimators", "test_data",
-          "test_loop", "test_evaluate", "test_pretrain", "test_lesson", "test_toy_bandit",
+          "test_loop", "test_evaluate", "test_pretrain", "test_toy_bandit",
           "test_toy_kl"}
 
 
