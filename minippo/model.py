@@ -37,16 +37,18 @@ class Block(nn.Module):
         d = cfg.d_model
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
-    def forward(self, x, mask, past=None):
+    def forward(self, x, mask, kv=None, start: int = 0):
         B, T, C = x.shape                                                    # (B, T, C)
         qkv = self.qkv(self.ln1(x)).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)            # (B, nh, T, hs) each
-        if past is not None:    # KV cache: the earlier tokens' keys and values, (B, nh, S - T, hs)
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        qkv = qkv.permute(2, 0, 3, 1, 4)                # (3, B, nh, T, hs)
+        q, k, v = qkv                                   # (B, nh, T, hs) each
+        if kv is not None:      # KV cache (2, B, nh, max_len, hs): add these keys/values, read all so far
+            kv[:, :, :, start:start + T] = qkv[1:]
+            k, v = kv[:, :, :, :start + T]              # (B, nh, S, hs) each
         # softmax(q k^T / sqrt(hs), over allowed keys only) v, in one fused torch kernel
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)          # (B, nh, T, hs)
         x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
-        return x + self.mlp(self.ln2(x)), (k, v)
+        return x + self.mlp(self.ln2(x))
 
 
 def gpt2_init(m):
@@ -87,9 +89,7 @@ class Policy(nn.Module):
         mask = ((k_col <= q_col) & real[:, None, None, :]) | (k_col == q_col)  # (B, 1, T, S)
         x = self.tok_emb(tokens) + self.pos_emb(positions)                  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, mask, None if cache is None else cache["kv"][i])
-            if cache is not None:
-                cache["kv"][i] = kv
+            x = block(x, mask, None if cache is None else cache["kv"][i], S - T)
         x = self.ln_f(x)
         return self.lm_head(x), self.value_head(x).squeeze(-1)
 
@@ -110,8 +110,10 @@ def sample(model, prompts, max_new_tokens: int, temperature: float, eos_id: int)
     After a row's EOS its tokens are PAD and its log-probs 0. Each step feeds one new token per row
     and reads the keys/values of all earlier ones from the cache instead of recomputing them.
     """
-    B, pad_id = prompts.shape[0], model.cfg.vocab_size
-    cache = {"real": prompts[:, :0] != pad_id, "kv": [None] * model.cfg.n_layer}   # empty, (B, 0)
+    (B, P), c = prompts.shape, model.cfg
+    hs, pad_id = c.d_model // c.n_head, c.vocab_size
+    kv = model.lm_head.weight.new_zeros(c.n_layer, 2, B, c.n_head, P + max_new_tokens, hs)
+    cache = {"real": prompts[:, :0] != pad_id, "kv": kv}   # nothing real yet; kv filled as it goes
     logits = model(prompts, cache)[0][:, -1]                                # (B, V) the whole prompt
     done = torch.zeros(B, dtype=torch.bool, device=prompts.device)
     tokens, lps = [], []
