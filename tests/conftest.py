@@ -12,7 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # the tests' own pi_ref cache (every command they start inherits it), never the user's
-os.environ.setdefault("MINIPPO_CACHE", tempfile.mkdtemp(prefix="minippo-test-cache-"))
+os.environ["MINIPPO_CACHE"] = tempfile.mkdtemp(prefix="minippo-test-cache-")
 # the lesson's math: `python -m pytest tests -m lesson` runs these files alone, in seconds
 LESSON = {"test_rl", "test_model", "test_exact_gradient", "test_estimators", "test_data",
           "test_loop", "test_evaluate", "test_pretrain", "test_toy_bandit",

@@ -54,8 +54,9 @@ def in_two_processes(fn, *args):
     return results
 
 
-def fixed_batch():
-    """One global batch of rollouts from a small random policy: what minippo.ppo.update takes."""
+def fixed_batch(algo="ppo"):
+    """One global batch of rollouts from a small random policy: what minippo.ppo.update takes
+    (REINFORCE: R = r(x, y) - beta KL per response as its returns)."""
     torch.manual_seed(0)
     policy, ref = (Policy(ModelConfig(vocab_size=5, block_size=12, n_layer=1, n_head=2, d_model=16)) for _ in range(2))
     x = torch.tensor([[5, 0]] * (B // 2) + [[0, 0]] * (B // 2))   # half the prompts left-padded
@@ -69,6 +70,8 @@ def fixed_batch():
         old_values = old_values + torch.linspace(0, 1, tokens.shape[1])   # V != 0, as later in training
         rewards, kl = per_token_rewards(scores, old_logprobs, response_logprobs(ref, x, tokens, T)[0], mask, 0.1)
         advantages, returns = gae(rewards, old_values, mask, 1.0, 0.95)
+    if algo == "reinforce":
+        advantages, returns = None, rewards.sum(1)
     return policy, dict(prompt_ids=x, tokens=tokens, mask=mask, scores=scores, kl=kl, old_logprobs=old_logprobs,
                         old_values=old_values, advantages=advantages, returns=returns)
 
@@ -79,8 +82,8 @@ def one_update(rank, algo, whitened=False, part=slice(None)):
     if rank is not None:
         dist.setup("cpu")                  # first: one thread per process (a forked thread pool hangs)
         part = HALVES[rank]
-    policy, batch = fixed_batch()
-    batch = {k: v[part] for k, v in batch.items()}
+    policy, batch = fixed_batch(algo)
+    batch = {k: v[part] for k, v in batch.items() if v is not None}
     if whitened:                                              # over this process's share only
         batch["advantages"] = whiten(batch["advantages"], batch["mask"])
     n = len(batch["tokens"])
@@ -128,7 +131,7 @@ def test_two_process_run_learns_and_is_deterministic(reference, tmp_path):
 
 
 @pytest.mark.parametrize("args, word", [(["--batch", "9", "--minibatch", "9"], "split evenly"),
-                                        (["--algo", "reinforce", "--batch", "2", "--minibatch", "2"], "at least 2"),
+                                        (["--algo", "reinforce", "--batch", "2"], "at least 2"),
                                         (["--lr", "0"], "--lr"), ([*TINY, "--iters", "2"], "already holds a run")],
                          ids=["uneven", "reinforce-share-of-one", "bad-flag", "taken-folder"])
 def test_a_refusal_ends_every_process_with_one_line(args, word, reference, tmp_path, capfd):
@@ -142,10 +145,10 @@ def test_a_refusal_ends_every_process_with_one_line(args, word, reference, tmp_p
     assert len(err) == 1 and word in err[0], err
 
 
-@pytest.mark.parametrize("algo, which", [("ppo", "advantages"), ("reinforce", "scores")])   # A, or r(x, y)
+@pytest.mark.parametrize("algo, which", [("ppo", "advantages"), ("reinforce", "returns")])   # A, or R
 def test_a_nan_never_reaches_the_weights(algo, which):
     """update() stops at a non-finite gradient before the optimizer step changes any weight."""
-    policy, batch = fixed_batch()
+    policy, batch = fixed_batch(algo)
     batch[which][0] = float("nan")
     before = [p.detach().clone() for p in policy.parameters()]
     optimizer = torch.optim.AdamW(policy.parameters(), lr=0.1)

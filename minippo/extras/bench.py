@@ -64,9 +64,9 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2) -> dict:
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     spent, reward_fn = {}, REWARDS[cfg.reward]
     # the loop looks sample, score and update up in minippo.ppo at each call: replaced there
-    with mock.patch.multiple(ppo, sample=timed(spent, "sampling", fixed_length, device),
-                             score=timed(spent, "scoring", score, device),
-                             update=timed(spent, "update", ppo.update, device)):
+    fns = {"sample": ("sampling", fixed_length), "score": ("scoring", score)}
+    fns["update"] = ("update", ppo.update)
+    with mock.patch.multiple(ppo, **{k: timed(spent, *v, device) for k, v in fns.items()}):
         for it in range(warmup + iters):
             if it == warmup:                      # the timed iterations start
                 spent.clear()
@@ -112,8 +112,8 @@ def table(r: dict) -> str:
         lines.append(f"{k:<18}{v['seconds']:>10.4f}{v['share']:>8.0%}{v['tokens_per_s']:>12,.0f}")
     total = f"{r['seconds_per_iteration']:>10.4f}{'':>8}{r['completions_per_s']:>9,.0f}"
     lines.append(f"{'total':<18}{total} completions/s")
-    lines.append(f"sampling without the KV cache {r['sampling_recompute_s']:.3f} s: the cache is "
-                 f"{r['kv_cache_speedup']:.1f}x faster")
+    recompute, speedup = r["sampling_recompute_s"], r["kv_cache_speedup"]
+    lines.append(f"sampling without the KV cache {recompute:.3f} s: the cache is {speedup:.1f}x faster")
     gpu = f", GPU {r['peak_cuda_mb']:.0f} MB allocated" if "peak_cuda_mb" in r else ""
     return "\n".join(lines + [f"peak resident memory {r['peak_rss_mb']:.0f} MB{gpu}"])
 
@@ -123,22 +123,22 @@ def command(a) -> None:
     block = min(LIMITS["block_size"][1], max(Config.block_size, PROMPT_ROOM + a.max_new_tokens))
     minibatch = a.batch if a.batch % Config.minibatch else min(Config.minibatch, a.batch)
     given = {name: getattr(a, name) for name in FLAGS}
-    cfg = check(Config(**given, iters=a.iters, block_size=block, minibatch=a.minibatch or minibatch))
+    minibatch = a.minibatch or minibatch
+    cfg = check(Config(**given, iters=a.iters, block_size=block, minibatch=minibatch))
     if PROMPT_ROOM + cfg.max_new_tokens > block:
-        raise UsageError(f"--max-new-tokens={cfg.max_new_tokens}: must be at most "
-                         f"{block - PROMPT_ROOM} (a prompt takes up to {PROMPT_ROOM} of the "
-                         f"{block:,} positions)")
+        most = f"must be at most {block - PROMPT_ROOM} (a prompt takes up to {PROMPT_ROOM})"
+        raise UsageError(f"--max-new-tokens={cfg.max_new_tokens}: {most}")
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     r = bench(cfg, torch.device(auto if cfg.device == "auto" else cfg.device), cfg.iters)
     print(json.dumps(r, indent=1) if a.json else table(r))
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minippo.extras.bench",
-                                description=__doc__.splitlines()[0])
+    about, meaning = __doc__.splitlines()[0], helps()
+    p = argparse.ArgumentParser(prog="python -m minippo.extras.bench", description=about)
     for name in FLAGS:
         f = Config.__dataclass_fields__[name]
-        help = f"{helps()[name]} [{f.default}]"
+        help = f"{meaning[name]} [{f.default}]"
         p.add_argument(flag(name), type=f.type, default=f.default, help=help)
     p.add_argument("--minibatch", type=int, default=0, help="responses per step [32, or the batch]")
     p.add_argument("--iters", type=int, default=5, help="timed iterations (after 2 warm-up ones)")

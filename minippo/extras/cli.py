@@ -7,37 +7,41 @@ import argparse
 import inspect
 import json
 import math
-import os
 import re
 import shlex
 import sys
 from dataclasses import asdict, fields
 
+import torch
+
 from minippo.config import Config
-from minippo.extras.files import UsageError
+from minippo.extras.files import UsageError, say
 
 # what each setting may be: (lowest, highest); beyond the upper limits a run would exhaust memory,
 # never end, or overflow (beta: -beta KL and exp(r / beta))
-LIMITS = {"seed": (0, 2 ** 63 - 1), "n_layer": (1, 64), "n_head": (1, 64), "d_model": (1, 4096),
-          "block_size": (2, 4096), "corpus_lines": (1, 10 ** 7), "pretrain_steps": (1, 10 ** 7),
-          "pretrain_batch": (1, 65_536), "pretrain_lr": (0, 1), "iters": (1, 10 ** 7), "batch": (1, 65_536),
-          "max_new_tokens": (1, 4095), "temperature": (0.01, 100), "beta": (0, 1000), "target_kl": (0, 10 ** 6),
-          "kl_horizon": (1, 10 ** 12), "lr": (0, 1), "epochs": (1, 100), "minibatch": (1, 65_536),
-          "clip": (0, 1), "vf_coef": (0, 1000), "gamma": (0, 1), "lam": (0, 1), "ent_coef": (0, 1000),
-          "max_grad_norm": (0, 10 ** 6), "sample_every": (1, 10 ** 7), "ckpt_every": (1, 10 ** 7),
-          "eval_samples": (1, 100_000), "human_eval": (0, 10_000), "group": (2, 65_536)}
+BIG, BATCH = 10**7, (1, 65_536)
+LIMITS = {"seed": (0, 2**63 - 1), "n_layer": (1, 64), "n_head": (1, 64), "d_model": (1, 4096)}
+LIMITS |= {"block_size": (2, 4096), "corpus_lines": (1, BIG), "pretrain_steps": (1, BIG)}
+LIMITS |= {"pretrain_batch": BATCH, "pretrain_lr": (0, 1), "iters": (1, BIG), "batch": BATCH}
+LIMITS |= {"max_new_tokens": (1, 4095), "temperature": (0.01, 100), "beta": (0, 1000)}
+LIMITS |= {"target_kl": (0, 10**6), "kl_horizon": (1, 10**12), "lr": (0, 1), "epochs": (1, 100)}
+LIMITS |= {"minibatch": BATCH, "clip": (0, 1), "vf_coef": (0, 1000), "gamma": (0, 1), "lam": (0, 1)}
+LIMITS |= {"ent_coef": (0, 1000), "max_grad_norm": (0, 10**6), "sample_every": (1, BIG)}
+LIMITS |= {"ckpt_every": (1, BIG), "eval_samples": (1, 100_000), "human_eval": (0, 10_000)}
+LIMITS |= {"group": (2, 65_536)}
 ABOVE_LOWEST = {"pretrain_lr", "lr", "clip", "max_grad_norm"}     # 0 itself is refused
-CHOICES = {"algo": ("ppo", "reinforce", "grpo"), "device": ("auto", "cpu", "cuda"),   # and reward: REWARDS
-           "kl_penalty": ("auto", "reward", "k1", "k2", "k3"), "variant": ("std", "no_std", "dr")}
+# (and --reward: one of minippo.rewards.REWARDS)
+CHOICES = {"algo": ("ppo", "reinforce", "grpo"), "device": ("auto", "cpu", "cuda")}
+CHOICES |= {"kl_penalty": ("auto", "reward", "k1", "k2", "k3"), "variant": ("std", "no_std", "dr")}
 # settings only some algorithms read: given with another, a flag would be ignored, so it is refused
-USED_BY = {"group": "grpo", "variant": "grpo", "gamma": "ppo", "lam": "ppo", "vf_coef": "ppo",
-           "whiten": "ppo", "epochs": "ppo grpo", "minibatch": "ppo grpo", "clip": "ppo grpo",
-           "ent_coef": "ppo grpo"}
+USED_BY = dict.fromkeys(["group", "variant"], "grpo")
+USED_BY |= dict.fromkeys(["gamma", "lam", "vf_coef", "whiten"], "ppo")
+USED_BY |= dict.fromkeys(["epochs", "minibatch", "clip", "ent_coef"], "ppo grpo")
 # settings that may differ when resuming (where the run is saved, how long it goes on, what is added)
 RESUMABLE = {"out", "resume", "force", "iters", "plot", "human_eval"}
 # settings the cached reference depends on
-PRETRAIN_KEYS = ("seed", "data", "n_layer", "n_head", "d_model", "block_size", "corpus_lines",
-                 "pretrain_steps", "pretrain_batch", "pretrain_lr")
+PRETRAIN_KEYS = ("seed", "data", "n_layer", "n_head", "d_model", "block_size", "corpus_lines")
+PRETRAIN_KEYS += ("pretrain_steps", "pretrain_batch", "pretrain_lr")
 
 
 def helps() -> dict:
@@ -61,15 +65,13 @@ def flag(name: str) -> str:
 def one_line_error(message):
     """argparse's errors as one line and exit code 2 (argparse would print its whole usage block).
     Under torchrun every process parses the flags; process 0 alone says what is wrong."""
-    if os.environ.get("RANK", "0") == "0":
-        print(f"error: {message} (see --help)", file=sys.stderr)
+    say(f"error: {message} (see --help)")
     sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Pretrain a tiny character-level GPT, then tune it with "
-                                "KL-penalised PPO or REINFORCE.", allow_abbrev=False)
-    meaning = helps()
+    about = "Pretrain a tiny character-level GPT, then tune it with PPO, REINFORCE or GRPO."
+    p, meaning = argparse.ArgumentParser(description=about, allow_abbrev=False), helps()
     for f in fields(Config):
         help = f"{meaning[f.name]} [default: {f.default}]".replace("%", "%%")
         if f.type is bool:
@@ -83,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 def within(name: str, value, low, high, above: bool = False) -> None:
     """UsageError naming the flag unless low <= value <= high (above: low < value); NaN is never within."""
     if not (low < value if above else low <= value) or not value <= high:
-        raise UsageError(f"{flag(name)}={value!r}: must be {'above' if above else 'at least'} {low} and at most "
-                         f"{high:,}")
+        bound = "above" if above else "at least"
+        raise UsageError(f"{flag(name)}={value!r}: must be {bound} {low} and at most {high:,}")
 
 
 def check(cfg: Config, rewards=(), here: bool = True) -> Config:
@@ -96,8 +98,7 @@ def check(cfg: Config, rewards=(), here: bool = True) -> Config:
         within(name, getattr(cfg, name), low, high, name in ABOVE_LOWEST)
     for name, allowed in {**CHOICES, "reward": rewards or (cfg.reward,)}.items():
         if getattr(cfg, name) not in allowed:
-            bad(name, f"must be one of {', '.join(allowed)}" + (" (add yours in minippo/rewards.py)"
-                                                                 if name == "reward" else ""))
+            bad(name, f"must be one of {', '.join(allowed)}")
     if not cfg.out.strip():
         bad("out", "must name a folder")
     if cfg.d_model % cfg.n_head:
@@ -106,24 +107,20 @@ def check(cfg: Config, rewards=(), here: bool = True) -> Config:
         bad("minibatch", f"must divide --batch={cfg.batch}")
     if cfg.max_new_tokens >= cfg.block_size:
         bad("max_new_tokens", f"must be < --block-size={cfg.block_size} (the prompt needs room)")
-    if cfg.target_kl > 0 and cfg.kl_horizon <= 0.2 * cfg.batch:
-        bad("kl_horizon", f"must be above 0.2 x --batch = {0.2 * cfg.batch:g} with --target-kl: a step "
-                          f"moves beta by up to 20% x batch / horizon, and beta must stay above 0")
+    if cfg.target_kl > 0 and cfg.kl_horizon <= 0.2 * cfg.batch:   # else beta can turn negative
+        bad("kl_horizon", f"must be above 0.2 x --batch = {0.2 * cfg.batch:g} with --target-kl")
     if cfg.algo == "grpo" and cfg.batch % cfg.group:
-        bad("group", f"must divide --batch={cfg.batch} (a batch is batch / group queries, G responses each)")
+        bad("group", f"must divide --batch={cfg.batch}")
     if cfg.algo == "reinforce" and cfg.batch < 2:
-        bad("batch", "must be at least 2 with --algo reinforce (its baseline is the others' mean return)")
-    if here and cfg.device == "cuda":
-        import torch                        # (imported here: --help stays fast)
-        if not torch.cuda.is_available():
-            bad("device", "no CUDA GPU is available here; use --device cpu or auto")
+        bad("batch", "must be at least 2 with --algo reinforce (its baseline: the others' mean)")
+    if here and cfg.device == "cuda" and not torch.cuda.is_available():
+        bad("device", "no CUDA GPU is available here; use --device cpu or auto")
     return cfg
 
 
 def parse_config(argv=None, rewards=()) -> Config:
     """Command line -> checked Config, or UsageError."""
-    args = build_parser().parse_args(argv)
-    values = {}
+    args, values = build_parser().parse_args(argv), {}
     for f in fields(Config):
         text = getattr(args, f.name)
         if text is None or f.type is bool:
@@ -138,10 +135,9 @@ def parse_config(argv=None, rewards=()) -> Config:
     cfg = Config(**values)
     for name, algos in USED_BY.items():     # a flag given that this algorithm would ignore
         if getattr(args, name) is not None and cfg.algo not in algos.split():
-            raise UsageError(f"{flag(name)}: --algo {cfg.algo} does not use it (only {algos}); leave it out")
+            raise UsageError(f"{flag(name)}: --algo {cfg.algo} does not use it; leave it out")
     if cfg.resume and args.out is not None and args.out != cfg.resume:
-        raise UsageError(f"--out={args.out} and --resume={cfg.resume}: a resumed run stays in its folder; "
-                         f"give --resume alone")
+        raise UsageError(f"--out={args.out} and --resume={cfg.resume}: give --resume alone")
     cfg.out = cfg.resume or cfg.out
     return check(cfg, rewards)
 
@@ -154,19 +150,17 @@ def read_settings(path: str) -> dict:
             saved = json.load(f)
         assert isinstance(saved, dict) and {"out", "seed", "algo", "beta", "iters"} <= set(saved)
     except (OSError, UnicodeDecodeError, ValueError, AssertionError, RecursionError):
-        raise UsageError(f"{path}: not a minippo run's config.json; this folder holds something else: "
-                         f"choose another folder") from None
+        raise UsageError(f"{path}: not a minippo run's config.json; use another folder") from None
     return {**asdict(Config()), **saved}
 
 
 def config_from(path: str, rewards=()) -> Config:
     """The Config of a run folder's config.json, typed and checked as flags are, or UsageError."""
-    values = {k: v for k, v in read_settings(path).items() if k in asdict(Config())}
+    saved, values = read_settings(path), {}
     for f in fields(Config):
-        v = values[f.name]
+        v = values[f.name] = saved[f.name]
         if not (type(v) is f.type or (f.type is float and type(v) is int)):
-            raise UsageError(f"{path}: its {f.name} is {v!r}, not a {f.type.__name__}; it was not written "
-                             f"by minippo: choose another folder")
+            raise UsageError(f"{path}: its {f.name} is {v!r}, not a {f.type.__name__}")
     try:
         return check(Config(**values), rewards, here=False)      # (a GPU's run, read on a CPU)
     except UsageError as e:
@@ -175,6 +169,10 @@ def config_from(path: str, rewards=()) -> Config:
 
 def changed_flags(cfg: Config) -> list[str]:
     """The flags that differ from the defaults, as a command line would give them."""
-    default = asdict(Config())
-    return [(flag(k) if v else "--no-" + k.replace("_", "-")) if type(v) is bool else f"{flag(k)} {shlex.quote(str(v))}"
-            for k, v in asdict(cfg).items() if k not in ("out", "resume", "force") and v != default[k]]
+    default, out = asdict(Config()), []
+    for k, v in asdict(cfg).items():
+        if k in ("out", "resume", "force") or v == default[k]:
+            continue
+        switch = flag(k) if v else "--no-" + k.replace("_", "-")
+        out.append(switch if type(v) is bool else f"{flag(k)} {shlex.quote(str(v))}")
+    return out

@@ -17,8 +17,9 @@ import torch
 import torch.distributed as dist
 
 
-PEER_TIMEOUT_MINUTES = 10   # a process that stops is noticed by the others within this; rank 0's
-                            # pretraining must fit in it (else pretrain once alone: it is cached)
+# a process that stops is noticed by the others within this; rank 0's pretraining must fit in it
+# (else pretrain once alone: it is cached)
+PEER_TIMEOUT_MINUTES = 10
 
 
 def setup(device_name: str) -> tuple[int, int]:
@@ -27,8 +28,8 @@ def setup(device_name: str) -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         if device_name == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))   # one GPU per process
-        dist.init_process_group("nccl" if device_name == "cuda" else "gloo",
-                                timeout=timedelta(minutes=PEER_TIMEOUT_MINUTES))
+        backend = "nccl" if device_name == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(minutes=PEER_TIMEOUT_MINUTES))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # no core oversubscription
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
@@ -49,7 +50,8 @@ def all_mean(x: float) -> float:
     """Mean of a number over all processes (every process holds an equal share of the batch)."""
     if not active():
         return x
-    return all_sum(torch.tensor(float(x), dtype=torch.float64, device=_device())).item() / dist.get_world_size()
+    t = torch.tensor(float(x), dtype=torch.float64, device=_device())
+    return all_sum(t).item() / dist.get_world_size()
 
 
 def average_gradients(model) -> None:
@@ -78,7 +80,7 @@ def gather(items: list) -> list:
 
 def any_process(flag: bool) -> bool:
     """True if the flag is set in any process (Ctrl-C reaches the processes at different steps)."""
-    return bool(all_sum(torch.tensor(float(flag), device=_device())).item() > 0) if active() else flag
+    return all_mean(float(flag)) > 0 if active() else flag
 
 
 def _device() -> str:

@@ -9,15 +9,15 @@
    finite tensors. Saved settings are compared in one go (`differences`), not field by field.
 4. One writer per folder (`lock`), and a file given as input is never removed (`remove_outputs`).
 """
+import contextlib
 import json
 import math
 import os
-import random
+import pathlib
 import re
 import signal
 import sys
 
-import numpy as np
 import torch
 
 try:
@@ -44,34 +44,28 @@ def boundary(command, *args, stop=None, after_stop=lambda: "nothing half-written
     """Run command(*args) and turn how it ends into an exit code and at most one line. Ctrl-C and
     SIGTERM (what a scheduler or `docker stop` sends) go to `stop` (finish the step, then save) or,
     without one, stop the command at once."""
-    handlers = {sig: signal.signal(sig, stop.request if stop else interrupt)
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    handler = stop.request if stop else signal.default_int_handler     # (raises KeyboardInterrupt)
+    handlers = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return command(*args) or 0
     except UsageError as e:
         say(f"error: {e}")
         return 2
-    except OSError as e:                   # the file system refused: full, read-only, a size limit, ...
-        say(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}; {after_stop()}")
-        return 1
-    except (Failure, FloatingPointError) as e:
-        say(f"error: {e}; {after_stop()}")
+    except (OSError, Failure, FloatingPointError) as e:    # OSError: full, read-only, a size limit...
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        say(f"error: {where}{getattr(e, 'strerror', None) or e}; {after_stop()}")
         return 1
     except (MemoryError, RuntimeError) as e:   # a CPU's "can't allocate memory" is a RuntimeError
-        if not isinstance(e, MemoryError) and "allocate" not in str(e) and "out of memory" not in str(e):
+        if isinstance(e, RuntimeError) and not re.search("allocate|out of memory", str(e)):
             raise
-        say(f"error: out of memory ({type(e).__name__}); use a smaller model or batch; {after_stop()}")
+        say(f"error: out of memory; use a smaller model or batch; {after_stop()}")
         return 1
     except KeyboardInterrupt:
         say(f"\nstopped; {after_stop()}")
         return 130
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-
-def interrupt(signum, frame):
-    raise KeyboardInterrupt
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
 
 
 class StopFlag:
@@ -105,9 +99,10 @@ def write_together(writes: dict) -> None:
                 write(tmps[path])
                 with open(tmps[path], "rb") as f:
                     os.fsync(f.fileno())
-            except (OSError, RuntimeError) as e:   # RuntimeError: torch.save's words for a failed write
-                raise OSError(getattr(e, "errno", None), getattr(e, "strerror", None) or
-                              f"could not write it ({str(e).splitlines()[0][:80]})", path) from None
+            except (OSError, RuntimeError) as e:   # RuntimeError: torch.save's failed write
+                words = " ".join(str(e).split())[:80]
+                why = getattr(e, "strerror", None) or f"could not write it ({words})"
+                raise OSError(getattr(e, "errno", None), why, path) from None
         for path, tmp in tmps.items():
             os.replace(tmp, path)
     finally:
@@ -121,10 +116,7 @@ def save(obj: dict, path: str) -> None:
 
 
 def save_lines(lines, path: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.writelines(lines)
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: pathlib.Path(tmp).write_text("".join(lines)))
 
 
 def save_json(obj, path: str) -> None:
@@ -134,13 +126,11 @@ def save_json(obj, path: str) -> None:
 
 def finite(x):
     """x with every NaN or infinite float replaced by None, in nested dicts and lists."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
     if isinstance(x, dict):
         return {k: finite(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [finite(v) for v in x]
-    return x
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def remove_outputs(paths, inputs, why: str) -> None:
@@ -148,8 +138,7 @@ def remove_outputs(paths, inputs, why: str) -> None:
     given = {os.path.realpath(p) for p in inputs if p}
     for path in paths:
         if os.path.realpath(path) in given:
-            raise UsageError(f"{path}: {why} would remove it, but it is an input of this command; "
-                             f"copy it elsewhere first")
+            raise UsageError(f"{path}: {why} would remove this input of the command; copy it first")
     for path in paths:
         os.remove(path)
 
@@ -158,8 +147,8 @@ def remove_outputs(paths, inputs, why: str) -> None:
 def input_file(path: str, flag: str, what: str) -> str:
     """path, or UsageError naming the flag when it is not a readable regular file."""
     if not os.path.isfile(path):
-        problem = ("a folder" if os.path.isdir(path) else "not a regular file" if os.path.exists(path)
-                   else "no such file")
+        problem = "not a regular file" if os.path.exists(path) else "no such file"
+        problem = "a folder" if os.path.isdir(path) else problem
         raise UsageError(f"--{flag}={path}: {problem}; give {what}")
     return path
 
@@ -171,7 +160,7 @@ def read_lines(path: str, flag: str) -> list[str]:
         with open(path, encoding="utf-8-sig") as f:      # (a byte-order mark is not text)
             lines = [line.strip() for line in f.read().splitlines() if line.strip()]
     except UnicodeDecodeError as e:
-        raise UsageError(f"--{flag}={path}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
+        raise UsageError(f"--{flag}={path}: not UTF-8 text (byte {e.start}); convert it") from None
     if not lines:
         raise UsageError(f"--{flag}={path}: the file is empty; give one sentence per line")
     return lines
@@ -180,13 +169,10 @@ def read_lines(path: str, flag: str) -> list[str]:
 def load(path: str, kind: str) -> dict:
     """A minippo file of this kind ("reference", "rl", "pretrain", "reward_model"), weights-only:
     pickled code in it is refused, never run."""
-    if not os.path.isfile(path):
-        raise UsageError(f"{path}: no such file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
-        raise UsageError(f"{path}: not a readable minippo file (truncated, not a torch file, or holding "
-                         f"pickled objects); delete it or point to another file") from None
+        raise UsageError(f"{path}: missing, or not a readable minippo file; give another") from None
     if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise UsageError(f"{path}: not a minippo {kind} file")
     return obj
@@ -197,8 +183,8 @@ def load_model(model, state, path: str, advice: str = "delete it, or start afres
     try:
         model.load_state_dict(state, strict=True)    # the same names and shapes, or it raises
     except (RuntimeError, TypeError, AttributeError, KeyError) as e:
-        raise UsageError(f"{path}: its weights do not fit this model ({' '.join(str(e).split())[:150]}); "
-                         f"{advice}") from None
+        why = " ".join(str(e).split())[:150]
+        raise UsageError(f"{path}: its weights do not fit this model ({why}); {advice}") from None
     if not all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point()):
         raise UsageError(f"{path}: its weights are not finite (NaN or inf); {advice}")
     return model
@@ -208,38 +194,12 @@ def differences(saved, want: dict, skip=()) -> dict:
     """{setting: (saved value, wanted value)} for every setting of `want` that `saved` has otherwise
     (a setting missing from an older file counts as differing)."""
     saved = saved if isinstance(saved, dict) else {}
-    return {k: (saved.get(k), v) for k, v in want.items() if k not in skip and saved.get(k, object()) != v}
-
-
-# ----------------------------------------------------------------------------- random state
-def rng_state() -> dict:
-    """Every random generator the run uses (python, numpy, torch, cuda)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore rng_state()."""
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    random.setstate(_tuples(state["python"]))
-    torch.set_rng_state(state["torch"])
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuples(x):
-    """random.setstate needs tuples where a round trip through torch.save may give lists."""
-    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+    want = {k: v for k, v in want.items() if k not in skip}
+    return {k: (saved.get(k), v) for k, v in want.items() if k not in saved or saved[k] != v}
 
 
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
+    """The run draws from torch alone (and CUDA, which torch.manual_seed seeds too)."""
     torch.manual_seed(seed)
 
 
@@ -251,25 +211,24 @@ def lock(folder: str, flag: str = "out") -> int:
     """Hold `folder` until unlock() or this process ends, however it ends (the kernel drops the lock):
     a second writer is refused with one line naming the holder. Temporary files a killed
     atomic_write left are removed (nobody else writes here)."""
+    note, fd = os.path.join(folder, LOCK_NOTE), -1
     try:
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY) if fcntl is not None else -1
-    except OSError as e:
-        raise UsageError(f"--{flag}={folder}: {e.strerror}; give a folder this user can write") from None
-    try:
         if fcntl is not None:
+            fd = os.open(folder, os.O_RDONLY)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        try:
-            with open(os.path.join(folder, LOCK_NOTE)) as f:
-                holder = f.read().strip() or "another process"
-        except OSError:
-            holder = "another process"
-        raise UsageError(f"{folder} is in use by {holder}; wait for it to end, or use another folder") from None
-    note = os.path.join(folder, LOCK_NOTE)
-    with open(note, "w") as f:
-        f.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+        with open(note, "w") as f:
+            f.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+    except OSError as e:
+        if fd >= 0:
+            os.close(fd)
+        if not isinstance(e, BlockingIOError):
+            why = f"{e.strerror}; give a folder this user can write"
+            raise UsageError(f"--{flag}={folder}: {why}") from None
+        holder = "another process"
+        with contextlib.suppress(OSError), open(note) as f:
+            holder = f.read().strip() or holder
+        raise UsageError(f"{folder} is in use by {holder}; wait, or use another folder") from None
     for name in os.listdir(folder):
         if re.fullmatch(r"[\w.]+\.(pt|json|jsonl)\.tmp\d+", name):
             os.remove(os.path.join(folder, name))
@@ -279,9 +238,7 @@ def lock(folder: str, flag: str = "out") -> int:
 def unlock(folder: str, fd) -> None:
     if fd is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.remove(os.path.join(folder, LOCK_NOTE))
-    except OSError:
-        pass
     if fd >= 0:
         os.close(fd)

@@ -1,18 +1,17 @@
 """`python train.py`: the command around the lesson. It checks the flags, prepares the run folder,
 pretrains pi_ref (or loads it), calls minippo.ppo.train, evaluates against J* and reports.
 
-What it adds around the loop, and where: flags and their checks (cli.py); the error boundary,
-Ctrl-C and SIGTERM, atomic writes and the folder lock (files.py); the run folder, resume and the
-metrics (runs.py); pi_ref and its cache (reference.py); several processes under torchrun
-(dist.py); the plots and the blind human evaluation at the end.
+Around the loop: flags and their checks (cli.py); the error boundary, Ctrl-C and SIGTERM, atomic
+writes and the folder lock (files.py); the run folder, resume and the metrics (runs.py); pi_ref and
+its cache (reference.py); torchrun (dist.py); plots and the blind human evaluation at the end.
 """
+import json
 import math
 import numbers
 import os
 import sys
 from dataclasses import replace
 
-import numpy as np
 import torch
 
 from minippo import ppo
@@ -31,8 +30,9 @@ def main(argv=None) -> int:
     def kept():
         run = started[0] if started else None
         if run and os.path.exists(run.path("checkpoint.pt")):
-            return f"the last good checkpoint is kept in {run.cfg.out}; continue with `{run.resume_hint}`"
-        return f"no checkpoint had been saved yet in {run.cfg.out}" if run else "nothing was written"
+            return f"the last good checkpoint is kept; continue with `{run.resume_hint}`"
+        return f"no checkpoint was saved in {run.cfg.out}" if run else "nothing was written"
+
     try:
         return files.boundary(command, argv, stop, started, stop=stop, after_stop=kept)
     finally:
@@ -51,7 +51,7 @@ def checked(reward_fn):
             raise Failure(f"{where} raised {type(e).__name__}: {e}") from None
         if isinstance(r, torch.Tensor) and r.numel() == 1 and r.dtype != torch.bool:
             r = r.item()
-        if isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real) or not math.isfinite(r):
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not math.isfinite(r):
             raise Failure(f"{where} returned {r!r}; a reward must be a finite float")
         return float(r)
     reward.__name__ = reward_fn.__name__
@@ -65,10 +65,12 @@ def command(argv, stop, started) -> int:
     rank, world = dist.setup("cuda" if gpu else "cpu")          # which process of how many; (0, 1) alone
     refusal, run = None, None
     try:
-        if cfg.batch % world or cfg.minibatch % world or (cfg.algo == "reinforce" and cfg.batch // world < 2) \
-                or (cfg.algo == "grpo" and cfg.batch // world % cfg.group):
-            raise UsageError(f"--batch={cfg.batch} and --minibatch={cfg.minibatch} must split evenly over the "
-                             f"{world} processes (REINFORCE: at least 2 responses each; GRPO: whole groups)")
+        share = cfg.batch // world
+        small = cfg.algo == "grpo" and share % cfg.group or cfg.algo == "reinforce" and share < 2
+        if cfg.batch % world or cfg.minibatch % world or small:
+            each = "REINFORCE: at least 2 responses each; GRPO: whole groups"
+            sizes = f"--batch={cfg.batch} and --minibatch={cfg.minibatch}"
+            raise UsageError(f"{sizes} must split evenly over the {world} processes ({each})")
         answers = answer_stream(sys.stdin) if cfg.human_eval and rank == 0 else None   # refuse now
         if cfg.plot and figure(1, 1, (1, 1)) is None:
             raise UsageError(f"--plot: {NO_MATPLOTLIB}")
@@ -92,10 +94,14 @@ def command(argv, stop, started) -> int:
 def tune_and_evaluate(cfg, run, answers, proxy) -> int:
     rank, world = run.rank, run.world
     if rank == 0:
-        reward = f"learned reward {cfg.reward_model!r} (gold {cfg.reward!r})" if proxy else f"reward {cfg.reward!r}"
-        print(f"minippo | device {run.device} | {len(run.prompts)} prompts | {cfg.algo}, {reward}, beta {cfg.beta}, "
-              f"T {cfg.temperature} | {cfg.batch} responses x <= {cfg.max_new_tokens} tokens per iteration, "
-              f"{cfg.iters} iterations | out: {cfg.out}" + (f" | {world} processes" if world > 1 else ""))
+        reward = f"reward {cfg.reward!r}"
+        reward = f"learned reward {cfg.reward_model!r} (gold {cfg.reward!r})" if proxy else reward
+        algo = f"{cfg.algo}, {reward}, beta {cfg.beta}, T {cfg.temperature}"
+        size = f"{cfg.batch} responses x <= {cfg.max_new_tokens} tokens per iteration"
+        size += f", {cfg.iters} iterations"
+        where = f"out: {cfg.out}" + (f" | {world} processes" if world > 1 else "")
+        head = f"minippo | device {run.device} | {len(run.prompts)} prompts"
+        print(f"{head} | {algo} | {size} | {where}")
 
     # pi_ref: rank 0 pretrains (or reuses the cached reference.pt) while the others wait, then they
     # load its reference.pt (pretraining takes seconds, and every process must start from one pi_ref)
@@ -120,24 +126,25 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
     run.stop.immediate = True               # nothing left to save: Ctrl-C from here on quits at once
     if run.stop.requested:                  # (a stop that came after the last checkpoint too)
         if not run.stopped:
-            files.say(f"interrupted: the run is saved in {cfg.out}; continue with `{run.resume_hint}`")
+            files.say(f"interrupted: the run is saved; continue with `{run.resume_hint}`")
         return 130
 
     # ---------------------------------------------------------------- how close to J*?
     torch.manual_seed(cfg.seed + runs.EVAL_SEED)
-    results, ref_texts, pol_texts = evaluate(policy, ref, run.vocab, run.prompts, reward_fn, cfg,
-                                             run.device, beta)   # with the final beta
-    results.update(**runs.text_figures(ref_texts, run.grammar, "_reference"),
-                   **runs.text_figures(pol_texts, run.grammar, "_policy"))
+    models = (policy, ref, run.vocab, run.prompts)          # evaluated with the final beta
+    results, ref_texts, pol_texts = evaluate(*models, reward_fn, cfg, run.device, beta)
+    results.update(runs.text_figures(ref_texts, run.grammar, "_reference"))
+    results.update(runs.text_figures(pol_texts, run.grammar, "_policy"))
     if proxy:                               # the same samples, scored by the gold reward
-        results.update(reward_model.gold_figures(run.gold, cfg.reward, run.prompts, cfg.eval_samples,
-                                                 ref_texts, pol_texts, results["kl_policy"], beta),
-                       reward_model=cfg.reward_model,
-                       reward_model_accuracy=proxy[1].get("held_out_accuracy"))
-    target = results["objective_reference"] + 0.9 * (results["objective_optimal"] - results["objective_reference"])
-    results.update(pretrain_seconds=run.pretrain_seconds, rl_seconds=run.rl_seconds, iters=cfg.iters,
-                   samples_drawn=cfg.iters * cfg.batch,
-                   samples_to_90pct=run.samples_to_reach(target))     # first batch with J >= 90% of the way
+        texts = (run.prompts, cfg.eval_samples, ref_texts, pol_texts, results["kl_policy"], beta)
+        results.update(reward_model.gold_figures(run.gold, cfg.reward, *texts))
+        accuracy = proxy[1].get("held_out_accuracy")
+        results.update(reward_model=cfg.reward_model, reward_model_accuracy=accuracy)
+    j_ref, j_star = results["objective_reference"], results["objective_optimal"]
+    target, logged = j_ref + 0.9 * (j_star - j_ref), map(json.loads, run.logs["metrics.jsonl"])
+    first = next((m["iter"] * cfg.batch for m in logged if m["objective"] >= target), None)
+    results.update(pretrain_seconds=run.pretrain_seconds, rl_seconds=run.rl_seconds)
+    results.update(iters=cfg.iters, samples_drawn=cfg.iters * cfg.batch, samples_to_90pct=first)
     files.save_json(results, run.path("summary.json"))
     print(f"\nsame prompts, T = {cfg.temperature}:  reference pi_ref  |  tuned pi_theta")
     for a, b in list(zip(ref_texts, pol_texts))[::cfg.eval_samples][:8]:   # one per prompt
@@ -146,27 +153,28 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
     if cfg.plot:
         print(f"curves: {plot_run(cfg.out)}")
     if cfg.human_eval:                      # the lecture's advice: evaluate with human feedback
-        human_eval(policy, ref, run.vocab, run.prompts, cfg, run.device, cfg.human_eval, cfg.seed,
-                   answers, sys.stdout, run.path("human_eval.jsonl"))
+        out = run.path("human_eval.jsonl")
+        human_eval(*models, cfg, run.device, cfg.human_eval, cfg.seed, answers, sys.stdout, out)
     return 0
 
 
 def summary_table(s: dict, beta: float) -> str:
-    g = lambda k: f"{s[k]:>11.3f}" if isinstance(s.get(k), float) and math.isfinite(s[k]) else f"{'-':>11}"
-    gap = (f"{s['optimality_gap']:.3f}" if math.isfinite(s["optimality_gap"]) else
-           "n/a (J* is not above J(pi_ref): no room to improve, or too few --eval-samples)")
+    fine = lambda k: isinstance(s.get(k), float) and math.isfinite(s[k])
+    g = lambda k: f"{s[k]:>11.3f}" if fine(k) else f"{'-':>11}"
+    na = "n/a (J* is not above J(pi_ref): no room to improve, or too few --eval-samples)"
+    gap = f"{s['optimality_gap']:.3f}" if fine("optimality_gap") else na
+    star = f"(J* = E_x beta log E_ref exp(r/beta), +- {s['objective_optimal_se']:.3f})"
+    took = f"pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s"
     rows = [f"\n{'':<20}{'reward':>11}{'KL_ref':>11}{'J':>11}{'grammatical':>12}{'distinct':>11}",
             f"{'pi_ref':<20}{g('reward_reference')}{0:>11.3f}{g('objective_reference')}"
             f"{g('grammatical_reference')} {g('distinct_reference')}",
             f"{'pi_theta (tuned)':<20}{g('reward_policy')}{g('kl_policy')}{g('objective_policy')}"
             f"{g('grammatical_policy')} {g('distinct_policy')}",
-            f"{'pi* (exact optimum)':<20}{'':>22}{g('objective_optimal')}  (J* = E_x beta log E_ref exp(r/beta), "
-            f"+- {s['objective_optimal_se']:.3f})",
-            f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {gap}   "
-            f"[beta {beta:.4g}, pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s; "
+            f"{'pi* (exact optimum)':<20}{'':>22}{g('objective_optimal')}  {star}",
+            f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {gap}   [beta {beta:.4g}, {took}; "
             f"KL_ref in nats per response; all figures in summary.json]"]
     if "gold_objective_optimal" in s:       # --reward-model: the table above is the learned proxy's
-        gold_gap = f"{s['gold_optimality_gap']:.3f}" if math.isfinite(s["gold_optimality_gap"]) else "n/a"
+        gold_gap = f"{s['gold_optimality_gap']:.3f}" if fine("gold_optimality_gap") else "n/a"
         rows[0] = "\nunder the learned reward (the proxy PPO optimised):" + rows[0]
         rows += [f"\nunder the gold reward {s['gold']!r} (what was wanted), on the same samples:",
                  f"{'pi_ref':<20}{g('gold_reward_reference')}{0:>11.3f}{g('gold_objective_reference')}",

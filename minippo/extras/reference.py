@@ -27,7 +27,7 @@ def cache_path(settings: dict) -> str:
         with open(exact["data"], "rb") as f:
             exact["data"] = hashlib.sha256(f.read()).hexdigest()
     key = hashlib.sha256(json.dumps(exact, sort_keys=True).encode()).hexdigest()[:16]
-    folder = os.environ.get("MINIPPO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minippo")
+    folder = os.environ.get("MINIPPO_CACHE") or os.path.expanduser("~/.cache/minippo")
     return os.path.join(folder, f"reference-{key}.pt")
 
 
@@ -39,8 +39,8 @@ def pretrained_policy(run, build: bool = True):
     files.seed_everything(cfg.seed)         # the initial weights too: torch seeds itself randomly
     policy = Policy(run.model_config)
     if build:                               # (the other processes of a torchrun stay quiet)
-        print(f"policy: {sum(p.numel() for p in policy.parameters()):,} parameters, vocabulary "
-              f"{run.vocab.size} characters {run.vocab.chars!r} + PAD")
+        n, chars = sum(p.numel() for p in policy.parameters()), run.vocab.chars
+        print(f"policy: {n:,} parameters, vocabulary {run.vocab.size} characters {chars!r} + PAD")
     state = run.cached_reference()          # the run folder's own, when its settings are these
     if state is None and build and os.path.isfile(cached):
         state = {**run.cached_reference(cached, settings=False), "pretrain": run.pretrain}
@@ -52,8 +52,7 @@ def pretrained_policy(run, build: bool = True):
             print(f"reference: {path} ({state.get('stats')})")
         return policy.to(run.device).eval(), 0.0
     if not build:
-        raise UsageError(f"{path}: not there for this process; with several machines --out must be a "
-                         f"folder they all share")
+        raise UsageError(f"{path}: not there; with several machines, --out must be a shared folder")
     t0, stop = time.time(), run.stop
     stop.immediate = True                   # Ctrl-C now stops at once: nothing is saved half-way
     pretrain(policy.to(run.device), run.train_ids.to(run.device), run.vocab.eos_id, cfg)
@@ -66,8 +65,8 @@ def pretrained_policy(run, build: bool = True):
         stats["grammatical"] = grammatical_fraction(lines)
     print(f"reference: pretrained in {seconds:.1f} s, {stats}; samples:")
     print("".join(f"  {line}\n" for line in lines[:5]), end="")
-    state = {"kind": "reference", **run.identity, "pretrain": run.pretrain, "stats": stats,
-             "model": policy.state_dict()}
+    state = {"kind": "reference", **run.identity, "pretrain": run.pretrain, "stats": stats}
+    state["model"] = policy.state_dict()
     files.save(state, path)
     try:                                    # the cache is a convenience: a failed write is a note
         os.makedirs(os.path.dirname(cached), exist_ok=True)
