@@ -1,25 +1,15 @@
-"""Mutation testing of the lesson: plant one single-line bug at a time, run the tests, count the
-bugs they catch. A surviving mutant is a bug the suite would let through.
+"""Mutation testing: plant one single-line bug at a time in a copy of the repository, run the
+tests there, count the bugs they catch. A surviving mutant is a bug the suite would let through.
 
     python tests/mutants.py                  # every mutant (about 25 minutes on 2 quiet cores)
-    python tests/mutants.py --tests tests    # the lesson's mutants against the whole suite
-    python tests/mutants.py --only M3 R1     # some of them
-    python tests/mutants.py --check          # only check each mutant's text is in the code, once
+    python tests/mutants.py --only M3 R1     # some of them (--tests: other tests for the M ones)
+    python tests/mutants.py --check          # only check that each mutant's text is in the code, once
 
-M mutants (the lesson) run against the fast tests, or --tests; R mutants (the reward model and the
-over-optimisation command, extras) always against tests/test_reward_model.py, C mutants (the command
-around the loop) against the test of the promise they break: the id's first letter decides (TESTS).
-
-The mutants are the text SPEC below, patch-like, one block each, starting at its header line:
-a header "ID FILE | what the bug is", the text as it is ("- " lines), the mutant's text ("+ "
-lines); several lines of either join with newlines, and each text is stripped (indentation need
-not be copied). The text as it is must appear exactly once in its file. To add a mutant, append a
-block with a new id. When the code moves, --check (or a test calling check_anchors) names the
-mutants whose text is no longer there exactly once: re-anchor them by editing their "- " lines.
-
-Each mutant is applied to a fresh copy of the repository (never to this one), then
-`python -m pytest -x -q TESTS` runs there: a failing run kills the mutant. Not run by CI (it takes
-minutes); docs/testing.md gives the last score and the reason for each mutant left alive.
+SPEC below holds one block per mutant: a header "ID FILE | what the bug is", the text as it is
+("- " lines), the mutant's text ("+ " lines), each stripped. The id's first letter picks the tests:
+M (the lesson) FAST or --tests, R (the reward model) and C (the command) their own (TESTS). To
+add a mutant, append a block; when the code moves, --check names the blocks to re-anchor. Not run
+by CI (it takes minutes); docs/testing.md gives the last score.
 """
 
 import argparse

@@ -5,6 +5,7 @@ per folder, and nothing the user gave is removed."""
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -67,8 +68,8 @@ def test_same_seed_gives_identical_metrics_and_reinforce_learns(reference, tmp_p
 def test_the_command_runs_the_lesson_s_run_exactly(reference, capsys):
     """python -m minippo (the lesson alone) and train.py with the same settings: the same figures."""
     from minippo.__main__ import main
-    cfg = Config(pretrain_steps=250, corpus_lines=4000, batch=32, minibatch=16, eval_samples=16, iters=12,
-                 lr=1e-3, anneal_lr=False, device="cpu")
+    tiny = dict(pretrain_steps=250, corpus_lines=4000, batch=32, minibatch=16, eval_samples=16)
+    cfg = Config(**tiny, iters=12, lr=1e-3, anneal_lr=False, device="cpu")
     lesson, command = main(cfg), json.loads((reference / "summary.json").read_text())
     assert {k: lesson[k] for k in lesson} == {k: command[k] for k in lesson}
 
@@ -143,21 +144,37 @@ def test_ctrl_c_during_the_final_evaluation_quits_at_once(reference, tmp_path):
 
 
 # ----------------------------------------------------------------------------- refused inputs
-BAD_FLAGS = [
-    (["--lr", "0"], "--lr"), (["--nonsense", "1"], "--nonsense"), (["--batch", "many"], "--batch"),
-    (["--batch", "64", "--minibatch", "24"], "--minibatch"), (["--beta", "-0.1"], "--beta"),
-    (["--beta", "1e308"], "--beta"), (["--beta", "nan"], "--beta"), (["--lr", "1e400"], "--lr=1e400"),  # as typed
-    (["--clip", "1.5"], "--clip"), (["--lam", "1.2"], "--lam"), (["--temperature", "0"], "--temperature"),
-    (["--temperature", "1e-300"], "--temperature"), (["--algo", "ppo", "--variant", "dr"], "--variant"),
-    (["--algo", "grpo", "--lam", "0.5"], "--lam"), (["--algo", "reinforce", "--epochs", "2"], "--epochs"),
-    (["--reward", "kindness"], "--reward"), (["--algo", "dpo"], "--algo"), (["--device", "tpu"], "--device"),
-    (["--max-new-tokens", "200"], "--max-new-tokens"), (["--n-head", "3"], "--n-head"),
-    (["--algo", "reinforce", "--batch", "1"], "--batch"),
-    (["--target-kl", "1", "--kl-horizon", "1"], "--kl-horizon"),        # else beta goes negative
-    (["--seed", "99999999999999999999"], "--seed"), (["--d-model", "100000"], "--d-model"),
-    (["--eval-samples", "999999999"], "--eval-samples"), (["--out", " "], "--out"),
-    (["--corpus-lines", "5"], "--corpus-lines"), (["--block-size", "4000", "--corpus-lines", "1000"], "--block-size"),
-    *([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device")])]
+BAD_FLAGS = [(shlex.split(args), name) for args, name in (line.split(" | ") for line in """
+--lr 0 | --lr
+--nonsense 1 | --nonsense
+--batch many | --batch
+--batch 64 --minibatch 24 | --minibatch
+--beta -0.1 | --beta
+--beta 1e308 | --beta
+--beta nan | --beta
+--lr 1e400 | --lr=1e400
+--clip 1.5 | --clip
+--lam 1.2 | --lam
+--temperature 0 | --temperature
+--temperature 1e-300 | --temperature
+--algo ppo --variant dr | --variant
+--algo grpo --lam 0.5 | --lam
+--algo reinforce --epochs 2 | --epochs
+--reward kindness | --reward
+--algo dpo | --algo
+--device tpu | --device
+--max-new-tokens 200 | --max-new-tokens
+--n-head 3 | --n-head
+--algo reinforce --batch 1 | --batch
+--target-kl 1 --kl-horizon 1 | --kl-horizon
+--seed 99999999999999999999 | --seed
+--d-model 100000 | --d-model
+--eval-samples 999999999 | --eval-samples
+--out ' ' | --out
+--corpus-lines 5 | --corpus-lines
+--block-size 4000 --corpus-lines 1000 | --block-size
+""".strip().splitlines())] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device")])
+# (--lr 1e400: named as typed; --kl-horizon 1: else beta goes negative)
 
 
 @pytest.mark.parametrize("args, name", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
@@ -199,14 +216,18 @@ def test_a_bad_prompt_is_named_by_its_file_and_cut_short(tmp_path, capsys, text,
 
 
 # ----------------------------------------------------------------------------- the run folder
-@pytest.mark.parametrize("contents, flags, words", [
-    ({"metrics.jsonl": '{"iter": 1}\n', "config.json": "{}", "checkpoint.pt": "x"}, [], ["--resume", "--force"]),
-    *[({"config.json": c, "metrics.jsonl": "their data\n"}, ["--force"], ["config.json", "not a minippo"])
-      for c in ('{"name": "my web app"}', "not json at all", "[1, 2]", "")],
-    ({"summary.json": '{"mine": 1}', "samples.txt": "my samples"}, ["--force"], ["--force", "no config.json"]),
-    ({"notes.txt": "mine"}, ["--resume", "{out}"], ["no run to resume"]),
-    ({"reference.pt": "\x80\x02garbage"}, [], ["reference.pt", "not a readable"])],
-    ids=["run", "foreign-json", "not-json", "list", "empty", "no-config", "nothing-to-resume", "corrupt-reference"])
+FOREIGN = {"run": ({"metrics.jsonl": '{"iter": 1}\n', "config.json": "{}", "checkpoint.pt": "x"}, [],
+                   ["--resume", "--force"]),
+           "no-config": ({"summary.json": '{"mine": 1}', "samples.txt": "mine"}, ["--force"],
+                         ["--force", "no config.json"]),
+           "nothing-to-resume": ({"notes.txt": "mine"}, ["--resume", "{out}"], ["no run to resume"]),
+           "corrupt-reference": ({"reference.pt": "\x80\x02garbage"}, [], ["reference.pt", "not a readable"])}
+for i, c in enumerate(('{"name": "my web app"}', "not json at all", "[1, 2]", "")):
+    FOREIGN[f"foreign-{i}"] = ({"config.json": c, "metrics.jsonl": "theirs\n"}, ["--force"],
+                               ["config.json", "not a minippo"])
+
+
+@pytest.mark.parametrize("contents, flags, words", FOREIGN.values(), ids=FOREIGN)
 def test_a_folder_that_is_not_this_run_is_left_exactly_as_it_was(tmp_path, capsys, contents, flags, words):
     out = tmp_path / "theirs"
     out.mkdir()
@@ -238,9 +259,10 @@ def test_force_never_removes_an_input_of_the_command(reference, tmp_path, capsys
 def test_one_writer_per_folder_and_free_again_when_its_holder_dies(reference, tmp_path, capsys):
     out = copy_of(reference, tmp_path)
     before = snapshot(out)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
-                               "from minippo.extras.files import lock; lock(sys.argv[2]); print('held', "
-                               "flush=True); time.sleep(60)", str(ROOT), str(out)], stdout=subprocess.PIPE, text=True)
+    hold = ("import sys, time; sys.path.insert(0, sys.argv[1]); from minippo.extras.files import lock; "
+            "lock(sys.argv[2]); print('held', flush=True); time.sleep(60)")
+    argv = [sys.executable, "-c", hold, str(ROOT), str(out)]
+    holder = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     for flags in (["--force"], ["--resume", str(out)]):
         code, err = train(capsys, "--out", out, *TINY, "--iters", "14", *flags)
@@ -300,10 +322,16 @@ def test_resuming_a_finished_run_keeps_the_seconds_it_measured(reference, tmp_pa
     assert now["rl_seconds"] == torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"] > 0
 
 
-@pytest.mark.parametrize("change, words", [
-    *[(lambda out, c=c: (out / "config.json").write_text(c), ["config.json"]) for c in ("{not json", "", "[1, 2, 3]")],
-    (lambda out: tamper(out / "reference.pt", lambda s: s["model"]["tok_emb.weight"].__setitem__((1, 1), math.inf)),
-     ["reference.pt", "not finite"])], ids=["bad-json", "empty", "list", "reference-inf"])
+def infinite_reference(out):
+    tamper(out / "reference.pt", lambda s: s["model"]["tok_emb.weight"].__setitem__((1, 1), math.inf))
+
+
+DAMAGED = {c or "empty": (lambda out, c=c: (out / "config.json").write_text(c), ["config.json"])
+           for c in ("{not json", "", "[1, 2, 3]")}
+DAMAGED["reference-inf"] = (infinite_reference, ["reference.pt", "not finite"])
+
+
+@pytest.mark.parametrize("change, words", DAMAGED.values(), ids=DAMAGED)
 def test_a_resume_whose_files_were_damaged_is_refused_and_nothing_changes(reference, tmp_path, capsys, change, words):
     out = copy_of(reference, tmp_path)
     change(out)
@@ -331,8 +359,8 @@ def test_a_file_that_is_not_minippo_s_is_refused_in_one_line(tmp_path):
     (tmp_path / "truncated.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:200])
     (tmp_path / "foreign.pt").write_text("hello, I am a text file")
     torch.save({"kind": "rl", "evil": Custom()}, tmp_path / "pickled.pt")
-    for name, kind in [("missing.pt", "rl"), ("truncated.pt", "rl"), ("foreign.pt", "rl"), ("pickled.pt", "rl"),
-                       ("good.pt", "reference")]:
+    names = ["missing.pt", "truncated.pt", "foreign.pt", "pickled.pt", "good.pt"]
+    for name, kind in zip(names, ["rl"] * 4 + ["reference"]):
         with pytest.raises(UsageError) as e:
             files.load(str(tmp_path / name), kind)
         assert name in str(e.value) and "\n" not in str(e.value)
@@ -344,16 +372,20 @@ def test_json_never_holds_nan(tmp_path):
 
 
 # ----------------------------------------------------------------------------- a run that cannot go on
-@pytest.mark.parametrize("value, expected", [(np.float32(0.5), 0.5), (np.int64(1), 1.0), (torch.tensor(0.25), 0.25),
-                                             (3, 3.0)])
+REAL = [(np.float32(0.5), 0.5), (np.int64(1), 1.0), (torch.tensor(0.25), 0.25), (3, 3.0)]
+
+
+@pytest.mark.parametrize("value, expected", REAL)
 def test_a_reward_of_any_real_type_is_taken(value, expected):
     assert checked(lambda x, y: value)("the food", " is good.") == expected
 
 
-@pytest.mark.parametrize("bad, what", [(math.inf, "returned inf"), ("great", "returned 'great'"),
-                                       (None, "returned None"), (True, "returned True"), (np.bool_(True), "returned"),
-                                       (torch.tensor([1.0, 2.0]), "returned"), (KeyError("x"), "raised KeyError"),
-                                       (SystemExit(0), "raised SystemExit")])
+NOT_REAL = [(math.inf, "returned inf"), ("great", "returned 'great'"), (None, "returned None"),
+            (True, "returned True"), (np.bool_(True), "returned"), (torch.tensor([1.0, 2.0]), "returned"),
+            (KeyError("x"), "raised KeyError"), (SystemExit(0), "raised SystemExit")]
+
+
+@pytest.mark.parametrize("bad, what", NOT_REAL)
 def test_a_reward_that_is_not_a_finite_number_is_named(bad, what):
     def odd(prompt, response):
         if isinstance(bad, BaseException):
