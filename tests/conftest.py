@@ -14,9 +14,8 @@ sys.path.insert(0, str(ROOT))
 # the tests' own pi_ref cache (every command they start inherits it), never the user's
 os.environ["MINIPPO_CACHE"] = tempfile.mkdtemp(prefix="minippo-test-cache-")
 # the lesson's math: `python -m pytest tests -m lesson` runs these files alone, in seconds
-LESSON = {"test_rl", "test_model", "test_exact_gradient", "test_estimators", "test_data",
-          "test_loop", "test_evaluate", "test_pretrain", "test_toy_bandit",
-          "test_toy_kl"}
+LESSON = set("""test_rl test_model test_exact_gradient test_estimators test_data test_loop
+test_evaluate test_pretrain test_toy_bandit test_toy_kl""".split())
 
 
 def pytest_configure(config):
@@ -35,7 +34,6 @@ from minippo.rollout import response_logprobs  # noqa: E402
 def needs_matplotlib(reason="plots need matplotlib (pip install matplotlib)"):
     """Skip without matplotlib, except in CI (CI=true), which installs it: there a missing
     matplotlib must fail, so that no test of a shipped feature is silently skipped."""
-    import os
     if os.environ.get("CI") == "true":
         import matplotlib  # noqa: F401
     else:
@@ -59,9 +57,8 @@ def peaked_model():
 
 
 # ----------------------------------------------------------------------------- train.py helpers
-TINY = ["--pretrain-steps", "250", "--corpus-lines", "4000", "--batch", "32", "--minibatch", "16",
-        "--eval-samples", "16", "--sample-every", "100", "--lr", "1e-3", "--no-anneal-lr",
-        "--device", "cpu"]
+TINY = """--pretrain-steps 250 --corpus-lines 4000 --batch 32 --minibatch 16 --eval-samples 16
+--sample-every 100 --lr 1e-3 --no-anneal-lr --device cpu""".split()
 # (a constant learning rate makes the first k iterations of any run the same: tests can run fewer;
 # the CPU, even where a GPU is present, because bit-exact reruns and resumes are a CPU promise)
 
@@ -69,8 +66,8 @@ TINY = ["--pretrain-steps", "250", "--corpus-lines", "4000", "--batch", "32", "-
 def shell(*argv, stdin="", check=False):
     """A command as a user types it: shell("train.py", ...) or shell("minippo.extras.sweep", ...)."""
     command = [str(ROOT / argv[0])] if argv[0].endswith(".py") else ["-m", argv[0]]
-    p = subprocess.run([sys.executable, *command, *map(str, argv[1:])], capture_output=True, text=True,
-                       cwd=ROOT, input=stdin)
+    line = [sys.executable, *command, *map(str, argv[1:])]
+    p = subprocess.run(line, capture_output=True, text=True, cwd=ROOT, input=stdin)
     if check:
         assert p.returncode == 0, p.stderr[-2000:]
     return p
@@ -91,7 +88,8 @@ def call(main, capsys, *args):
 
 def one_line(code, err, *words, expected=2):
     """The promise of every command: a refusal is one line naming what was wrong, and its exit code."""
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("rl:", "pretrain:"))]
+    progress = ("rl:", "pretrain:")  # the progress lines, not the refusal
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(progress)]
     assert code == expected and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
     for w in words:
         assert w in lines[0], (w, lines[0])
@@ -103,8 +101,8 @@ def snapshot(folder):
 
 
 def metrics(out, drop=("seconds",)):
-    return [{k: v for k, v in json.loads(line).items() if k not in drop}
-            for line in open(Path(out) / "metrics.jsonl")]
+    rows = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
+    return [{k: v for k, v in row.items() if k not in drop} for row in rows]
 
 
 def with_reference(reference, tmp_path, name):

@@ -13,21 +13,25 @@ import math
 import pytest
 import torch
 
+from minippo import evaluate as evaluation
 from minippo.config import Config
 from minippo.data import Vocab
-from minippo.evaluate import evaluate, optimal_value
+from minippo.evaluate import optimal_value
 from minippo.model import ModelConfig, Policy, sample
 from minippo.rewards import NO_EOS_PENALTY
 
-VOCAB = Vocab("\nab")                    # EOS = 0, a = 1, b = 2, PAD = 3
+VOCAB = Vocab("\nab")  # EOS = 0, a = 1, b = 2, PAD = 3
 EOS, A, B_, PAD = 0, 1, 2, 3
 OUTCOMES = [(EOS,), (A, EOS), (B_, EOS), (A, A), (A, B_), (B_, A), (B_, B_)]
-REWARD = {"": 0.0, "a": 1.0, "b": -0.5}   # r(x, y) of the responses that end; the rest get the penalty
-R = torch.tensor([REWARD[VOCAB.decode(y).rstrip("\n")] if y[-1] == EOS else NO_EOS_PENALTY for y in OUTCOMES]).double()
+# r(x, y) of the responses that end; the rest get the penalty
+REWARD = {"": 0.0, "a": 1.0, "b": -0.5}
+R = [REWARD[VOCAB.decode(y).rstrip("\n")] if y[-1] == EOS else NO_EOS_PENALTY for y in OUTCOMES]
+R = torch.tensor(R).double()
 BETA, N = 0.5, 10000
+TABLES = dict(max_new_tokens=2, temperature=1.0)  # the tables' setting: two tokens at T = 1
 
 
-def reward(x, y):                        # prompt "b" (test_j_star_...): the opposite rewards
+def reward(x, y):  # prompt "b" (test_j_star_...): the opposite rewards
     return REWARD[y] if x == "a" else -REWARD[y]
 
 
@@ -37,24 +41,32 @@ class Table:
 
     def __init__(self, probs):
         self.p = torch.as_tensor(probs, dtype=torch.float64) / sum(probs)
-        joint = torch.zeros(4, 4, dtype=torch.float64)            # (y_1, y_2), PAD after EOS
+        joint = torch.zeros(4, 4, dtype=torch.float64)  # (y_1, y_2), PAD after EOS
         for y, q in zip(OUTCOMES, self.p):
             joint[y[0], y[1] if len(y) == 2 else PAD] += q
-        self.first = joint.sum(1)[:3]                             # p(y_1)
-        self.second = (joint[:, :3] / joint.sum(1, keepdim=True).clamp(min=1e-300))  # p(y_2 | y_1)
+        self.first = joint.sum(1)[:3]  # p(y_1)
+        self.second = joint[:, :3] / joint.sum(1, keepdim=True).clamp(min=1e-300)  # p(y_2 | y_1)
 
     def __call__(self, seq):
         logits = torch.zeros(*seq.shape, 3)
         logits[:, 1] = self.first.log().float()
-        logits[:, 2] = self.second[seq[:, 2]].clamp(min=1e-300).log().float()   # y_1 = EOS: unused
+        logits[:, 2] = self.second[seq[:, 2]].clamp(min=1e-300).log().float()  # y_1 = EOS: unused
         return logits, torch.zeros(seq.shape)
 
 
 def sample_table(model, prompt_ids, max_new_tokens, temperature, eos_id):
     """Draw whole responses from the table's distribution: (B, 2) tokens, PAD after EOS."""
     picks = torch.multinomial(model.p, len(prompt_ids), replacement=True)
-    tokens = torch.tensor([list(OUTCOMES[i]) + [PAD] * (2 - len(OUTCOMES[i])) for i in picks.tolist()])
+    padded = [list(y) + [PAD] * (2 - len(y)) for y in OUTCOMES]
+    tokens = torch.tensor([padded[i] for i in picks.tolist()])
     return tokens, torch.zeros(tokens.shape)
+
+
+def evaluate(*args, sampler=sample_table):
+    """minippo.evaluate.evaluate, drawing its responses with `sampler` (default: the table's)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluation, "sample", sampler)
+        return evaluation.evaluate(*args)
 
 
 def sem(p, v):
@@ -74,36 +86,38 @@ def exact(q: Table, ref: Table):
     log_ratio = (q.p / ref.p).log()
     j_q, j_ref = (q.p * (R - BETA * log_ratio)).sum().item(), (ref.p * R).sum().item()
     j_star, j_star_se = optimum(R, ref)
-    return {"objective_policy": j_q, "objective_reference": j_ref, "objective_optimal": j_star,
-            "kl_policy": (q.p * log_ratio).sum().item(), "optimality_gap": (j_star - j_q) / (j_star - j_ref),
-            "objective_policy_se": sem(q.p, R - BETA * log_ratio), "objective_optimal_se": j_star_se,
-            "reference_se": sem(ref.p, R)}
+    kl, gap = (q.p * log_ratio).sum().item(), (j_star - j_q) / (j_star - j_ref)
+    figures = dict(objective_policy=j_q, objective_reference=j_ref, objective_optimal=j_star)
+    ses = dict(objective_policy_se=sem(q.p, R - BETA * log_ratio), objective_optimal_se=j_star_se)
+    return dict(**figures, **ses, kl_policy=kl, optimality_gap=gap, reference_se=sem(ref.p, R))
 
 
 REF = Table([0.30, 0.15, 0.25, 0.05, 0.10, 0.05, 0.10])
-OPTIMUM = Table(REF.p * (R / BETA).exp())                 # pi* = pi_ref exp(r/beta) / Z
+OPTIMUM = Table(REF.p * (R / BETA).exp())  # pi* = pi_ref exp(r/beta) / Z
 BETWEEN = Table(0.5 * REF.p + 0.5 * OPTIMUM.p)
 
 
-@functools.cache                          # one evaluation per policy, shared by the tests
+@functools.cache  # one evaluation per policy, shared by the tests
 def run_evaluate(policy, prompts=("a",), seed=0):
     torch.manual_seed(seed)
-    cfg = Config(max_new_tokens=2, temperature=1.0, eval_samples=N)
-    out, ref_texts, pol_texts = evaluate(policy, REF, VOCAB, list(prompts), reward, cfg, "cpu", BETA, sample_table)
-    assert len(ref_texts) == len(pol_texts) == N * len(prompts)
+    cfg = Config(**TABLES, eval_samples=N)
+    out, *texts = evaluate(policy, REF, VOCAB, list(prompts), reward, cfg, "cpu", BETA)
+    assert [len(t) for t in texts] == [N * len(prompts)] * 2  # pi_ref's and pi_theta's
     return out
 
 
-@pytest.mark.parametrize("policy, name", [(BETWEEN, "between"), (OPTIMUM, "optimum"), (REF, "reference")])
-def test_every_figure_agrees_with_its_closed_form(policy, name):
+@pytest.mark.parametrize("policy", [BETWEEN, OPTIMUM, REF], ids=["between", "optimum", "reference"])
+def test_every_figure_agrees_with_its_closed_form(policy):
     got, want = run_evaluate(policy), exact(policy, REF)
-    opt_se, pol_se, ref_se = want["objective_optimal_se"], want["objective_policy_se"], want["reference_se"]
+    opt_se, pol_se = want["objective_optimal_se"], want["objective_policy_se"]
+    ref_se = want["reference_se"]
     assert got["objective_optimal"] == pytest.approx(want["objective_optimal"], abs=4 * opt_se)
     assert got["objective_reference"] == pytest.approx(want["objective_reference"], abs=4 * ref_se)
     assert got["objective_policy"] == pytest.approx(want["objective_policy"], abs=4 * pol_se + 1e-6)
     for key in ("objective_policy_se", "objective_optimal_se"):
-        assert got[key] == pytest.approx(want[key], rel=0.1, abs=1e-6), key   # (0 at the optimum)
-    width = 4 * (opt_se + pol_se + ref_se) / (want["objective_optimal"] - want["objective_reference"])
+        assert got[key] == pytest.approx(want[key], rel=0.1, abs=1e-6), key  # (0 at the optimum)
+    span = want["objective_optimal"] - want["objective_reference"]
+    width = 4 * (opt_se + pol_se + ref_se) / span
     assert got["optimality_gap"] == pytest.approx(want["optimality_gap"], abs=width)
     assert got["beta"] == BETA and got["eval_samples_per_prompt"] == N
 
@@ -121,10 +135,10 @@ def test_a_vanishing_beta_gives_the_best_of_pi_ref_not_nan():
     """beta = 5e-324 with every reward negative (r / beta = -inf): pi* is the best responses pi_ref drew
     (here those that never end, at the penalty), E_pi*[r] their reward and KL(pi* || pi_ref) = log(n /
     their count), as in the limit beta = 0."""
-    cfg, shifted = Config(max_new_tokens=2, temperature=1.0, eval_samples=2000), lambda x, y: reward(x, y) - 10
+    cfg, shifted = Config(**TABLES, eval_samples=2000), lambda x, y: reward(x, y) - 10
     for beta in (5e-324, 0.0):
         torch.manual_seed(0)
-        out, ref_texts, _ = evaluate(REF, REF, VOCAB, ["a"], shifted, cfg, "cpu", beta, sample_table)
+        out, ref_texts, _ = evaluate(REF, REF, VOCAB, ["a"], shifted, cfg, "cpu", beta)
         best = sum(t.endswith("<no EOS>") for t in ref_texts)
         assert out["reward_optimal"] == pytest.approx(NO_EOS_PENALTY)
         assert out["kl_optimal"] == pytest.approx(math.log(2000 / best))
@@ -140,7 +154,7 @@ def test_the_gap_is_one_at_pi_ref_zero_at_the_optimum_and_in_between_otherwise()
 
 def test_pi_ref_against_itself_has_zero_kl_and_its_own_reward():
     got = run_evaluate(REF)
-    assert got["kl_policy"] == 0                             # the same table: log pi - log pi_ref = 0
+    assert got["kl_policy"] == 0  # the same table: log pi - log pi_ref = 0
     assert got["objective_policy"] == pytest.approx(got["reward_policy"])
     assert got["reward_reference"] == got["objective_reference"]
 
@@ -148,27 +162,30 @@ def test_pi_ref_against_itself_has_zero_kl_and_its_own_reward():
 def test_the_kl_is_log_pi_minus_log_pi_ref_of_the_sampled_responses():
     got, want = run_evaluate(BETWEEN), exact(BETWEEN, REF)
     assert want["kl_policy"] > 0.05
-    assert got["kl_policy"] == pytest.approx(want["kl_policy"], abs=4 * sem(BETWEEN.p, (BETWEEN.p / REF.p).log()))
+    se = sem(BETWEEN.p, (BETWEEN.p / REF.p).log())
+    assert got["kl_policy"] == pytest.approx(want["kl_policy"], abs=4 * se)
 
 
 def test_optimal_value_matches_log_mean_exp_and_its_limits():
     r = torch.tensor([1.0, -0.5, 0.0, 0.25], dtype=torch.float64)
     for beta in (0.1, 1.0, 10.0):
-        w = (r / beta).exp()                                    # the se: sqrt(n) = 2
-        assert optimal_value(r, beta) == pytest.approx((beta * math.log(w.mean().item()),
-                                                        beta * (w.std() / (w.mean() * 2)).item()))
-    assert optimal_value(r, 0.0) == (1.0, 0.0)                # beta -> 0: the best reward
-    assert optimal_value(r, 1e4)[0] == pytest.approx(r.mean().item(), abs=1e-4)   # beta -> inf: the mean
-    assert optimal_value(r * 100, 0.01)[0] == pytest.approx(100.0, abs=0.02)     # no overflow
+        w = (r / beta).exp()
+        se = beta * (w.std() / (w.mean() * 2)).item()  # sqrt(n) = 2
+        assert optimal_value(r, beta) == pytest.approx((beta * math.log(w.mean().item()), se))
+    assert optimal_value(r, 0.0) == (1.0, 0.0)  # beta -> 0: the best reward
+    # beta -> inf: the mean
+    assert optimal_value(r, 1e4)[0] == pytest.approx(r.mean().item(), abs=1e-4)
+    assert optimal_value(r * 100, 0.01)[0] == pytest.approx(100.0, abs=0.02)  # no overflow
 
 
 def test_j_star_is_the_mean_over_prompts_of_each_prompts_optimum():
     """Two prompts whose rewards differ: J* = 1/K sum_x beta log E_{y ~ pi_ref}[exp(r(x, y)/beta)],
     with the standard error sqrt(sum_x se_x^2) / K."""
     got = run_evaluate(BETWEEN, ("a", "b"), seed=1)
-    values, ses = zip(*(optimum(torch.where(R == NO_EOS_PENALTY, R, s * R), REF) for s in (1, -1)))  # penalty: -1
-    se = math.sqrt(sum(s ** 2 for s in ses)) / 2
-    assert abs(values[0] - values[1]) > 0.1                        # the mean is not the max
+    rewards = [torch.where(R == NO_EOS_PENALTY, R, s * R) for s in (1, -1)]  # the penalty: the same
+    values, ses = zip(*(optimum(r, REF) for r in rewards))
+    se = math.sqrt(sum(s**2 for s in ses)) / 2
+    assert abs(values[0] - values[1]) > 0.1  # the mean is not the max
     assert got["objective_optimal"] == pytest.approx(sum(values) / 2, abs=4 * se)
     assert got["objective_optimal_se"] == pytest.approx(se, rel=0.1)
 
@@ -178,22 +195,28 @@ def test_the_kl_is_summed_over_each_responses_own_tokens_through_its_eos():
     (6 tokens, no EOS): kl_policy = mean of log pi(y|x) - log pi_ref(y|x) at T, each a sum over the response's own
     tokens through its EOS (nothing from padding, not a per-token mean), computed here from unpadded sequences."""
     torch.manual_seed(0)
-    policy, ref = (Policy(ModelConfig(vocab_size=3, block_size=12, n_layer=1, n_head=2, d_model=16)) for _ in "12")
+    shape = ModelConfig(vocab_size=3, block_size=12, n_layer=1, n_head=2, d_model=16)
+    policy, ref = Policy(shape), Policy(shape)
     for model in (policy, ref):
         model.lm_head.weight.data.normal_(0, 0.5)
     drawn = []
 
-    def recorded(model, ids, *args):                                     # model.sample(), remembering what it drew
+    def recorded(model, ids, *args):  # model.sample(), remembering what it drew
         drawn.append((model, ids, sample(model, ids, *args)[0]))
         return drawn[-1][2], None
+
     cfg = Config(max_new_tokens=6, temperature=1.3, eval_samples=32)
-    out, _, _ = evaluate(policy, ref, VOCAB, ["a", "ba"], lambda x, y: len(y) / 4, cfg, "cpu", BETA, recorded)
+    prompts, by_length = ["a", "ba"], lambda x, y: len(y) / 4
+    out, _, _ = evaluate(policy, ref, VOCAB, prompts, by_length, cfg, "cpu", BETA, sampler=recorded)
     (ids, tokens), kl = [(i, t) for m, i, t in drawn if m is policy][0], []
     for x, y in zip(ids, tokens):
-        seq, y = torch.cat([x[x != PAD], y[y != PAD]]), y[y != PAD]       # the response through its EOS
-        logp = [torch.log_softmax(m(seq[None])[0][0, -len(y) - 1:-1] / 1.3, -1) for m in (policy, ref)]
-        kl.append((logp[0] - logp[1])[range(len(y)), y].sum().item())   # log pi(y|x) - log pi_ref(y|x)
-    lengths = (tokens != PAD).sum(1)
-    assert lengths.min() < 6 and (tokens == EOS).any(1).float().mean() < 1 and lengths.float().mean() > 2
-    assert out["kl_policy"] == pytest.approx(sum(kl) / len(kl), abs=1e-5) and abs(out["kl_policy"]) > 0.05
-    assert out["objective_policy"] == pytest.approx(out["reward_policy"] - BETA * sum(kl) / len(kl), abs=1e-5)
+        seq, y = torch.cat([x[x != PAD], y[y != PAD]]), y[y != PAD]  # the response through its EOS
+        logits = [m(seq[None])[0][0, -len(y) - 1 : -1] for m in (policy, ref)]
+        logp = [torch.log_softmax(z / 1.3, -1) for z in logits]
+        log_ratio = (logp[0] - logp[1])[range(len(y)), y]
+        kl.append(log_ratio.sum().item())  # log pi(y|x) - log pi_ref(y|x)
+    lengths, kl_mean = (tokens != PAD).sum(1), sum(kl) / len(kl)
+    assert lengths.min() < 6 and lengths.float().mean() > 2
+    assert (tokens == EOS).any(1).float().mean() < 1  # some never end
+    assert out["kl_policy"] == pytest.approx(kl_mean, abs=1e-5) and abs(out["kl_policy"]) > 0.05
+    assert out["objective_policy"] == pytest.approx(out["reward_policy"] - BETA * kl_mean, abs=1e-5)

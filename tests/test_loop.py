@@ -12,21 +12,32 @@ independent computation: a naive per-response forward pass of each unpadded sequ
 - train() keeps pi_ref a frozen copy of the pretrained policy, returns it, and draws every prompt;
 - the reward sees x and y as text: no EOS, no padding.
 """
+import json
+
 import pytest
 import torch
 
 from minippo import ppo
 from minippo.config import Config
 from minippo.data import Vocab
+from minippo.evaluate import evaluate
 from minippo.model import ModelConfig, Policy
+from minippo.rewards import NO_EOS_PENALTY
 from minippo.rl import update_beta
+from minippo.rollout import score
 
-VOCAB = Vocab("\nab")                       # EOS = 0, a = 1, b = 2, PAD = 3
-PROMPTS = ["a", "ab", "bba"]                # prompts of different lengths: left padding is exercised
+VOCAB = Vocab("\nab")  # EOS = 0, a = 1, b = 2, PAD = 3
+PROMPTS = ["a", "ab", "bba"]  # prompts of different lengths: left padding is exercised
 B, T = 12, 1.3
+# one step on the whole batch, gamma = lambda = 1, no value loss, no entropy bonus, no clipping
+BASE = dict(batch=B, minibatch=B, epochs=1, max_new_tokens=6, temperature=T, lam=1.0, gamma=1.0)
+BASE.update(vf_coef=0.0, ent_coef=0.0, max_grad_norm=1e9)
+# where the KL goes: "auto" puts it in the reward (PPO, REINFORCE) or k3 as a loss term (GRPO)
+AUTO = [(algo, "auto") for algo in ("ppo", "reinforce", "grpo")]
+AS_LOSS = [("ppo", "k2"), ("reinforce", "k3"), ("grpo", "k1")]
 
 
-def reward(x, y):                           # any bounded function of the two strings
+def reward(x, y):  # any bounded function of the two strings
     return (y.count("a") - y.count("b")) / (1 + len(y))
 
 
@@ -34,7 +45,7 @@ def tiny_policy(seed):
     torch.manual_seed(seed)
     model = Policy(ModelConfig(vocab_size=3, block_size=16, n_layer=1, n_head=2, d_model=16))
     for name, p in model.named_parameters():
-        if p.dim() > 1 and not name.startswith("value_head"):    # V stays 0 (its head is zero-initialised)
+        if p.dim() > 1 and not name.startswith("value_head"):  # V stays 0: its head starts at 0
             torch.nn.init.normal_(p, 0, 0.5)
     return model
 
@@ -42,84 +53,93 @@ def tiny_policy(seed):
 @pytest.fixture(scope="module")
 def models():
     policy, ref = tiny_policy(0), tiny_policy(0)
-    with torch.no_grad():                   # the policy has moved away from pi_ref
+    with torch.no_grad():  # the policy has moved away from pi_ref
         policy.lm_head.weight.add_(0.8 * torch.randn_like(policy.lm_head.weight))
     return policy, ref.requires_grad_(False).eval()
 
 
 def config(algo, **kw):
-    return Config(algo=algo, **{**dict(batch=B, minibatch=B, epochs=1, max_new_tokens=6, temperature=T, lam=1.0,
-                                       gamma=1.0, vf_coef=0.0, ent_coef=0.0, max_grad_norm=1e9), **kw})
+    return Config(algo=algo, **{**BASE, **kw})
 
 
-def one_iteration(models, cfg, beta, monkeypatch):
-    """ppo.iteration of (policy, ref) with a zero learning rate; returns its output, the batch it handed
-    to update() (and the prompts, "xs") and the gradient of that update (left in .grad)."""
+def one_iteration(models, cfg, beta):
+    """ppo.iteration of (policy, ref) with a zero learning rate; returns its output, the batch it
+    handed to update() (and the prompts, "xs", and the responses through their EOS, "ys") and the
+    gradient of that update (left in .grad)."""
     policy, ref = models
     seen, real_update = {}, ppo.update
 
     def spy(policy, optimizer, batch, *rest):
         seen.update(batch)
         return real_update(policy, optimizer, batch, *rest)
-    monkeypatch.setattr(ppo, "update", spy)
+
     torch.manual_seed(1)
-    optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)     # read the gradient, move nothing
-    out = ppo.iteration(policy, ref, optimizer, VOCAB, PROMPTS, reward, cfg, beta)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)  # read the gradient, move nothing
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ppo, "update", spy)
+        out = ppo.iteration(policy, ref, optimizer, VOCAB, PROMPTS, reward, cfg, beta)
     seen["xs"] = [x for x, _, _ in out["texts"]]
+    seen["ys"] = [response(row) for row in seen["tokens"]]
     return out, seen, trunk_grad(policy)
 
 
 def trunk_grad(policy):
     """The gradient of every parameter but the value head's (0 where there is none)."""
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
-                      for name, p in policy.named_parameters() if not name.startswith("value_head")])
+    trunk = [p for name, p in policy.named_parameters() if not name.startswith("value_head")]
+    return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in trunk])
 
 
 def response(row):
     """A row's response tokens through its first EOS (all of them when it never ended)."""
     row = row.tolist()
-    return row[:row.index(VOCAB.eos_id) + 1] if VOCAB.eos_id in row else [t for t in row if t != VOCAB.pad_id]
+    if VOCAB.eos_id in row:
+        return row[: row.index(VOCAB.eos_id) + 1]
+    return [t for t in row if t != VOCAB.pad_id]
 
 
 def naive(model, x, y):
     """log pi(y_t | x, y_<t) and log pi(. | x, y_<t) at T, and V(x, y_<t), of each y_t, from one unpadded sequence."""
     logits, values = model(torch.tensor([[VOCAB.eos_id] + VOCAB.encode(x) + y]))
-    logp = torch.log_softmax(logits[0, -len(y) - 1:-1] / T, -1)
-    return logp.gather(1, torch.tensor(y)[:, None])[:, 0], logp, values[0, -len(y) - 1:-1]
+    logp = torch.log_softmax(logits[0, -len(y) - 1 : -1] / T, -1)
+    return logp.gather(1, torch.tensor(y)[:, None])[:, 0], logp, values[0, -len(y) - 1 : -1]
 
 
 def naive_kl(models, seen):
     """Per token log pi - log pi_ref of each response, through its EOS; a list of (n_b,) tensors."""
+    (policy, ref), pairs = models, zip(seen["xs"], seen["ys"])
     with torch.no_grad():
-        return [naive(models[0], x, response(row))[0] - naive(models[1], x, response(row))[0]
-                for x, row in zip(seen["xs"], seen["tokens"])]
+        return [naive(policy, x, y)[0] - naive(ref, x, y)[0] for x, y in pairs]
 
 
-@pytest.mark.parametrize("algo, penalty", [("ppo", "auto"), ("reinforce", "auto"), ("grpo", "auto"), ("ppo", "k3")])
-def test_the_penalised_kl_is_the_kl_against_the_frozen_reference(models, monkeypatch, algo, penalty):
+@pytest.mark.parametrize("algo, penalty", AUTO + [("ppo", "k3")])
+def test_the_penalised_kl_is_the_kl_against_the_frozen_reference(models, algo, penalty):
     """The logged KL is the same measurement whichever algorithm and wherever the KL penalty goes."""
     beta = 0.5
-    out, seen, _ = one_iteration(models, config(algo, kl_penalty=penalty, group=4), beta, monkeypatch)
+    out, seen, _ = one_iteration(models, config(algo, kl_penalty=penalty, group=4), beta)
     kl, L = naive_kl(models, seen), seen["tokens"].shape[1]
     lengths = [len(k) for k in kl]
-    assert torch.equal(seen["mask"], (torch.arange(L) < torch.tensor(lengths)[:, None]).float())   # through the EOS
-    assert any(n < L for n in lengths)                        # some responses ended early: PAD after
-    for b, k in enumerate(kl):          # the penalised KL per token: the teacher-forced one against pi_ref, not 0
-        assert torch.allclose(seen["kl"][b, :len(k)], k, atol=1e-5)
-        assert (seen["kl"][b, len(k):] == 0).all()
+    through_eos = torch.arange(L) < torch.tensor(lengths)[:, None]
+    assert torch.equal(seen["mask"], through_eos.float())  # the mask: each response through its EOS
+    assert any(n < L for n in lengths)  # some responses ended early: PAD after
+    for b, k in enumerate(kl):  # the penalised KL per token: the teacher-forced one against pi_ref
+        assert torch.allclose(seen["kl"][b, : len(k)], k, atol=1e-5)
+        assert (seen["kl"][b, len(k) :] == 0).all()
     kl_per_response = torch.stack([k.sum() for k in kl])
-    assert kl_per_response.abs().min() > 1e-3
-    assert out["kl"] == pytest.approx(kl_per_response.mean().item(), abs=1e-5)   # logged: per response, mean over B
+    assert kl_per_response.abs().min() > 1e-3  # not 0
+    # logged: per response, mean over B
+    assert out["kl"] == pytest.approx(kl_per_response.mean().item(), abs=1e-5)
     assert out["response_length"] == pytest.approx(sum(lengths) / B)
-    if algo == "ppo" and penalty == "auto":   # V = 0 and gamma = lambda = 1: the first return is r(x, y) - beta KL
-        assert torch.allclose(seen["returns"][:, 0], seen["scores"] - beta * kl_per_response, atol=1e-5)
-        assert torch.equal(seen["advantages"], seen["returns"])  # A_t = return - V(s_t), not whitened
+    if algo == "ppo" and penalty == "auto":  # V = 0, gamma = lambda = 1: G_0 = r(x, y) - beta KL
+        first_return = seen["scores"] - beta * kl_per_response
+        assert torch.allclose(seen["returns"][:, 0], first_return, atol=1e-5)
+        assert torch.equal(seen["advantages"], seen["returns"])  # A_t = G_t - V(s_t), not whitened
 
 
-def test_whitened_advantages_have_mean_0_and_variance_1_over_response_tokens(models, monkeypatch):
-    _, seen, _ = one_iteration(models, config("ppo", whiten=True), 0.5, monkeypatch)
+def test_whitened_advantages_have_mean_0_and_variance_1_over_response_tokens(models):
+    _, seen, _ = one_iteration(models, config("ppo", whiten=True), 0.5)
     a, mask = seen["advantages"], seen["mask"]
-    assert abs((a * mask).sum() / mask.sum()) < 1e-5 and abs((a ** 2 * mask).sum() / mask.sum() - 1) < 1e-3
+    mean, second_moment = (a * mask).sum() / mask.sum(), (a**2 * mask).sum() / mask.sum()
+    assert abs(mean) < 1e-5 and abs(second_moment - 1) < 1e-3
     assert (a[mask == 0] == 0).all()
 
 
@@ -133,11 +153,11 @@ def kl_term_gradient(models, seen, algo, penalty="reward"):
     sums = torch.stack([k.sum() for k in kl])
     policy.zero_grad()
     total = 0.0
-    for x, row, k, s in zip(seen["xs"], seen["tokens"], kl, sums):
-        logp = naive(policy, x, response(row))[0]
+    for x, y, k, s in zip(seen["xs"], seen["ys"], kl, sums):
+        logp = naive(policy, x, y)[0]
         if penalty != "reward":
-            d = logp - (logp.detach() - k)                   # log pi - log pi_ref, through pi only
-            term = {"k1": d, "k2": d ** 2 / 2, "k3": torch.exp(-d) - 1 + d}[penalty].sum()
+            d = logp - (logp.detach() - k)  # log pi - log pi_ref, through pi only
+            term = {"k1": d, "k2": d**2 / 2, "k3": torch.exp(-d) - 1 + d}[penalty].sum()
             total = total + (term / len(d) if algo == "grpo" else term)
             continue
         weight = k.flip(0).cumsum(0).flip(0) if algo == "ppo" else s - (sums.sum() - s) / (B - 1)
@@ -146,78 +166,79 @@ def kl_term_gradient(models, seen, algo, penalty="reward"):
     return trunk_grad(policy)
 
 
-@pytest.mark.parametrize("algo, penalty", [("ppo", "auto"), ("reinforce", "auto"), ("ppo", "k2"),
-                                           ("reinforce", "k3"), ("grpo", "auto"), ("grpo", "k1")])
-def test_beta_changes_the_gradient_by_exactly_the_kl_terms_gradient(models, monkeypatch, algo, penalty):
+@pytest.mark.parametrize("algo, penalty", AUTO + AS_LOSS)
+def test_beta_changes_the_gradient_by_exactly_the_kl_terms_gradient(models, algo, penalty):
     beta, cfg = 0.7, config(algo, kl_penalty=penalty, group=4)
-    _, seen, grad_beta = one_iteration(models, cfg, beta, monkeypatch)
-    _, seen0, grad_0 = one_iteration(models, cfg, 0.0, monkeypatch)
-    assert torch.equal(seen["tokens"], seen0["tokens"])       # the same samples at both betas
+    _, seen, grad_beta = one_iteration(models, cfg, beta)
+    _, seen0, grad_0 = one_iteration(models, cfg, 0.0)
+    assert torch.equal(seen["tokens"], seen0["tokens"])  # the same samples at both betas
     expected = beta * kl_term_gradient(models, seen, algo, ppo.kl_penalty(cfg))
     assert expected.norm() > 1e-3
-    assert torch.allclose(grad_beta - grad_0, expected, atol=1e-5, rtol=1e-4), \
-        (grad_beta - grad_0 - expected).abs().max()
+    error = (grad_beta - grad_0 - expected).abs().max()
+    assert torch.allclose(grad_beta - grad_0, expected, atol=1e-5, rtol=1e-4), error
 
 
-def test_grpo_draws_each_query_g_times_and_scores_each_response_against_its_group(models, monkeypatch):
+def test_grpo_draws_each_query_g_times_and_scores_each_response_against_its_group(models):
     """A = (R - mean R) / (std R + 1e-4) over each group (R = r(x, y): GRPO's KL is a loss term), and
     with the KL in the reward and Dr. GRPO, A = R - mean R with R = r(x, y) - beta KL."""
-    _, seen, _ = one_iteration(models, config("grpo", group=4), 0.5, monkeypatch)
+    _, seen, _ = one_iteration(models, config("grpo", group=4), 0.5)
     xs, R = seen["xs"], seen["scores"].view(3, 4)
-    assert all(len(set(xs[i:i + 4])) == 1 for i in range(0, B, 4))
+    assert all(len(set(xs[i : i + 4])) == 1 for i in range(0, B, 4))
     A = (R - R.mean(1, keepdim=True)) / (R.std(1, keepdim=True) + 1e-4)
     assert torch.allclose(seen["advantages"], A.flatten()[:, None] * seen["mask"], atol=1e-6)
-    _, seen, _ = one_iteration(models, config("grpo", group=4, kl_penalty="reward", variant="dr"), 0.5, monkeypatch)
+    dr_in_reward = config("grpo", group=4, kl_penalty="reward", variant="dr")
+    _, seen, _ = one_iteration(models, dr_in_reward, 0.5)
     R = (seen["scores"] - 0.5 * torch.stack([k.sum() for k in naive_kl(models, seen)])).view(3, 4)
-    assert torch.allclose(seen["advantages"], (R - R.mean(1, keepdim=True)).flatten()[:, None] * seen["mask"],
-                          atol=1e-5)
+    A = (R - R.mean(1, keepdim=True)).flatten()
+    assert torch.allclose(seen["advantages"], A[:, None] * seen["mask"], atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["std", "no_std", "dr"])
-def test_grpo_s_variants_scale_the_advantage_and_reduce_the_tokens_as_they_say(models, monkeypatch, variant):
+def test_grpo_s_variants_scale_the_advantage_and_reduce_the_tokens_as_they_say(models, variant):
     """At ratio 1 the policy loss is -A per token: GRPO and no_std average a response's tokens, Dr. GRPO
     sums them (so -mean_i A_i len_i); std divides A by the group's std, no_std and dr do not."""
-    out, seen, _ = one_iteration(models, config("grpo", group=4, variant=variant), 0.5, monkeypatch)
+    out, seen, _ = one_iteration(models, config("grpo", group=4, variant=variant), 0.5)
     R, lengths = seen["scores"].view(3, 4), seen["mask"].sum(1)
     A = R - R.mean(1, keepdim=True)
     A = (A / (R.std(1, keepdim=True) + 1e-4) if variant == "std" else A).flatten()
     assert torch.allclose(seen["advantages"], A[:, None] * seen["mask"], atol=1e-6)
     expected = -(A * lengths).mean() if variant == "dr" else -A.mean()
     assert out["steps"][0]["pg_loss"] == pytest.approx(expected.item(), abs=1e-5)
-    assert (lengths != lengths[0]).any() and A.abs().max() > 0.1     # the two reductions differ here
+    assert (lengths != lengths[0]).any() and A.abs().max() > 0.1  # the two reductions differ here
 
 
 def test_grpo_takes_epochs_times_minibatches_steps_and_its_ratio_moves_off_1():
     """GRPO keeps PPO's schedule (2 epochs x 2 minibatches: 4 steps) and its trust region: the ratio
     pi_theta / pi_old is 1 at the first step and not at the last (pi_old is the sampling policy)."""
     policy, ref = tiny_policy(0), tiny_policy(0).requires_grad_(False)
+    cfg = config("grpo", group=4, epochs=2, minibatch=6)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
     torch.manual_seed(1)
-    out = ppo.iteration(policy, ref, torch.optim.SGD(policy.parameters(), lr=0.5), VOCAB, PROMPTS, reward,
-                        config("grpo", group=4, epochs=2, minibatch=6), 0.1)
+    out = ppo.iteration(policy, ref, optimizer, VOCAB, PROMPTS, reward, cfg, 0.1)
     assert len(out["steps"]) == 4
     assert abs(out["steps"][0]["approx_kl"]) < 1e-6 and abs(out["steps"][-1]["approx_kl"]) > 1e-4
 
 
-def test_the_entropy_bonus_adds_exactly_its_gradient(models, monkeypatch):
+def test_the_entropy_bonus_adds_exactly_its_gradient(models):
     """loss = ... - c H, H the mean per-token entropy of pi_theta at T over response tokens."""
     policy, c = models[0], 0.3
-    _, seen, with_bonus = one_iteration(models, config("ppo", ent_coef=c), 0.5, monkeypatch)
-    _, _, without = one_iteration(models, config("ppo"), 0.5, monkeypatch)
+    _, seen, with_bonus = one_iteration(models, config("ppo", ent_coef=c), 0.5)
+    _, _, without = one_iteration(models, config("ppo"), 0.5)
     policy.zero_grad()
-    logp = torch.cat([naive(policy, x, response(row))[1] for x, row in zip(seen["xs"], seen["tokens"])])
-    (-c * -(logp.exp() * logp).sum(-1).mean()).backward()      # H: the mean over all response tokens
+    logp = torch.cat([naive(policy, x, y)[1] for x, y in zip(seen["xs"], seen["ys"])])
+    (-c * -(logp.exp() * logp).sum(-1).mean()).backward()  # H: the mean over all response tokens
     assert torch.allclose(with_bonus - without, trunk_grad(policy), atol=1e-6, rtol=1e-4)
 
 
-def test_the_gradient_is_clipped_to_max_grad_norm(models, monkeypatch):
-    _, _, free = one_iteration(models, config("ppo"), 0.5, monkeypatch)
-    _, _, clipped = one_iteration(models, config("ppo", max_grad_norm=1e-3), 0.5, monkeypatch)
+def test_the_gradient_is_clipped_to_max_grad_norm(models):
+    _, _, free = one_iteration(models, config("ppo"), 0.5)
+    _, _, clipped = one_iteration(models, config("ppo", max_grad_norm=1e-3), 0.5)
     assert free.norm() > 1e-2
     assert clipped.norm() == pytest.approx(1e-3, rel=1e-4)
     assert torch.allclose(clipped, free * (clipped.norm() / free.norm()), atol=1e-9)
 
 
-def test_the_policy_gradient_uses_the_advantages_return_minus_value(monkeypatch):
+def test_the_policy_gradient_uses_the_advantages_return_minus_value():
     """With a value head that is not zero, PPO's first step (ratio 1, lambda = 1) has the gradient
     -1/B sum_b sum_t (G_bt - V_bt) grad log pi_bt, G the reward to go of r_t = -beta kl_t (+ r(x, y)
     at the last token), all computed here from unpadded sequences."""
@@ -225,15 +246,16 @@ def test_the_policy_gradient_uses_the_advantages_return_minus_value(monkeypatch)
     torch.nn.init.normal_(policy.value_head.weight, 0, 1.0)
     torch.nn.init.constant_(policy.value_head.bias, 0.3)
     beta = 0.4
-    _, seen, grad = one_iteration((policy, ref), config("ppo"), beta, monkeypatch)
+    _, seen, grad = one_iteration((policy, ref), config("ppo"), beta)
     kl = naive_kl((policy, ref), seen)
     policy.zero_grad()
     total = 0.0
-    for x, row, k, r in zip(seen["xs"], seen["tokens"], kl, seen["scores"]):
-        logp, _, values = naive(policy, x, response(row))
+    for x, y, k, r in zip(seen["xs"], seen["ys"], kl, seen["scores"]):
+        logp, _, values = naive(policy, x, y)
         rewards = -beta * k
         rewards[-1] += r
-        total = total - ((rewards.flip(0).cumsum(0).flip(0) - values.detach()) * logp).sum()   # A = G - V
+        advantages = rewards.flip(0).cumsum(0).flip(0) - values.detach()  # A = G - V
+        total = total - (advantages * logp).sum()
     (total / B).backward()
     expected = trunk_grad(policy)
     assert seen["old_values"].abs().max() > 0.1
@@ -241,10 +263,8 @@ def test_the_policy_gradient_uses_the_advantages_return_minus_value(monkeypatch)
 
 
 def test_a_response_without_eos_gets_the_penalty_not_the_reward():
-    from minippo.rewards import NO_EOS_PENALTY
-    from minippo.rollout import score
-    calls = []
-    scores = score(lambda x, y: calls.append(y) or 0.5, ["a", "b"], ["ab", "abab"], [True, False], "cpu")
+    calls, ys, done = [], ["ab", "abab"], [True, False]
+    scores = score(lambda x, y: calls.append(y) or 0.5, ["a", "b"], ys, done, "cpu")
     assert scores.tolist() == [0.5, NO_EOS_PENALTY] and calls == ["ab"]
 
 
@@ -262,15 +282,15 @@ class FakeRun:
         self.logged.append((beta, out["kl"], self.optimizer.param_groups[0]["lr"]))
         return {"kl": out["kl"], "responses": len(out["texts"])}
 
-    def save(self, it, policy, optimizer, beta):     # True: stopped (Ctrl-C)
+    def save(self, it, policy, optimizer, beta):  # True: stopped (Ctrl-C)
         return False
 
-    def average_gradients(self, model):      # one process: nothing to average
+    def average_gradients(self, model):  # one process: nothing to average
         pass
 
 
 def test_the_adaptive_beta_moves_with_the_per_response_kl():
-    policy = tiny_policy(0)                      # not the module's: this test takes real steps
+    policy = tiny_policy(0)  # not the module's: this test takes real steps
     cfg = config("ppo", iters=4, target_kl=0.05, kl_horizon=24, beta=0.2, lr=1e-2)
     run = FakeRun(cfg.beta)
     torch.manual_seed(3)
@@ -278,70 +298,87 @@ def test_the_adaptive_beta_moves_with_the_per_response_kl():
     betas = [b for b, _, _ in run.logged] + [final]
     for (beta, kl, _), following in zip(run.logged, betas[1:]):
         assert following == pytest.approx(update_beta(beta, kl, cfg.target_kl, B, cfg.kl_horizon))
-    assert len(set(betas)) > 1                   # it did move
+    assert len(set(betas)) > 1  # it did move
     # and the learning rate anneals linearly to 0: lr (1 - it / iters) at iteration it = 0, 1, ...
-    assert [lr for _, _, lr in run.logged] == pytest.approx([cfg.lr * (1 - it / cfg.iters) for it in range(cfg.iters)])
+    annealed = [cfg.lr * (1 - it / cfg.iters) for it in range(cfg.iters)]
+    assert [lr for _, _, lr in run.logged] == pytest.approx(annealed)
 
 
 def test_the_command_logs_the_iterations_figures(tmp_path, models):
     """minippo/extras/runs.py:Run.log in one process: the metrics line holds the iteration's
     reward and per-response KL, J = reward - beta KL, and the number of responses."""
-    import json
     from minippo.extras.runs import Run
-    run = Run(Config(out=str(tmp_path / "run"), corpus_lines=400, batch=B, minibatch=B, device="cpu"))
+
+    cfg = Config(out=str(tmp_path / "run"), corpus_lines=400, batch=B, minibatch=B, device="cpu")
+    run = Run(cfg)
     run.open()
     policy = Policy(run.model_config)
     run.start(policy, torch.optim.SGD(policy.parameters(), lr=0.0))
-    out = {"texts": [("the food", " is good.", True)] * (B - 1) + [("the food", " is", False)],
-           "scores": [1.0] * B, "reward": 0.75, "kl": 1.25, "response_length": 9.0, "explained_variance": None,
-           "steps": [{"pg_loss": 0.5, "entropy": 1.0, "tokens": 100.0},
-                     {"pg_loss": 0.25, "entropy": 2.0, "tokens": 50.0}]}
+    texts = [("the food", " is good.", True)] * (B - 1) + [("the food", " is", False)]
+    steps = [dict(pg_loss=0.5, entropy=1.0, tokens=100.0)]
+    steps += [dict(pg_loss=0.25, entropy=2.0, tokens=50.0)]
+    out = dict(texts=texts, scores=[1.0] * B, reward=0.75, kl=1.25, response_length=9.0)
+    out.update(explained_variance=None, steps=steps)
     m = run.log(1, 0.2, out)
-    assert m["kl"] == 1.25 and m["reward"] == 0.75 and m["objective"] == pytest.approx(0.75 - 0.2 * 1.25)
-    assert m["responses"] == B and m["no_eos"] == pytest.approx(1 / B) and m["beta"] == 0.2
-    assert m["pg_loss"] == pytest.approx(0.375) and m["entropy"] == pytest.approx(1.5)
+    assert m["kl"] == 1.25 and m["reward"] == 0.75 and m["beta"] == 0.2 and m["responses"] == B
+    assert m["objective"] == pytest.approx(0.75 - 0.2 * 1.25)  # J = reward - beta KL
+    assert m["no_eos"] == pytest.approx(1 / B) and m["pg_loss"] == pytest.approx(0.375)
+    assert m["entropy"] == pytest.approx(1.5)
     assert m["distinct"] == pytest.approx(2 / B) and m["grammatical"] == pytest.approx((B - 1) / B)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text()) == m
     run.close_bar()
     run.close()
 
 
-def test_train_keeps_a_frozen_copy_of_the_pretrained_policy_as_pi_ref_and_draws_every_prompt(monkeypatch):
+def test_train_keeps_a_frozen_copy_of_the_pretrained_policy_as_pi_ref_and_draws_every_prompt():
     """train(): pi_ref is a frozen copy of the pretrained weights, not the policy (else the KL is 0
     throughout), it is what train() returns, the logged KL against it grows once the policy moves,
     and the queries drawn over the iterations cover every prompt."""
     policy, xs, refs, real_iteration = tiny_policy(0), [], [], ppo.iteration
     pretrained = {k: v.clone() for k, v in policy.state_dict().items()}
-    monkeypatch.setattr(ppo, "iteration", lambda policy, ref, *a: refs.append(ref) or real_iteration(policy, ref, *a))
     cfg = config("ppo", iters=4, beta=0.2, lr=0.1, target_kl=0.0)
-    run = FakeRun(cfg.beta)
+    run, scored = FakeRun(cfg.beta), lambda x, y: xs.append(x) or reward(x, y)
+
+    def iteration(policy, ref, *rest):  # ppo.iteration, remembering the pi_ref it is given
+        refs.append(ref)
+        return real_iteration(policy, ref, *rest)
+
     torch.manual_seed(3)
-    ref, beta = ppo.train(cfg, policy, VOCAB, PROMPTS, lambda x, y: xs.append(x) or reward(x, y), run)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ppo, "iteration", iteration)
+        ref, beta = ppo.train(cfg, policy, VOCAB, PROMPTS, scored, run)
     assert all(r is ref for r in refs) and ref is not policy and beta == cfg.beta
-    assert all(torch.equal(v, pretrained[k]) for k, v in ref.state_dict().items())      # bit-identical, frozen
-    assert not all(torch.equal(v, pretrained[k]) for k, v in policy.state_dict().items())  # the policy moved
+    unchanged = [torch.equal(v, pretrained[k]) for k, v in ref.state_dict().items()]
+    moved = [not torch.equal(v, pretrained[k]) for k, v in policy.state_dict().items()]
+    assert all(unchanged) and any(moved)  # pi_ref bit-identical, frozen; the policy moved
     kls = [kl for _, kl, _ in run.logged]
-    assert kls[0] == 0.0 and min(kls[1:]) > 0.01     # the first batch is sampled from pi_ref itself
-    assert sorted(set(xs)) == sorted(PROMPTS)        # 4 x 12 draws (the finished ones scored) miss none
+    assert kls[0] == 0.0 and min(kls[1:]) > 0.01  # the first batch is sampled from pi_ref itself
+    assert sorted(set(xs)) == sorted(PROMPTS)  # 4 x 12 draws (the finished ones scored) miss none
 
 
 def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding(monkeypatch):
     """r(x, y) receives x as typed (no EOS before it, no PAD) and y the sampled tokens before EOS, for
     responses ending early or at the last allowed token; one cut at the limit is logged whole, not scored."""
-    rows = [[1, 2, 0, 3], [0, 3, 3, 3], [1, 1, 2, 0], [1, 2, 2, 1]]     # "ab", "", "aab" ended; "abba" cut
+    # "ab", "", "aab" ended; "abba" cut
+    rows = [[1, 2, 0, 3], [0, 3, 3, 3], [1, 1, 2, 0], [1, 2, 2, 1]]
     ys, done, calls, prompts_seen = ["ab", "", "aab", "abba"], [True, True, True, False], [], []
 
-    def stub(policy, prompt_ids, max_new_tokens, temperature, eos_id):    # the sampler, returning chosen tokens
-        prompts_seen.extend("".join(VOCAB.chars[t] for t in row if t != VOCAB.pad_id)[1:]    # [PAD...] EOS x -> x
-                            for row in prompt_ids.tolist())
-        tokens = torch.tensor(rows[:len(prompt_ids)])
+    def stub(policy, prompt_ids, max_new_tokens, temperature, eos_id):  # the sampler: chosen tokens
+        for row in prompt_ids.tolist():  # [PAD...] EOS x -> x
+            prompts_seen.append("".join(VOCAB.chars[t] for t in row if t != VOCAB.pad_id)[1:])
+        tokens = torch.tensor(rows[: len(prompt_ids)])
         return tokens, torch.zeros(tokens.shape)
+
+    def recording(x, y):  # the reward, remembering what it is given
+        calls.append((x, y))
+        return float(len(y))
+
     cfg = config("ppo", batch=4, minibatch=4, max_new_tokens=4)
     torch.manual_seed(0)
     policy, ref = tiny_policy(0), tiny_policy(0).requires_grad_(False)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)
     monkeypatch.setattr(ppo, "sample", stub)
-    out = ppo.iteration(policy, ref, torch.optim.SGD(policy.parameters(), lr=0.0), VOCAB, PROMPTS,
-                        lambda x, y: calls.append((x, y)) or float(len(y)), cfg, 0.1)
+    out = ppo.iteration(policy, ref, optimizer, VOCAB, PROMPTS, recording, cfg, 0.1)
     assert set(prompts_seen) <= set(PROMPTS) and len(set(prompts_seen)) > 1
     assert out["texts"] == list(zip(prompts_seen, ys, done))
     assert calls == [(x, y) for x, y, d in out["texts"] if d]
@@ -352,9 +389,9 @@ def test_a_short_seeded_grpo_run_improves_j():
     """GRPO with k3 as a loss term, 30 iterations of 12 queries x 4 responses: J = E[r] - beta KL of the
     tuned policy, evaluated on 1,500 fresh samples, is above pi_ref's (by 0.14-0.68 over seeds 0-4,
     standard errors <= 0.02)."""
-    from minippo.evaluate import evaluate
     policy = tiny_policy(0)
-    cfg = config("grpo", group=4, iters=30, lr=1e-2, epochs=2, batch=48, minibatch=24, beta=0.05, eval_samples=500)
+    settings = dict(iters=30, lr=1e-2, epochs=2, batch=48, minibatch=24, beta=0.05)
+    cfg = config("grpo", group=4, eval_samples=500, **settings)
     torch.manual_seed(0)
     ref, beta = ppo.train(cfg, policy, VOCAB, PROMPTS, reward, FakeRun(cfg.beta))
     out, _, _ = evaluate(policy, ref, VOCAB, PROMPTS, reward, cfg, "cpu", beta)
