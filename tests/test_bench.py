@@ -32,7 +32,7 @@ def test_a_pause_is_counted_in_its_own_phase_alone(monkeypatch):
     """A known pause in the sampler and one in decoding the responses (part of the remainder, between
     sampling and scoring): each of the two phases grows by its own pause, no other phase by either.
     And the sampler the iteration called gave every response exactly max_new_tokens, EOS last."""
-    pause, responses = 1.0, []          # long beside the tiny work, so that a loaded machine cannot blur it
+    pause, responses = 1.0, []          # long beside the tiny work: a loaded machine cannot blur it
 
     def paused(fn, record=False):
         def call(*args):
@@ -45,7 +45,8 @@ def test_a_pause_is_counted_in_its_own_phase_alone(monkeypatch):
     cfg = Config(algo="reinforce", batch=8, minibatch=8, max_new_tokens=6)
     r = bench.bench(cfg, torch.device("cpu"), iters=2, warmup=1)
     seconds = {k: p["seconds"] for k, p in r["phases"].items()}
-    assert seconds["sampling"] >= pause and seconds["log-probs, KL, GAE"] >= pause, seconds
+    assert pause <= seconds["sampling"] < 2 * pause, seconds           # counted once, in its phase
+    assert pause <= seconds["log-probs, KL, GAE"] < 2 * pause, seconds
     assert seconds["scoring"] < pause and seconds["update"] < pause, seconds
     assert len(responses) == 3 and all(t.shape == (8, 6) for t in responses)
     eos, pad = bench.Vocab(bench.CHARS).eos_id, bench.Vocab(bench.CHARS).pad_id
