@@ -128,6 +128,7 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
         if not run.stopped:
             files.say(f"interrupted: the run is saved; continue with `{run.resume_hint}`")
         return 130
+    files.say(f"evaluating against J*: {cfg.eval_samples} samples per prompt from pi_ref and pi_theta")
 
     # ---------------------------------------------------------------- how close to J*?
     torch.manual_seed(cfg.seed + runs.EVAL_SEED)
