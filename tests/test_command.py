@@ -100,11 +100,11 @@ def lines(path):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_signal_during_rl_saves_and_resume_is_bit_exact(reference, tmp_path, sig):
+def test_ctrl_c_during_rl_saves_and_resume_is_bit_exact(reference, tmp_path):
+    """(SIGTERM goes to the same handler: the test after this one sends it.)"""
     out = with_reference(reference, tmp_path, "part")
     args = [*TINY, "--iters", "8", "--ckpt-every", "100"]
-    code, err = signal_when(["--out", out, *args], lambda _: lines(out / "metrics.jsonl") >= 3, sig)
+    code, err = signal_when(["--out", out, *args], lambda _: lines(out / "metrics.jsonl") >= 3)
     assert code == 130 and "--resume" in err, err[-2000:]
     assert 3 <= len(metrics(out)) < 8
     saved = torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"]
