@@ -1,3 +1,4 @@
+import fcntl
 import json
 import os
 import shutil
@@ -11,8 +12,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# the tests' own pi_ref cache (every command they start inherits it), never the user's
-os.environ["MINIPPO_CACHE"] = tempfile.mkdtemp(prefix="minippo-test-cache-")
+# the tests' own pi_ref cache (every command they start inherits it), never the user's; with
+# `pytest -n 2` (pytest-xdist) the workers share one, and each uses one thread of the two cores
+WORKERS = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+CACHE = Path(tempfile.gettempdir()) / f"minippo-test-cache-{WORKERS}" if WORKERS else None
+os.environ["MINIPPO_CACHE"] = str(CACHE) if CACHE else tempfile.mkdtemp(prefix="minippo-test-cache-")
+if WORKERS:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 # the lesson's math: `python -m pytest tests -m lesson` runs these files alone, in seconds
 LESSON = set("""test_rl test_model test_exact_gradient test_estimators test_data test_loop
 test_evaluate test_pretrain test_toy_bandit test_toy_kl""".split())
@@ -114,7 +121,15 @@ def with_reference(reference, tmp_path, name):
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory):
-    """One tiny pretraining + 12 PPO iterations, shared by the tests (they reuse reference.pt)."""
-    out = tmp_path_factory.mktemp("ref")
-    run("--out", str(out), *TINY, "--iters", "12")
+    """One tiny pretraining + 12 PPO iterations, shared by the tests (they reuse reference.pt);
+    made once, by the first worker that needs it when pytest-xdist runs several."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if WORKERS else root                 # (the workers' common folder)
+    out = root / "ref0"
+    with open(root / "ref0.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)                    # the others wait for it
+        if not (root / "ref0.done").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            run("--out", str(out), *TINY, "--iters", "12")
+            (root / "ref0.done").touch()
     return out
