@@ -92,8 +92,8 @@ M19 minippo/rl.py | r(x, y) paid at the first token instead of the last
 - last = mask.sum(1).long() - 1                             # index of EOS (or of the last token)
 + last = mask.sum(1).long() * 0                             # index of EOS (or of the last token)
 M20 minippo/evaluate.py | the optimality gap with its sign reversed
-- "optimality_gap": (j_star - j_pol) / (j_star - j_ref) if j_star > j_ref else float("nan"),
-+ "optimality_gap": (j_pol - j_star) / (j_star - j_ref) if j_star > j_ref else float("nan"),
+- gap = (j_star - j_pol) / (j_star - j_ref) if j_star > j_ref and ess >= MIN_ESS else math.nan
++ gap = (j_pol - j_star) / (j_star - j_ref) if j_star > j_ref and ess >= MIN_ESS else math.nan
 M21 minippo/evaluate.py | J(pi_ref) estimated from the policy's samples
 - j_ref = r_ref.mean().item()
 + j_ref = r_pol.mean().item()
@@ -104,8 +104,8 @@ M23 minippo/evaluate.py | the standard error of J* without its 1/sqrt(n)
 - se = beta * (w.std() / (w.mean() * math.sqrt(len(w)))).item()
 + se = beta * (w.std() / w.mean()).item()
 M24 minippo/evaluate.py | J* replaced by the mean reward
-- value = r.max().item() + beta * math.log(w.mean().item())
-+ value = r.mean().item()
+- value = (m + beta * log_mean).item()                            # J* = beta log Z
++ value = r.mean().item()                            # J* = beta log Z
 M25 minippo/evaluate.py | the evaluation's KL against the policy itself
 - log_ratio.append(response_logprobs(model, *part)[0] - response_logprobs(ref, *part)[0])
 + log_ratio.append(response_logprobs(model, *part)[0] - response_logprobs(model, *part)[0])
@@ -113,8 +113,8 @@ M26 minippo/evaluate.py | the standard error of J(theta) divided by n instead of
 - "objective_policy_se": (r_pol - beta * kl_pol).std().item() / math.sqrt(len(xs)),
 + "objective_policy_se": (r_pol - beta * kl_pol).std().item() / len(xs),
 M27 minippo/evaluate.py | J* the best prompt's instead of the mean over prompts
-- j_star, r_star, kl_star = (sum(v) / len(prompts) for v in (j_star, r_star, kl_star))
-+ j_star, r_star, kl_star = (max(v) for v in (j_star, r_star, kl_star))
+- j_star, r_star, kl_star = (sum(f[i] for f in figures) / len(prompts) for i in (0, 2, 3))
++ j_star, r_star, kl_star = (max(f[i] for f in figures) for i in (0, 2, 3))
 M28 minippo/rollout.py | a response without EOS is scored by the reward instead of the penalty
 - return torch.tensor([float(reward_fn(x, y)) if done else NO_EOS_PENALTY
 + return torch.tensor([float(reward_fn(x, y)) if True else NO_EOS_PENALTY
@@ -209,23 +209,23 @@ M58 minippo/ppo.py | Dr. GRPO keeps the per-response length normalisation
 - per_response = cfg.algo == "grpo" and cfg.variant != "dr"   # GRPO averages a response's tokens
 + per_response = cfg.algo == "grpo"   # GRPO averages a response's tokens
 M59 minippo/evaluate.py | E_pi*[r] taken as pi_ref's mean reward
-- r_star.append((w @ r).item())                                  # E_pi*[r]
-+ r_star.append(r.mean().item())                                  # E_pi*[r]
+- r_star = (s @ r).item()                                         # E_pi*[r]
++ r_star = r.mean().item()                                         # E_pi*[r]
 M60 minippo/evaluate.py | KL(pi_theta || pi*) not divided by beta
-- "kl_to_optimum": (j_star - j_pol) / beta if beta else math.nan,
-+ "kl_to_optimum": (j_star - j_pol) if beta else math.nan,
-M81 minippo/evaluate.py | KL(pi* || pi_ref) without the n of pi_ref's weights 1/n
-- kl_star.append(torch.xlogy(w, w * n).sum().item())             # KL(pi* || pi_ref) = E_pi*[log(n w)]
-+ kl_star.append(torch.xlogy(w, w).sum().item())             # KL(pi* || pi_ref) = E_pi*[log(n w)]
+- "kl_to_optimum": (j_star - j_pol) / beta if beta and ess >= MIN_ESS else math.nan,
++ "kl_to_optimum": (j_star - j_pol) if beta and ess >= MIN_ESS else math.nan,
+M81 minippo/evaluate.py | KL(pi* || pi_ref) without log Z: E_pi*[r / beta] alone
+- kl_star = (s[s > 0] @ u[s > 0] - log_mean).item()               # E_pi*[log pi* / pi_ref]
++ kl_star = (s[s > 0] @ u[s > 0]).item()               # E_pi*[log pi* / pi_ref]
 M83 minippo/ppo.py | GRPO without its trust region: the ratio against the current policy, always 1
 - pg_losses, stats = rl.clipped_surrogate(mb_logprobs, old, adv, m, cfg.clip)
 + pg_losses, stats = rl.clipped_surrogate(mb_logprobs, mb_logprobs.detach(), adv, m, cfg.clip)
 M84 minippo/ppo.py | GRPO takes REINFORCE's one step instead of PPO's epochs and minibatches
 - epochs, mb_size = (1, B) if cfg.algo == "reinforce" else (cfg.epochs, cfg.minibatch)
 + epochs, mb_size = (cfg.epochs, cfg.minibatch) if cfg.algo == "ppo" else (1, B)
-M82 minippo/evaluate.py | pi*'s weights from r / beta: NaN once r / beta is -inf for every sample (a tiny beta)
-- w = torch.softmax((r - r.max()) / beta, 0) if beta else best / best.sum()
-+ w = torch.softmax(r / beta, 0) if beta else best / best.sum()
+M82 minippo/evaluate.py | pi*'s weights from r / beta unshifted: NaN once r / beta is -inf for every sample (a tiny beta)
+- u = torch.where(r == m, 0.0, (r - m) / beta)   # log pi*/pi_ref + const, shifted for safety
++ u = r / beta   # log pi*/pi_ref + const, shifted for safety
 M61 toy_kl.py | k2's per-sample weight is k2 itself, not its derivative d
 - return d                         # k2 = d^2 / 2                            k2' = d
 + return d ** 2 / 2                # k2 = d^2 / 2                            k2' = d
@@ -355,9 +355,27 @@ C2 minippo/extras/runs.py | a resumed run forgets the pretraining it measured
 M85 minippo/ppo.py | Dr. GRPO still divides by the group's std
 - A = rl.group_advantages(returns, G, std=cfg.variant == "std")     # (B,)
 + A = rl.group_advantages(returns, G, std=cfg.variant != "no_std")     # (B,)
+M86 minippo/evaluate.py | J* always from pi_ref's samples alone: a rare reward they never drew is missed
+- figures.append(alone if alone[4] >= MIN_ESS and agree else both)
++ figures.append(alone)
+M87 minippo/evaluate.py | the mixture q = (pi_ref + pi_theta) / 2 without its 1/2: every weight halved
+- log_q = torch.logaddexp(torch.zeros(1), torch.stack([-kl_ref, kl_pol])) - math.log(2)
++ log_q = torch.logaddexp(torch.zeros(1), torch.stack([-kl_ref, kl_pol]))
+M88 minippo/evaluate.py | pi_ref's samples weighted with log pi_ref / pi_theta for log pi_theta / pi_ref
+- log_q = torch.logaddexp(torch.zeros(1), torch.stack([-kl_ref, kl_pol])) - math.log(2)
++ log_q = torch.logaddexp(torch.zeros(1), torch.stack([kl_ref, kl_pol])) - math.log(2)
+M89 minippo/evaluate.py | a J* resting on too few samples still gives a gap
+- gap = (j_star - j_pol) / (j_star - j_ref) if j_star > j_ref and ess >= MIN_ESS else math.nan
++ gap = (j_star - j_pol) / (j_star - j_ref) if j_star > j_ref else math.nan
+M90 minippo/evaluate.py | the effective sample size of the weights is n whatever they are
+- return value, se, r_star, kl_star, 1 / (s @ s).item()
++ return value, se, r_star, kl_star, len(s)
+M91 minippo/evaluate.py | pi_ref's estimate kept however far it is from the one from both samples
+- agree = abs(alone[0] - both[0]) <= 3 * math.hypot(alone[1], both[1])
++ agree = True
 C3 minippo/extras/cli.py | a flag the algorithm ignores is accepted
-- if getattr(args, name) is not None and cfg.algo not in algos.split():
-+ if getattr(args, name) is not None and cfg.algo in algos.split():
+- if name in given and cfg.algo not in algos.split():
++ if name in given and cfg.algo in algos.split():
 """
 
 

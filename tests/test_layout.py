@@ -74,3 +74,12 @@ def test_one_iteration_is_one_screen_of_lesson():
 def test_pi_ref_is_made_in_the_loop_setup():
     source = inspect.getsource(ppo.train)
     assert re.search(r"ref = copy\.deepcopy\(policy\)\.requires_grad_\(False\)\.eval\(\)", source)
+
+
+def test_every_mutant_of_the_mutation_tool_still_finds_its_line_once():
+    """tests/mutants.py plants each bug by replacing one exact text: a change that moves or
+    rewrites that text shows here, not when the mutants are next run (their ids are unique too)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import mutants
+
+    assert mutants.check_anchors() == [] and len(mutants.MUTANTS) > 100

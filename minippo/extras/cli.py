@@ -7,8 +7,8 @@ import argparse
 import inspect
 import json
 import math
+import os
 import re
-import shlex
 import sys
 from dataclasses import asdict, fields
 
@@ -119,12 +119,12 @@ def check(cfg: Config, rewards=(), here: bool = True) -> Config:
 
 
 def parse_config(argv=None, rewards=()) -> Config:
-    """Command line -> checked Config, or UsageError."""
+    """Command line -> checked Config, or UsageError. With --resume DIR the settings are that run's
+    (its config.json); a flag given beside it that differs is refused when the folder is opened."""
     args, values = build_parser().parse_args(argv), {}
     for f in fields(Config):
-        text = getattr(args, f.name)
-        if text is None or f.type is bool:
-            values[f.name] = f.default if text is None else text
+        if (text := getattr(args, f.name)) is None or f.type is bool:
+            values[f.name] = text
             continue
         try:
             values[f.name] = f.type(text)
@@ -132,9 +132,12 @@ def parse_config(argv=None, rewards=()) -> Config:
             raise UsageError(f"{flag(f.name)}={text}: expected {f.type.__name__}") from None
         if f.type is float and not math.isfinite(values[f.name]):   # e.g. 1e400: say what was typed
             raise UsageError(f"{flag(f.name)}={text}: must be a finite number")
-    cfg = Config(**values)
+    given = {k: v for k, v in values.items() if v is not None}
+    saved = os.path.join(given.get("resume", ""), "config.json")
+    cfg = config_from(saved, rewards) if given.get("resume") and os.path.isfile(saved) else Config()
+    cfg = Config(**{**asdict(cfg), **given})
     for name, algos in USED_BY.items():     # a flag given that this algorithm would ignore
-        if getattr(args, name) is not None and cfg.algo not in algos.split():
+        if name in given and cfg.algo not in algos.split():
             raise UsageError(f"{flag(name)}: --algo {cfg.algo} does not use it; leave it out")
     if cfg.resume and args.out is not None and args.out != cfg.resume:
         raise UsageError(f"--out={args.out} and --resume={cfg.resume}: give --resume alone")
@@ -165,14 +168,3 @@ def config_from(path: str, rewards=()) -> Config:
         return check(Config(**values), rewards, here=False)      # (a GPU's run, read on a CPU)
     except UsageError as e:
         raise UsageError(f"{path}: {e}") from None
-
-
-def changed_flags(cfg: Config) -> list[str]:
-    """The flags that differ from the defaults, as a command line would give them."""
-    default, out = asdict(Config()), []
-    for k, v in asdict(cfg).items():
-        if k in ("out", "resume", "force") or v == default[k]:
-            continue
-        switch = flag(k) if v else "--no-" + k.replace("_", "-")
-        out.append(switch if type(v) is bool else f"{flag(k)} {shlex.quote(str(v))}")
-    return out

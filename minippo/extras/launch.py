@@ -9,6 +9,7 @@ import json
 import math
 import numbers
 import os
+import shlex
 import sys
 from dataclasses import replace
 
@@ -130,7 +131,25 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
         return 130
     files.say(f"evaluating against J*: {cfg.eval_samples} samples per prompt from pi_ref and pi_theta")
 
-    # ---------------------------------------------------------------- how close to J*?
+    results = measure(cfg, run, policy, ref, beta, reward_fn, proxy)
+    j_ref, j_star = results["objective_reference"], results["objective_optimal"]
+    target, logged = j_ref + 0.9 * (j_star - j_ref), map(json.loads, run.logs["metrics.jsonl"])
+    first = next((m["iter"] * cfg.batch for m in logged if m["objective"] >= target), None)
+    results.update(pretrain_seconds=run.pretrain_seconds, rl_seconds=run.rl_seconds)
+    results.update(iters=cfg.iters, samples_drawn=cfg.iters * cfg.batch, samples_to_90pct=first)
+    files.save_json(results, run.path("summary.json"))
+    print(summary_table(results, beta, cfg.out))
+    if cfg.plot:
+        print(f"curves: {plot_run(cfg.out)}")
+    if cfg.human_eval:                      # the lecture's advice: evaluate with human feedback
+        out, models = run.path("human_eval.jsonl"), (policy, ref, run.vocab, run.prompts)
+        human_eval(*models, cfg, run.device, cfg.human_eval, cfg.seed, answers, sys.stdout, out)
+    return 0
+
+
+def measure(cfg, run, policy, ref, beta, reward_fn, proxy) -> dict:
+    """How close to J*: the figures of minippo/evaluate.py (and, with a learned reward, the gold
+    reward's on the same samples, and the texts'), after one sample per prompt side by side."""
     torch.manual_seed(cfg.seed + runs.EVAL_SEED)
     models = (policy, ref, run.vocab, run.prompts)          # evaluated with the final beta
     results, ref_texts, pol_texts = evaluate(*models, reward_fn, cfg, run.device, beta)
@@ -141,30 +160,23 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
         results.update(reward_model.gold_figures(run.gold, cfg.reward, *texts))
         accuracy = proxy[1].get("held_out_accuracy")
         results.update(reward_model=cfg.reward_model, reward_model_accuracy=accuracy)
-    j_ref, j_star = results["objective_reference"], results["objective_optimal"]
-    target, logged = j_ref + 0.9 * (j_star - j_ref), map(json.loads, run.logs["metrics.jsonl"])
-    first = next((m["iter"] * cfg.batch for m in logged if m["objective"] >= target), None)
-    results.update(pretrain_seconds=run.pretrain_seconds, rl_seconds=run.rl_seconds)
-    results.update(iters=cfg.iters, samples_drawn=cfg.iters * cfg.batch, samples_to_90pct=first)
-    files.save_json(results, run.path("summary.json"))
     print(f"\nsame prompts, T = {cfg.temperature}:  reference pi_ref  |  tuned pi_theta")
     for a, b in list(zip(ref_texts, pol_texts))[::cfg.eval_samples][:8]:   # one per prompt
         print(f"  {a:<46} | {b}")
-    print(summary_table(results, beta))
-    if cfg.plot:
-        print(f"curves: {plot_run(cfg.out)}")
-    if cfg.human_eval:                      # the lecture's advice: evaluate with human feedback
-        out = run.path("human_eval.jsonl")
-        human_eval(*models, cfg, run.device, cfg.human_eval, cfg.seed, answers, sys.stdout, out)
-    return 0
+    return results
 
 
-def summary_table(s: dict, beta: float) -> str:
+def summary_table(s: dict, beta: float, out: str = "out") -> str:
     fine = lambda k: isinstance(s.get(k), float) and math.isfinite(s[k])
     g = lambda k: f"{s[k]:>11.3f}" if fine(k) else f"{'-':>11}"
     na = "n/a (J* is not above J(pi_ref): no room to improve, or too few --eval-samples)"
+    if s.get("objective_optimal_trusted") is False:     # pi*'s weights rest on too few samples
+        more = f"python -m minippo.extras.reevaluate {shlex.quote(out)} --eval-samples {8 * s['eval_samples_per_prompt']}"
+        na = f"n/a: J* rests on {s['objective_optimal_ess']:.1f} samples of a prompt; measure again: {more}"
     gap = f"{s['optimality_gap']:.3f}" if fine("optimality_gap") else na
     star = f"(J* = E_x beta log E_ref exp(r/beta), +- {s['objective_optimal_se']:.3f})"
+    if s.get("objective_optimal_mixture_prompts"):
+        star += f", for {s['objective_optimal_mixture_prompts']} prompts from pi_theta's samples too"
     took = f"pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s"
     rows = [f"\n{'':<20}{'reward':>11}{'KL_ref':>11}{'J':>11}{'grammatical':>12}{'distinct':>11}",
             f"{'pi_ref':<20}{g('reward_reference')}{0:>11.3f}{g('objective_reference')}"

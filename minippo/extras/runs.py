@@ -18,7 +18,7 @@ from tqdm import tqdm
 from minippo.config import Config
 from minippo.data import make_corpus, prepare
 from minippo.extras import dist, files
-from minippo.extras.cli import PRETRAIN_KEYS, RESUMABLE, changed_flags, flag, read_settings
+from minippo.extras.cli import PRETRAIN_KEYS, RESUMABLE, flag, read_settings
 from minippo.extras.files import UsageError
 from minippo.extras.grammar import grammatical_fraction
 from minippo.model import ModelConfig, Policy
@@ -73,8 +73,7 @@ class Run:
         self.identity = {"vocab": self.vocab.chars, "model_config": vars(self.model_config)}
         self.pretrain = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
         launcher = "python" if world == 1 else f"torchrun --standalone --nproc_per_node {world}"
-        resume = [launcher, "train.py", *changed_flags(cfg), "--resume", shlex.quote(cfg.out)]
-        self.resume_hint = " ".join(resume)
+        self.resume_hint = f"{launcher} train.py --resume {shlex.quote(cfg.out)}"   # its settings: config.json
 
     def path(self, name: str) -> str:
         return os.path.join(self.cfg.out, name)
@@ -96,7 +95,7 @@ class Run:
                 changed = files.differences(read_settings(config), asdict(cfg), RESUMABLE)
                 for key, (saved, given) in list(changed.items())[:1]:
                     used = f"that run used {flag(key)}={saved!r}, this command {given!r}"
-                    raise UsageError(f"--resume={cfg.resume}: {used}; repeat its settings")
+                    raise UsageError(f"--resume={cfg.resume}: {used}; leave {flag(key)} out")
             elif here and not cfg.force:
                 hint = f"continue it with --resume {cfg.out}, or start afresh with --force"
                 raise UsageError(f"--out={cfg.out} already holds a run ({', '.join(here)}); {hint}")
