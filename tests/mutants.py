@@ -7,9 +7,10 @@ tests there, count the bugs they catch. A surviving mutant is a bug the suite wo
 
 SPEC below holds one block per mutant: a header "ID FILE | what the bug is", the text as it is
 ("- " lines), the mutant's text ("+ " lines), each stripped. The id's first letter picks the tests:
-M (the lesson) FAST or --tests, R (the reward model) and C (the command) their own (TESTS). To
-add a mutant, append a block; when the code moves, --check names the blocks to re-anchor. Not run
-by CI (it takes minutes); docs/testing.md gives the last score.
+M (the lesson) FAST or --tests; R (the reward model), C (the command), D (torchrun), E (sweeps,
+plots) tests of their own (TESTS). To add a mutant, append a block; when the code moves, --check
+(and tests/test_layout.py) names the blocks to re-anchor. Not run by CI (it takes minutes);
+docs/testing.md gives the last score.
 """
 
 import argparse
@@ -28,8 +29,10 @@ tests/test_toy_kl.py tests/test_layout.py
 tests/test_command.py::test_short_seeded_run_raises_reward_and_keeps_kl_bounded
 tests/test_command.py::test_same_seed_gives_identical_metrics_and_reinforce_learns""".split()
 # by the id's first letter: R the reward model (an extra), against its own tests; C the command
-# around the loop (an extra), against the test of what it promises; M FAST, or --tests
-TESTS = {"R": ["tests/test_reward_model.py"],
+# around the loop (an extra), against the tests of what it promises; D torchrun and E the sweeps,
+# plots and evaluations around it, against their files; M FAST, or --tests
+TESTS = {"R": ["tests/test_reward_model.py"], "D": ["tests/test_distributed.py"],
+         "E": ["tests/test_experiments.py"],
          "C": ["tests/test_command.py::test_resuming_a_finished_run_keeps_the_seconds_it_measured",
                "tests/test_command.py::test_a_bad_flag_is_one_line_and_creates_nothing"]}
 
@@ -305,8 +308,8 @@ R6 minippo/extras/reward_model.py | a person's answer 2 read as 1
 - ANSWERS = {"1": 1.0, "2": 0.0, "t": 0.5}
 + ANSWERS = {"1": 1.0, "2": 1.0, "t": 0.5}
 R7 minippo/extras/reward_model.py | the normalisation shifts the mean the wrong way
-- return gain, -gain * r.mean().item()
-+ return gain, gain * r.mean().item()
+- bias = -gain * r.mean().item()
++ bias = gain * r.mean().item()
 R8 minippo/extras/reward_model.py | the normalisation multiplies by the standard deviation
 - gain = 1 / r.std().item()
 + gain = r.std().item()
@@ -373,9 +376,72 @@ M90 minippo/evaluate.py | the effective sample size of the weights is n whatever
 M91 minippo/evaluate.py | pi_ref's estimate kept however far it is from the one from both samples
 - agree = abs(alone[0] - both[0]) <= 3 * math.hypot(alone[1], both[1])
 + agree = True
+M92 minippo/ppo.py | GRPO's no_std still divides by the group's std (only dr leaves it out)
+- A = rl.group_advantages(returns, G, std=cfg.variant == "std")     # (B,)
++ A = rl.group_advantages(returns, G, std=cfg.variant != "dr")     # (B,)
+M93 minippo/ppo.py | Dr. GRPO's KL loss term keeps GRPO's per-response length normalisation
+- loss = loss + beta * reduce(k, m)
++ loss = loss + beta * (rl.response_mean if cfg.algo == "grpo" else reduce)(k, m)
+M94 minippo/ppo.py | GRPO's entropy bonus with the wrong sign
+- loss = pg_loss - cfg.ent_coef * mb_entropy
++ loss = pg_loss + cfg.ent_coef * mb_entropy
+M95 minippo/ppo.py | minibatches in the batch's order: no shuffling
+- for idx in torch.randperm(B, device=batch["tokens"].device).split(mb_size):
++ for idx in torch.arange(B, device=batch["tokens"].device).split(mb_size):
+M96 minippo/model.py | attention scaled by 1/sqrt(d_model) instead of 1/sqrt(head size)
+- y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)          # (B, nh, T, hs)
++ y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1 / math.sqrt(C))          # (B, nh, T, hs)
+M97 minippo/ppo.py | GRPO's default KL placement k1 instead of k3
+- return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k3" if cfg.algo == "grpo" else "reward"
++ return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k1" if cfg.algo == "grpo" else "reward"
 C3 minippo/extras/cli.py | a flag the algorithm ignores is accepted
 - if name in given and cfg.algo not in algos.split():
 + if name in given and cfg.algo in algos.split():
+D1 minippo/extras/runs.py | approx_kl_k3 left out of the per-token figures: under torchrun it is the processes' plain mean, not weighted by their tokens
+- PER_TOKEN = ("entropy", "approx_kl", "approx_kl_k3", "clipfrac")
++ PER_TOKEN = ("entropy", "approx_kl", "clipfrac")
+D2 minippo/extras/runs.py | every torchrun process draws from the same RL seed: both draw the same responses
+- RANK_SEED_STRIDE = 1000
++ RANK_SEED_STRIDE = 0
+E1 minippo/extras/sweep.py | a boolean sweep value drops the settings it adds after "+"
+- given = [flag(name) if value.lower() in ("true", "1") else flag("no_" + name)]
++ return [flag(name) if value.lower() in ("true", "1") else flag("no_" + name)]
+E2 minippo/extras/sweep.py | a sweep with --force still reuses finished runs
+- if not here or cfg.force:
++ if not here:
+E3 minippo/extras/plot.py | the gap curves repeat the last run's gaps instead of the seeds' mean
+- mean = [sum(g) / len(g) for g in zip(*(gaps for _, gaps in group))]
++ mean = [sum(g) / len(g) for g in zip(*(gaps for _ in group))]
+E4 minippo/extras/plot.py | the gap curves drawn against a J* that its run did not trust
+- if not (number(best) and number(ref) and best > ref) or s.get("objective_optimal_trusted") is False:
++ if not (number(best) and number(ref) and best > ref):
+R21 minippo/extras/reward_model.py | held-out pairs are the training draws again (pi_ref and the prompts reseeded)
+- held_rows = sample(args.held_out, 0.0, decided=True)      # fresh, and labelled without noise
++ held_rows = torch.manual_seed(args.seed + runs.RL_SEED) and sample(args.held_out, 0.0, decided=True, rng=random.Random(args.seed))
+R22 minippo/extras/reward_model.py | the gold reward reads each sample with another prompt's text
+- xs = [x for x in prompts for _ in range(n)]
++ xs = [x for _ in range(n) for x in prompts]
+R23 minippo/extras/reward_model.py | the gold reward scores the whole text, prompt included, as the response
+- g = [NO_EOS_PENALTY if t.endswith(NO_EOS) else gold_fn(x, t[len(x):]) for x, t in texts]
++ g = [NO_EOS_PENALTY if t.endswith(NO_EOS) else gold_fn(x, t) for x, t in texts]
+R24 minippo/extras/reward_model.py | the response sliced one character short
+- g = [NO_EOS_PENALTY if t.endswith(NO_EOS) else gold_fn(x, t[len(x):]) for x, t in texts]
++ g = [NO_EOS_PENALTY if t.endswith(NO_EOS) else gold_fn(x, t[len(x) + 1:]) for x, t in texts]
+R25 minippo/extras/reward_model.py | the normalisation's gain of the wrong sign (the loop maximises -r_phi)
+- gain = 1 / r.std().item()
++ gain = -1 / r.std().item()
+R26 minippo/extras/reward_model.py | the reward's bias added before its gain
+- return gain * raw_rewards(model, vocab, [x], [y], device)[0].item() + bias
++ return gain * (raw_rewards(model, vocab, [x], [y], device)[0].item() + bias)
+R27 minippo/extras/reward_model.py | the share below NO_EOS_PENALTY adds the bias before the gain
+- return gain, bias, ((gain * r + bias) < NO_EOS_PENALTY).double().mean().item()
++ return gain, bias, (((r + bias) * gain) < NO_EOS_PENALTY).double().mean().item()
+R28 minippo/extras/reward_model.py | the learning rate never decays (integer division)
+- optimizer.param_groups[0]["lr"] = lr * (1 - step / len(steps))    # linear decay to 0
++ optimizer.param_groups[0]["lr"] = lr * (1 - step // len(steps))    # linear decay to 0
+R29 minippo/extras/reward_model.py | held-out pairs labelled with the training noise --tau
+- held_rows = sample(args.held_out, 0.0, decided=True)      # fresh, and labelled without noise
++ held_rows = sample(args.held_out, args.tau, decided=True)
 """
 
 

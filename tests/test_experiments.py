@@ -75,6 +75,7 @@ REFUSED = [
     (plot, "RUN", writes("metrics.jsonl", '{"loss": 1}\n'), "line 1|numeric 'iter'"),
     (plot, "--gap g.png RUN", NO_J, "'objective'"),
     (plot, "--gap g.png RUN", SAME_J, "summary.json|J* above J(pi_ref)"),
+    (plot, "--gap g.png RUN", None, "summary.json|too few --eval-samples"),  # the reference's: 16
     (plot, "--gap g.png RUN RUN", None, "given twice"),
     (plot, "--gap '' RUN", None, "''"),
     # a figure never replaces a run's data (nor what it reads): refused before any write
@@ -162,7 +163,8 @@ def test_a_sweep_value_may_add_settings_even_to_a_boolean():
 
 def test_the_gap_curves_average_seeds_that_are_different_runs(reference, tmp_path):
     s, m = json.loads((reference / "summary.json").read_text()), metrics(reference)
-    shutil.copytree(reference, tmp_path / "s0" / "run")
+    s["objective_optimal_trusted"] = True   # (as with enough --eval-samples: else it is refused)
+    (shutil.copytree(reference, tmp_path / "s0" / "run") / "summary.json").write_text(json.dumps(s))
     other = shutil.copytree(reference, tmp_path / "s1" / "run")  # seed 1: 10 iterations, J* + 0.2
     m1 = [{**x, "objective": x["objective"] - 0.05 * x["iter"]} for x in m[:10]]
     (other / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in m1))
@@ -194,10 +196,10 @@ def test_a_sweep(reference, tmp_path, capsys, monkeypatch):
         s = json.load(open(out / r["setting"] / "summary.json"))
         assert s["beta"] == float(r["setting"].split("=")[1])
         for column, _, key in sweep.COLUMNS[1:-1]:
-            if key in s:
+            if s.get(key) is not None:    # (null: a gap against a J* of 4 samples is not given)
                 assert float(r[column]) == pytest.approx(s[key], abs=1e-12)
             else:
-                assert column not in r
+                assert r.get(column, "") == ""
         assert float(r["seconds"]) == pytest.approx(s["pretrain_seconds"] + s["rl_seconds"])
         on_screen = next(line for line in text.splitlines() if line.startswith(r["setting"] + " "))
         assert on_screen.split()[1:4] == [f"{s[k]:.3f}" for k in shown]

@@ -34,7 +34,9 @@ BASE = dict(batch=B, minibatch=B, epochs=1, max_new_tokens=6, temperature=T, lam
 BASE.update(vf_coef=0.0, ent_coef=0.0, max_grad_norm=1e9)
 # where the KL goes: "auto" puts it in the reward (PPO, REINFORCE) or k3 as a loss term (GRPO)
 AUTO = [(algo, "auto") for algo in ("ppo", "reinforce", "grpo")]
-AS_LOSS = [("ppo", "k2"), ("reinforce", "k3"), ("grpo", "k1")]
+AUTO_GOES = {"ppo": "reward", "reinforce": "reward", "grpo": "k3"}  # stated here, not read from ppo
+AS_LOSS = [("ppo", "k2", "std"), ("reinforce", "k3", "std"), ("grpo", "k1", "std")]
+AS_LOSS += [("grpo", "k2", "dr")]  # Dr. GRPO sums a response's KL terms, as its policy loss's
 
 
 def reward(x, y):  # any bounded function of the two strings
@@ -143,12 +145,12 @@ def test_whitened_advantages_have_mean_0_and_variance_1_over_response_tokens(mod
     assert (a[mask == 0] == 0).all()
 
 
-def kl_term_gradient(models, seen, algo, penalty="reward"):
+def kl_term_gradient(models, seen, algo, penalty="reward", variant="std"):
     """The gradient of the KL term of the loss, computed on its own from unpadded sequences:
     PPO (ratio 1, V unchanged): d/dbeta of -1/B sum_b sum_t A_bt log pi_bt = 1/B sum_b sum_t
     (KL to go)_bt grad log pi_bt; REINFORCE: 1/B sum_b (KL_b - mean of the others' KL) grad log pi(y_b).
     As a loss term (k1, k2, k3 of d = log pi - log pi_ref per token): 1/B sum_b sum_t grad k(d_bt),
-    each response's sum divided by its length for GRPO."""
+    each response's sum divided by its length for GRPO (std, no_std; Dr. GRPO keeps the sum)."""
     kl, policy = naive_kl(models, seen), models[0]
     sums = torch.stack([k.sum() for k in kl])
     policy.zero_grad()
@@ -158,7 +160,7 @@ def kl_term_gradient(models, seen, algo, penalty="reward"):
         if penalty != "reward":
             d = logp - (logp.detach() - k)  # log pi - log pi_ref, through pi only
             term = {"k1": d, "k2": d**2 / 2, "k3": torch.exp(-d) - 1 + d}[penalty].sum()
-            total = total + (term / len(d) if algo == "grpo" else term)
+            total = total + (term / len(d) if algo == "grpo" and variant != "dr" else term)
             continue
         weight = k.flip(0).cumsum(0).flip(0) if algo == "ppo" else s - (sums.sum() - s) / (B - 1)
         total = total + (weight * logp).sum()
@@ -166,13 +168,14 @@ def kl_term_gradient(models, seen, algo, penalty="reward"):
     return trunk_grad(policy)
 
 
-@pytest.mark.parametrize("algo, penalty", AUTO + AS_LOSS)
-def test_beta_changes_the_gradient_by_exactly_the_kl_terms_gradient(models, algo, penalty):
-    beta, cfg = 0.7, config(algo, kl_penalty=penalty, group=4)
+@pytest.mark.parametrize("algo, penalty, variant", [(*a, "std") for a in AUTO] + AS_LOSS)
+def test_beta_changes_the_gradient_by_exactly_the_kl_terms_gradient(models, algo, penalty, variant):
+    beta, cfg = 0.7, config(algo, kl_penalty=penalty, group=4, variant=variant)
     _, seen, grad_beta = one_iteration(models, cfg, beta)
     _, seen0, grad_0 = one_iteration(models, cfg, 0.0)
     assert torch.equal(seen["tokens"], seen0["tokens"])  # the same samples at both betas
-    expected = beta * kl_term_gradient(models, seen, algo, ppo.kl_penalty(cfg))
+    placement = AUTO_GOES[algo] if penalty == "auto" else penalty
+    expected = beta * kl_term_gradient(models, seen, algo, placement, variant)
     assert expected.norm() > 1e-3
     error = (grad_beta - grad_0 - expected).abs().max()
     assert torch.allclose(grad_beta - grad_0, expected, atol=1e-5, rtol=1e-4), error
@@ -219,11 +222,32 @@ def test_grpo_takes_epochs_times_minibatches_steps_and_its_ratio_moves_off_1():
     assert abs(out["steps"][0]["approx_kl"]) < 1e-6 and abs(out["steps"][-1]["approx_kl"]) > 1e-4
 
 
-def test_the_entropy_bonus_adds_exactly_its_gradient(models):
+def test_each_epoch_splits_the_batch_into_minibatches_in_a_fresh_random_order(monkeypatch):
+    """update(), 3 epochs of 3 minibatches: each epoch's minibatches partition the batch, each in an
+    order of its own, not the identity (seed 0; for a right shuffle, chance < 6 / 12! ~ 1e-8)."""
+    order, real = [], ppo.response_logprobs
+
+    def spy(model, prompt_ids, tokens, T):  # the batch's row i holds i's base-3 digits: read them
+        order.extend((tokens * torch.tensor([9, 3, 1])).sum(1).tolist())
+        return real(model, prompt_ids, tokens, T)
+
+    tokens, z = torch.tensor([[i // 9, i // 3 % 3, i % 3] for i in range(B)]), torch.zeros(B, 3)
+    batch = dict(prompt_ids=tokens[:, :1], tokens=tokens, mask=z + 1, old_logprobs=z, advantages=z)
+    monkeypatch.setattr(ppo, "response_logprobs", spy)
+    policy, cfg = tiny_policy(0), config("grpo", epochs=3, minibatch=4, kl_penalty="reward")
+    torch.manual_seed(0)
+    ppo.update(policy, torch.optim.SGD(policy.parameters(), lr=0.0), batch, cfg, 0.0)
+    epochs = [tuple(order[i : i + B]) for i in range(0, 3 * B, B)]
+    assert len(order) == 3 * B and all(sorted(e) == list(range(B)) for e in epochs)  # partitions
+    assert len(set(epochs) | {tuple(range(B))}) == 4  # three different orders, none the identity
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_the_entropy_bonus_adds_exactly_its_gradient(models, algo):
     """loss = ... - c H, H the mean per-token entropy of pi_theta at T over response tokens."""
     policy, c = models[0], 0.3
-    _, seen, with_bonus = one_iteration(models, config("ppo", ent_coef=c), 0.5)
-    _, _, without = one_iteration(models, config("ppo"), 0.5)
+    _, seen, with_bonus = one_iteration(models, config(algo, ent_coef=c, group=4), 0.5)
+    _, _, without = one_iteration(models, config(algo, group=4), 0.5)
     policy.zero_grad()
     logp = torch.cat([naive(policy, x, y)[1] for x, y in zip(seen["xs"], seen["ys"])])
     (-c * -(logp.exp() * logp).sum(-1).mean()).backward()  # H: the mean over all response tokens

@@ -1,4 +1,5 @@
 """The policy: causal masking, the KV cache, temperature-consistent log-probs, padding, value head."""
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from conftest import logprobs
 from minippo.config import Config
-from minippo.model import ModelConfig, Policy, sample, token_logprobs
+from minippo.model import Block, ModelConfig, Policy, sample, token_logprobs
 from minippo.ppo import update
 from minippo.rollout import response_logprobs
 
@@ -23,18 +24,40 @@ def test_the_value_loss_trains_the_shared_trunk():
     torch.manual_seed(0)
     policy = Policy(ModelConfig(vocab_size=3, block_size=12, n_layer=1, n_head=2, d_model=16))
     torch.nn.init.normal_(policy.value_head.weight)
-    prompt_ids, tokens, ones = torch.randint(0, 3, (4, 2)), torch.randint(0, 3, (4, 5)), torch.ones(4, 5)
+    prompt_ids, tokens = torch.randint(0, 3, (4, 2)), torch.randint(0, 3, (4, 5))
     with torch.no_grad():
         old_logprobs, old_values, _ = response_logprobs(policy, prompt_ids, tokens, 1.0)
-    batch = {"prompt_ids": prompt_ids, "tokens": tokens, "mask": ones, "old_logprobs": old_logprobs,
-             "old_values": old_values, "advantages": 0 * ones, "returns": old_values + 1}
+    ones = torch.ones(4, 5)
+    batch = dict(prompt_ids=prompt_ids, tokens=tokens, mask=ones, old_logprobs=old_logprobs)
+    batch.update(old_values=old_values, advantages=0 * ones, returns=old_values + 1)
     before = policy.blocks[0].mlp[0].weight.clone()
     cfg = Config(algo="ppo", epochs=1, minibatch=4, ent_coef=0.0)
-    sgd = SimpleNamespace(step=lambda: [p.data.sub_(0.1 * p.grad) for p in policy.parameters() if p.grad is not None],
-                          zero_grad=policy.zero_grad)  # plain SGD, not torch.optim: its first use imports torch._dynamo
+    # plain SGD, not torch.optim: its first use imports torch._dynamo
+    sgd = SimpleNamespace(zero_grad=policy.zero_grad)
+    sgd.step = lambda: [p.data.sub_(p.grad / 10) for p in policy.parameters() if p.grad is not None]
     steps = update(policy, sgd, batch, cfg, beta=0.1)
     assert steps[0]["vf_loss"] == pytest.approx(2.5) and steps[0]["pg_loss"] == 0
     assert (policy.blocks[0].mlp[0].weight - before).abs().max() > 1e-6
+
+
+def test_attention_is_the_softmax_of_q_k_over_the_square_root_of_the_head_size_times_v():
+    """A block's output against its attention by hand, softmax(q k^T / sqrt(hs)) v, hs = 16 / 2 heads
+    = 8, where the scale 1, 1 / sqrt(16) or 1 / 8 moves the output by more than 0.2 (seed 5)."""
+    torch.manual_seed(5)
+    block = Block(ModelConfig(3, n_head=2, d_model=16))
+    x, causal = torch.randn(1, 5, 16), torch.ones(5, 5).tril() > 0
+    with torch.no_grad():  # q k^T / sqrt(hs) of std 2.5 (GPT-2's init, 0.02: ~0, any scale alike)
+        block.qkv.weight.normal_(0, 0.4)
+    q, k, v = block.qkv(block.ln1(x)).view(1, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)  # (1, 2, 5, 8)
+
+    def attend(scale):  # the rest of the block as it is
+        w = torch.softmax((scale * q @ k.transpose(2, 3)).masked_fill(~causal, -math.inf), -1)
+        h = x + block.proj((w @ v).transpose(1, 2).reshape(1, 5, 16))
+        return h + block.mlp(block.ln2(h))
+
+    out = block(x, causal)
+    assert torch.allclose(out, attend(8**-0.5), atol=1e-6)
+    assert min((out - attend(s)).abs().max() for s in (1.0, 16**-0.5, 1 / 8)) > 0.2
 
 
 def test_causal_masking(peaked_model):
@@ -84,7 +107,8 @@ def check_against_teacher_forcing(model, prompts, tokens, sampled, temperature, 
     """Sampled log-probs equal teacher-forced ones; PAD (log-prob 0) exactly after a row's first EOS."""
     eos = tokens == EOS
     assert torch.equal(tokens == PAD, eos.cumsum(1) - eos.long() > 0)
-    forced = logprobs(model, torch.cat([prompts, tokens], 1), temperature)[:, prompts.shape[1] - 1:]
+    forced = logprobs(model, torch.cat([prompts, tokens], 1), temperature)
+    forced = forced[:, prompts.shape[1] - 1 :]
     assert (forced - sampled)[tokens != PAD].abs().max() <= atol
     assert (sampled[tokens == PAD] == 0).all()
 
@@ -112,7 +136,8 @@ def test_sampler_draws_from_softmax_of_logits_over_temperature(peaked_model, tem
 def test_temperature_divides_the_logits():
     logits, y = torch.randn(5, 7), torch.randint(0, 7, (5,))
     for t in (0.5, 2.0):
-        assert torch.allclose(token_logprobs(logits, y, t), torch.log_softmax(logits / t, -1)[torch.arange(5), y])
+        expected = torch.log_softmax(logits / t, -1)[torch.arange(5), y]
+        assert torch.allclose(token_logprobs(logits, y, t), expected)
 
 
 def test_logprobs_unaffected_by_padding_in_the_batch(peaked_model):

@@ -22,7 +22,7 @@ from minippo.extras import overoptimisation as oo, reward_model as rm
 from minippo.extras.reference import pretrained_policy
 from minippo.extras.files import Failure, UsageError
 from minippo.model import ModelConfig, Policy
-from minippo.rewards import NO_EOS_PENALTY, positive
+from minippo.rewards import NO_EOS_PENALTY, positive, short
 
 sigma = lambda z: 1 / (1 + math.exp(-z))
 VOCAB = runs.Run(Config(out="unused", corpus_lines=4000)).vocab
@@ -66,23 +66,27 @@ def test_bradley_terry_loss_gradient_and_labels():
 def test_gold_figures_by_hand():
     """J* is the mean over prompts of beta log mean exp(g / beta) over each prompt's own n samples
     of pi_ref: here any other grouping of the six samples (sliding, strided, the policy's) gives
-    another J*."""
-    prompts, n, beta = [FOOD, "the room"], 3, 0.5
+    another J*; each sample is scored after its own prompt (here of two lengths, one with a word the
+    gold reward reads: read with another's prompt, or its own twice, a sample scores otherwise)."""
+    room, n, beta = "the bad room", 3, 0.5
     said = lambda x, *words: [f"{x} is {w}." for w in words]
-    # gold 1, 1, -1; then 0, -1 (never ended), 0
-    ref = said(FOOD, "good", "nice", "bad") + ["the room is okay.", "the room is" + rm.NO_EOS]
-    ref += said("the room", "fine")
-    # the policy's: 1, 1, 1, 1, -1, 0
-    pol = said(FOOD, "good", "nice", "great") + said("the room", "great", "bad", "okay")
-    g = rm.gold_figures(positive, "positive", prompts, n, ref, pol, kl_policy=0.8, beta=beta)
-    assert g["gold_reward_reference"] == pytest.approx((1 + 1 - 1 + 0 + NO_EOS_PENALTY + 0) / 6)
+    # gold 1, 1, -1; then -1, -1 (never ended), 0: J(pi_ref) = -1/6
+    ref = said(FOOD, "good", "nice", "bad") + said(room, "okay") + [room + " is good" + rm.NO_EOS]
+    ref += said(room, "good")
+    # the policy's: 1, 1, 1, 0, 0, 0
+    pol = said(FOOD, "good", "nice", "great") + said(room, "great", "good", "nice")
+    g = rm.gold_figures(positive, "positive", [FOOD, room], n, ref, pol, kl_policy=0.8, beta=beta)
+    assert g["gold_reward_reference"] == pytest.approx((1 + 1 - 1 - 1 + NO_EOS_PENALTY + 0) / 6)
     assert g["gold_reward_policy"] == pytest.approx(3 / 6)
     assert g["gold_objective_policy"] == pytest.approx(0.5 - beta * 0.8)
     lme = lambda g: beta * math.log(sum(math.exp(v / beta) for v in g) / len(g))
-    j_star = (lme([1, 1, -1]) + lme([0, -1, 0])) / 2
+    j_star = (lme([1, 1, -1]) + lme([-1, -1, 0])) / 2
     assert g["gold_objective_optimal"] == pytest.approx(j_star, abs=1e-12)
-    assert j_star != pytest.approx((lme([1, 1, -1]) + lme([1, -1, 0])) / 2)  # (sliding windows)
-    assert g["gold_optimality_gap"] == pytest.approx((j_star - g["gold_objective_policy"]) / j_star)
+    assert j_star != pytest.approx((lme([1, 1, -1]) + lme([1, -1, -1])) / 2)  # (sliding windows)
+    assert g["gold_optimality_gap"] == pytest.approx((j_star - 0.1) / (j_star + 1 / 6))
+    # by the length of y alone (12 characters: 1, each one off -1/6): y one character short is seen
+    g = rm.gold_figures(short, "short", [FOOD, room], n, ref, pol, kl_policy=0.8, beta=beta)
+    assert g["gold_reward_reference"] == pytest.approx((0.5 * 4 + 1 / 3 + NO_EOS_PENALTY) / 6)
 
 
 def test_reward_read_at_the_last_token_and_the_accuracy_by_hand():
@@ -124,20 +128,15 @@ def test_training_reads_r_phi_where_scoring_does_at_the_final_eos_and_decays_the
 
 
 def test_the_normalisation_gives_mean_0_and_sd_1_and_refuses_a_constant_reward():
-    r = torch.tensor([3.0, 5.0, 4.0, 12.0], dtype=torch.float64)
-    gain, bias = rm.normalisation(r)
-    z = gain * r + bias
-    assert [z.mean().item(), z.std().item()] == pytest.approx([0, 1], abs=1e-12)
-    # the loop's r(x, y): mean 0 and sd 1 on the responses it was normalised on, for an r_phi far
-    # from them (10 + 3 x the g's read), so that a bias added before the gain is seen
+    """The loop's r(x, y) is (r_phi - mean) / sd over the responses it was normalised on, exactly,
+    for an r_phi (10 + 3 x the g's: 13, 16, 10, 19) far from mean 0 and sd 1, so that a bias added
+    before the gain, or a gain of the wrong sign, is seen; one (10) is below NO_EOS_PENALTY."""
     fake = lambda ids: (None, 10 + 3 * count_g(ids)[1])
-    xs = [FOOD] * 4
     ys = [" is good.", " is great and good.", " is bad.", " is good and great and good."]
-    gain, bias = rm.normalisation(rm.raw_rewards(fake, VOCAB, xs, ys, "cpu").double())
+    gain, bias, low = rm.normalisation(rm.raw_rewards(fake, VOCAB, [FOOD] * 4, ys, "cpu").double())
     reward = rm.learned_reward(fake, VOCAB, gain, bias, "cpu")
-    r = torch.tensor([reward(x, y) for x, y in zip(xs, ys)], dtype=torch.float64)
-    assert abs(gain - 1) > 0.5
-    assert [r.mean().item(), r.std().item()] == pytest.approx([0, 1], abs=1e-5)
+    want = [(v - 14.5) / math.sqrt(15) for v in (13, 16, 10, 19)]
+    assert [reward(FOOD, y) for y in ys] == pytest.approx(want, abs=1e-12) and low == 1 / 4
     with pytest.raises(UsageError, match="it learned nothing"):
         rm.normalisation(torch.zeros(100, dtype=torch.float64))
 
@@ -198,7 +197,8 @@ def test_the_reward_model_recovers_the_gold_ranking_and_is_normalised_on_pi_ref(
     assert [r["answer"] for r in held] == [gold_answer(r) for r in held]
     assert "t" not in {r["answer"] for r in held}
     key = lambda r: (r["prompt"], r["response_1"], r["response_2"])
-    assert len({key(r) for r in held} & {key(r) for r in train}) < 10  # fresh, not the training's
+    # fresh, not the training's (its draws reused: 126 in both); by chance ~4e-4 repeats (seed 0: 0)
+    assert not {key(r) for r in held} & {key(r) for r in train}
     run, ref = ref_run
     model = Policy(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])  # the accuracy saved is the held-out pairs'

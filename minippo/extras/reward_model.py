@@ -155,11 +155,12 @@ def accuracy(model, vocab, pairs, device) -> float:
 
 
 def normalisation(r):
-    """(gain, bias): gain r + bias has mean 0 and standard deviation 1 over r."""
+    """(gain, bias, low): gain r + bias has mean 0 and sd 1 over r; low: its share < NO_EOS_PENALTY."""
     if not r.std().item() > 1e-6:           # (NaN too: a model that diverged)
         raise UsageError(f"r_phi gives pi_ref's responses sd {r.std():.3g}: it learned nothing")
     gain = 1 / r.std().item()
-    return gain, -gain * r.mean().item()
+    bias = -gain * r.mean().item()
+    return gain, bias, ((gain * r + bias) < NO_EOS_PENALTY).double().mean().item()
 
 
 def learned_reward(model, vocab, gain: float, bias: float, device):
@@ -293,8 +294,7 @@ def fit(run, args, rows):
     model, loss = train_reward_model(ref, run.vocab, pairs, args.epochs, args.lr, args.batch, run.device)
     xs, ys_a, ys_b, _ = zip(*training_pairs(sample(512, 0.0)))   # normalised on 1,024 of pi_ref's
     r_ref = raw_rewards(model, run.vocab, xs + xs, ys_a + ys_b, run.device).double()
-    gain, bias = normalisation(r_ref)
-    low = ((gain * r_ref + bias) < NO_EOS_PENALTY).double().mean().item()
+    gain, bias, low = normalisation(r_ref)
     acc = accuracy(model, run.vocab, held_out, run.device)
     info = dict(pairs=len(pairs), held_out_pairs=len(held_out), held_out_accuracy=acc, gain=gain)
     info.update(bias=bias, train_loss=loss, below_no_eos_penalty=low, seconds=time.time() - t0)
