@@ -1,4 +1,3 @@
-import random
 import re
 
 import pytest
@@ -16,7 +15,7 @@ def test_corpus_is_deterministic_per_seed():
 def test_every_generated_line_is_grammatical():
     lines = make_corpus(5000, seed=0)
     assert all(is_grammatical(line) for line in lines)
-    assert any(" and " in l for l in lines) and any(" but " in l for l in lines)
+    assert any(" and " in l for l in lines) and any(" but " in l for l in lines)  # each 1 line in 4
 
 
 def reference_regex():
@@ -31,21 +30,20 @@ def test_mutated_lines_are_rejected():
     """A swapped word, a dropped word (other than an optional adverb) or a repeated word breaks the
     sentence; and on every mutant is_grammatical agrees with an independent regex."""
     regex = reference_regex()
-    rng = random.Random(0)
     for line in make_corpus(1000, seed=1):
         words = line[:-1].split(" ")
-        i = rng.randrange(len(words) - 1)
-        swapped = words[:i] + [words[i + 1], words[i]] + words[i + 2:]
-        repeated = words[:i + 1] + [words[i]] + words[i + 1:]
-        dropped = words[:i] + words[i + 1:]
-        for mutant in (swapped, repeated, dropped):
-            text = " ".join(mutant) + "."
-            assert is_grammatical(text) == bool(regex.fullmatch(text)), text
-        if swapped != words:
-            assert not is_grammatical(" ".join(swapped) + "."), swapped
-        assert not is_grammatical(" ".join(repeated) + "."), repeated
-        if words[i] not in ADVERBS:
-            assert not is_grammatical(" ".join(dropped) + "."), dropped
+        for i in range(len(words) - 1):           # every position, not a drawn one: 5,219 of them
+            swapped = words[:i] + [words[i + 1], words[i]] + words[i + 2:]
+            repeated = words[:i + 1] + [words[i]] + words[i + 1:]
+            dropped = words[:i] + words[i + 1:]
+            for mutant in (swapped, repeated, dropped):
+                text = " ".join(mutant) + "."
+                assert is_grammatical(text) == bool(regex.fullmatch(text)), text
+            if swapped != words:
+                assert not is_grammatical(" ".join(swapped) + "."), swapped
+            assert not is_grammatical(" ".join(repeated) + "."), repeated
+            if words[i] not in ADVERBS:
+                assert not is_grammatical(" ".join(dropped) + "."), dropped
     for bad in ["the food is good", "the food is good.\n", " the food is good.", "the food is good and.",
                 "the food is very very good.", "the food is good but.", "food is good.", ""]:
         assert not is_grammatical(bad), bad
@@ -54,7 +52,7 @@ def test_mutated_lines_are_rejected():
 def test_prompts_are_first_words():
     lines = make_corpus(2000, seed=0)
     prompts = make_prompts(lines)
-    assert sorted(prompts) == sorted(SUBJECTS)
+    assert sorted(prompts) == sorted(SUBJECTS)  # one of 12 missed: 12 (11/12)^2000 = 3e-75
 
 
 def test_tokenizer_round_trip_and_unknown_character():

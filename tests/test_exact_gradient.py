@@ -92,16 +92,16 @@ def test_sampled_gradient_matches_the_exact_gradient(setting, algo):
     torch.manual_seed(3)
     exact = exact_gradient(policy, ref, r)
     z = z_scores(sampled_gradients(policy, ref, r, algo), exact)
-    assert len(z) > 200
-    # Each z is (mean of M estimates - exact) / its estimated standard error: for an unbiased
-    # estimator a t-statistic with M - 1 = 59 degrees of freedom, so E[z^2] = 59/57 = 1.04. The
-    # mean over ~250 coordinates (correlated, so it varies more than 250 independent ones would)
-    # stays well below 1.4; a bias of half a standard error already lifts it to 1.3, and the wrong
-    # loss below to > 3.
-    assert (z ** 2).mean() < 1.4, (z ** 2).mean()
-    # the same check has power: forgetting the KL penalty in the loss is caught
+    assert len(z) > 200                                 # 952 trunk coordinates vary
+    # Each z is (mean of M estimates - exact) / its standard error: for an unbiased estimator a
+    # t-statistic with 59 degrees of freedom, E[z^2] = 59/57 = 1.04. The coordinates are strongly
+    # correlated (effective rank (sum lam)^2 / sum lam^2 of their correlation matrix: 5.7 REINFORCE,
+    # 3.7 PPO), so the mean varies like chi2_k / k: over 120 other seeds sd 0.6-0.7, max 3.9 (1.4
+    # failed 1 seed in 5); 8 is a 1-in-100,000 event or rarer. Seed 3: 0.40, 0.44. Bugs land far
+    # above: the KL's sign flipped 5,200, r paid at the first token 210 (PPO), the loss below 4,100+.
+    assert (z ** 2).mean() < 8, (z ** 2).mean()
     z_wrong = z_scores(sampled_gradients(policy, ref, r, algo, beta_in_loss=0.0), exact)
-    assert (z_wrong ** 2).mean() > 3, (z_wrong ** 2).mean()
+    assert (z_wrong ** 2).mean() > 8, (z_wrong ** 2).mean()   # power: the loss without its KL fails
 
 
 def test_first_ppo_minibatch_has_ratio_one_and_lr_zero_keeps_it(setting):

@@ -108,7 +108,7 @@ LIMITED = [
     ("plot", "RUN", "", FSIZE, 1000, "curves.png|File too large"),
     # (300 bytes: room for the lock's note, files.LOCK_NOTE, not for the output)
     ("human_eval", "RUN --n 3", "1\n1\n1\n", FSIZE, 300, "human_eval.jsonl"),
-    ("sweep", "--sweep iters=12 --out OUT " + " ".join(TINY), "", FSIZE, 300, "sweep.csv"),
+    ("sweep", "--sweep iters=12 --out OUT " + " ".join(TINY), "", FSIZE, 300, "frontier.png"),
     ("bench", "--d-model 4096 --n-layer 64 --iters 1", "", AS, 3 << 29, "out of memory"),
 ]
 
@@ -116,8 +116,8 @@ LIMITED = [
 @pytest.mark.parametrize("name, args, stdin, limit, value, words", LIMITED)
 def test_a_failed_write_or_allocation(reference, tmp_path, name, args, stdin, limit, value, words):
     """A failed write or allocation is one line, exit 1."""
-    if name == "plot":
-        needs_matplotlib()  # (without it, plotting is refused before any write)
+    if name in ("plot", "sweep"):
+        needs_matplotlib()  # (without it, plotting is refused or skipped before any write)
     out = tmp_path / "sweep"
     run = shutil.copytree(reference, out / "iters=12")  # also a finished run of that sweep
     argv = [a.replace("RUN", str(run)).replace("OUT", str(out)) for a in args.split()]

@@ -1,4 +1,5 @@
-"""A seeded pretraining of a few hundred steps must actually learn the grammar."""
+"""A seeded pretraining (seed 0: torch, corpus) must learn the grammar. Seeds 0-3: the loss falls from 3.33 (log 28) to
+0.42 (0.8: room for another CPU's rounding); 48-68% of 36 draws of 128 lines parse (30%: 5 binomial sd below 53%)."""
 import pytest
 import torch
 
@@ -21,8 +22,8 @@ def test_pretraining_lowers_val_loss_and_raises_grammaticality():
     pretrain(model, train_ids, vocab.eos_id, cfg)
     after_loss = val_loss(model, val_ids, vocab.eos_id, cfg.block_size)
     after_gram = grammatical_fraction(sample_lines(model, vocab, 128))
-    assert before_loss > 3.0 and after_loss < 0.8, (before_loss, after_loss)
-    assert before_gram == 0.0 and after_gram > 0.3, (before_gram, after_gram)
+    assert before_loss > 3.0 and after_loss < 0.8, (before_loss, after_loss)  # 3.33, 0.42
+    assert before_gram == 0.0 and after_gram > 0.3, (before_gram, after_gram)  # 0, 0.53
 
 
 def test_learning_rate_schedule():

@@ -47,16 +47,18 @@ def test_grad_log_pi_matches_autograd_and_sums_to_the_exact_grad(temperature):
     (8, baseline, *case, 1.0) for baseline in (False, True)
     for case in [(0.0, 1.0, 0.0), (0.0, 1.0, 0.5), (0.3, 2.0, 0.0)]] + [(2, True, 0.0, 1.0, 0.0, 0.5)])
 def test_estimator_is_unbiased_and_the_check_can_fail(n, baseline, beta, temperature, noise, scale):
-    """Mean of 20000 estimates within 4 standard errors of the exact gradient. The last case (a batch-mean baseline
-    including r_i: (N - 1) / N times leave-one-out, N = 2) is visibly biased: the check can fail."""
+    """Mean of 20000 estimates (seed 1) within 4 standard errors of the exact gradient on every arm (1 in 16,000 misses
+    for a normal mean; these reach 2.5). The last case (a batch mean with r_i: half of leave-one-out at N = 2) fails."""
     rng = np.random.default_rng(1)
     est = scale * tb.sample_grad(THETA, R, n, rng, beta, LOG_REF, temperature, noise, baseline, repeats=20000)
     exact = tb.exact_grad(THETA, R, beta, LOG_REF, temperature)
     close = np.all(np.abs(est.mean(0) - exact) < 4 * est.std(0) / np.sqrt(20000) + 1e-12)
-    assert close == (scale == 1.0)
+    assert close == (scale == 1.0)  # the biased case: 45-78 standard errors off on four arms
 
 
 def test_baseline_lowers_variance_and_error_falls_like_one_over_sqrt_n():
+    """3000 repeats per N (rng seed 3). Over 300 seeds a variance's relative sd is <= 0.024 (rel=0.12: 5 of them),
+    the rms error's <= 0.012 (rel=0.06: 5), bias_in_se ~|N(0, 1)| (max 2.8; 4: 1 in 16,000), baseline/none 0.27-0.29."""
     pi, g, rng = tb.policy(THETA), tb.exact_grad(THETA, R), np.random.default_rng(3)
     var1 = sum(pi[a] * np.sum((R[a] * tb.grad_log_pi(pi, np.array([a]))[0] - g) ** 2)
                for a in range(5))               # E|r(a)(e_a - pi) - grad J|^2, enumerated over arms
@@ -74,7 +76,7 @@ def test_closed_form_is_the_optimum():
         theta_star = np.log(pi_star)
         assert tb.objective(theta_star, R, beta, LOG_REF) == pytest.approx(j_star, abs=1e-12)
         np.testing.assert_allclose(tb.exact_grad(theta_star, R, beta, LOG_REF), 0, atol=1e-12)
-        for seed in range(5):                       # any other policy scores lower
+        for seed in range(5):                       # every draw scores lower (by >= 2e-6): pi* is the unique maximum
             other = theta_star + np.random.default_rng(seed).normal(0, 0.3, 5)
             assert tb.objective(other, R, beta, LOG_REF) < j_star
     assert tb.tv(tb.closed_form(R, 1e3, LOG_REF)[0], np.exp(LOG_REF)) < 0.01     # beta large: pi_ref
@@ -95,7 +97,7 @@ def test_ascent_lands_on_closed_form(beta):
     """beta = 0: plain steps from uniform reach the best arm; beta > 0: Polyak-averaged ascent from pi_ref."""
     start, rng = LOG_REF if beta else np.zeros(5), np.random.default_rng(5)
     theta, _ = tb.ascend(start, R, rng, steps=2000, n=16, lr=2.0, beta=beta, log_ref=LOG_REF, average=beta > 0)
-    assert tb.tv(tb.policy(theta), tb.closed_form(R, beta, LOG_REF)[0]) < 0.01
+    assert tb.tv(tb.policy(theta), tb.closed_form(R, beta, LOG_REF)[0]) < 0.01  # 40 seeds: <= 0.006
 
 
 def test_polyak_average_is_the_mean_of_the_second_half_iterates():
@@ -114,7 +116,7 @@ REFUSED += ["--beta nan", "--temperature 0", "--lr 0", "--steps 0", "--samples 0
 REFUSED += ["--steps x", "--temperature 5e-324"]
 ACCEPTED = ["--beta 5e-324", "--beta 1e-310 --rewards=-1000,1000", "--lr 5e-324", "--noise 5e-324"]
 ACCEPTED += ["--lr 1000 --temperature 1e-3 --noise 1000"]
-SUMMARY = "--steps 300 --beta 1 --rewards 0.2,1.0,0.5,0.8,0.0"
+SUMMARY = "--steps 300 --beta 1 --rewards 0.2,1.0,0.5,0.8,0.0"  # the default --seed 0: TV 1e-10, pi(a=1) 0.997
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +148,7 @@ def test_json_summary_has_the_promised_keys_and_exact_values(runs):
     np.testing.assert_allclose(out["exact_grad"], tb.exact_grad(np.zeros(5), R), atol=1e-12)
     np.testing.assert_allclose(out["closed_form_optimum"], tb.closed_form(R, 1.0, LOG_REF)[0], atol=1e-12)
     assert [e["N"] for e in out["estimates"]] == [1, 10, 100, 1000, 10000]
-    assert out["tv_distance"] < 0.01 and out["final_policy"][1] > 0.98
+    assert out["tv_distance"] < 0.01 and out["final_policy"][1] > 0.98  # 30 seeds: < 6e-9, > 0.995
 
 
 def test_same_seed_same_output(capsys):

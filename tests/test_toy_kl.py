@@ -78,7 +78,7 @@ def test_expected_step_is_the_gradient_of_reward_minus_beta_divergence(placement
 def test_fixed_point_maximises_reward_minus_beta_divergence_and_exact_ascent_reaches_it(placement):
     """The closed-form fixed point beats every nearby policy on J - beta D (so it is D's optimum: pi* for k1 in the
     reward and k2, the best arm for k1 as a loss, forward KL's beta pi_ref / (c - r), chi2's water-filling with zeros),
-    and exact ascent along kl_direction from pi_ref lands on it."""
+    and exact ascent along kl_direction from pi_ref lands on it. Any q (seed 0): J - beta D is strictly concave."""
     fix = tk.kl_fixed_point(R, 0.3, LOG_REF, placement)
     value = lambda p: float(p @ R - 0.3 * DIVERGENCE[placement](torch.tensor(p)))  # noqa: E731
     assert fix.sum() == pytest.approx(1, abs=1e-12) and fix.min() >= 0
@@ -125,7 +125,7 @@ def test_std_divides_a_kl_loss_into_beta_times_sigma():
 REFUSED = ["--rewards=", "--rewards 1,a", "--rewards 1", "--rewards 1,inf", "--beta -1"]
 REFUSED += ["--beta nan", "--steps 0", "--steps x", "--lr 1"]   # --lr: toy_bandit.py's alone
 ACCEPTED = ["--beta 5e-324", "--beta 1e-310 --rewards=-1000,1000", "--beta 1000"]
-SUMMARY = "--steps 300 --beta 1 --rewards 0.2,1.0,0.5,0.8,0.0"
+SUMMARY = "--steps 300 --beta 1 --rewards 0.2,1.0,0.5,0.8,0.0"  # toy_kl.py draws nothing: exact
 
 
 @pytest.fixture(scope="module")

@@ -95,8 +95,9 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2) -> dict:
     out = dict(device=str(device), device_name=name, algo=cfg.algo, batch=B, max_new_tokens=L)
     out["parameters"] = sum(p.numel() for p in policy.parameters())
     out.update(seconds_per_iteration=seconds, completions_per_s=B / seconds)
-    out["phases"] = {k: {"seconds": v, "share": v / seconds, "tokens_per_s": tokens[k] / v}
-                     for k, v in phases.items()}
+    out["phases"] = {}
+    for k, v in phases.items():
+        out["phases"][k] = {"seconds": v, "share": v / seconds, "tokens_per_s": tokens[k] / v}
     out.update(sampling_recompute_s=recompute, kv_cache_speedup=recompute / phases["sampling"])
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
     if device.type == "cuda":
@@ -105,15 +106,15 @@ def bench(cfg: Config, device, iters: int = 5, warmup: int = 2) -> dict:
 
 
 def table(r: dict) -> str:
-    lines = [f"device {r['device']} ({r['device_name']}) | {r['algo']} | {r['batch']} completions "
-             f"x {r['max_new_tokens']} tokens | {r['parameters']:,} parameters",
-             f"{'phase':<18}{'seconds':>10}{'share':>8}{'tokens/s':>12}"]
+    head = f"device {r['device']} ({r['device_name']}) | {r['algo']} | {r['batch']} completions "
+    head += f"x {r['max_new_tokens']} tokens | {r['parameters']:,} parameters"
+    lines = [head, f"{'phase':<18}{'seconds':>10}{'share':>8}{'tokens/s':>12}"]
     for k, v in r["phases"].items():
         lines.append(f"{k:<18}{v['seconds']:>10.4f}{v['share']:>8.0%}{v['tokens_per_s']:>12,.0f}")
     total = f"{r['seconds_per_iteration']:>10.4f}{'':>8}{r['completions_per_s']:>9,.0f}"
     lines.append(f"{'total':<18}{total} completions/s")
-    recompute, speedup = r["sampling_recompute_s"], r["kv_cache_speedup"]
-    lines.append(f"sampling without the KV cache {recompute:.3f} s: the cache is {speedup:.1f}x faster")
+    cache = f"the cache is {r['kv_cache_speedup']:.1f}x faster"
+    lines.append(f"sampling without the KV cache {r['sampling_recompute_s']:.3f} s: {cache}")
     gpu = f", GPU {r['peak_cuda_mb']:.0f} MB allocated" if "peak_cuda_mb" in r else ""
     return "\n".join(lines + [f"peak resident memory {r['peak_rss_mb']:.0f} MB{gpu}"])
 
@@ -121,9 +122,8 @@ def table(r: dict) -> str:
 def command(a) -> None:
     # checked as train.py's flags are (cli.check); minibatch and context follow from batch and response
     block = min(LIMITS["block_size"][1], max(Config.block_size, PROMPT_ROOM + a.max_new_tokens))
-    minibatch = a.batch if a.batch % Config.minibatch else min(Config.minibatch, a.batch)
+    minibatch = a.minibatch or (Config.minibatch if a.batch % Config.minibatch == 0 else a.batch)
     given = {name: getattr(a, name) for name in FLAGS}
-    minibatch = a.minibatch or minibatch
     cfg = check(Config(**given, iters=a.iters, block_size=block, minibatch=minibatch))
     if PROMPT_ROOM + cfg.max_new_tokens > block:
         most = f"must be at most {block - PROMPT_ROOM} (a prompt takes up to {PROMPT_ROOM})"

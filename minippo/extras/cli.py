@@ -121,18 +121,16 @@ def check(cfg: Config, rewards=(), here: bool = True) -> Config:
 def parse_config(argv=None, rewards=()) -> Config:
     """Command line -> checked Config, or UsageError. With --resume DIR the settings are that run's
     (its config.json); a flag given beside it that differs is refused when the folder is opened."""
-    args, values = build_parser().parse_args(argv), {}
+    args, given = build_parser().parse_args(argv), {}           # the flags given, typed
     for f in fields(Config):
-        if (text := getattr(args, f.name)) is None or f.type is bool:
-            values[f.name] = text
+        if (text := getattr(args, f.name)) is None:
             continue
         try:
-            values[f.name] = f.type(text)
+            given[f.name] = text if f.type is bool else f.type(text)
         except ValueError:
             raise UsageError(f"{flag(f.name)}={text}: expected {f.type.__name__}") from None
-        if f.type is float and not math.isfinite(values[f.name]):   # e.g. 1e400: say what was typed
+        if f.type is float and not math.isfinite(given[f.name]):   # e.g. 1e400: say what was typed
             raise UsageError(f"{flag(f.name)}={text}: must be a finite number")
-    given = {k: v for k, v in values.items() if v is not None}
     saved = os.path.join(given.get("resume", ""), "config.json")
     cfg = config_from(saved, rewards) if given.get("resume") and os.path.isfile(saved) else Config()
     cfg = Config(**{**asdict(cfg), **given})

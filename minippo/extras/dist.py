@@ -10,6 +10,7 @@ and the KL fed to the adaptive beta are reduced over the global batch. Advantage
 REINFORCE baseline use each process's own share (still unbiased; tests/test_distributed.py).
 Backend: gloo on CPU, nccl on CUDA.
 """
+import contextlib
 import os
 from datetime import timedelta
 
@@ -38,27 +39,20 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def all_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum of a tensor over all processes (itself in one process)."""
-    if active():
-        t = t.detach().clone()
-        dist.all_reduce(t)          # in place, on every process
-    return t
-
-
 def all_mean(x: float) -> float:
     """Mean of a number over all processes (every process holds an equal share of the batch)."""
     if not active():
         return x
-    t = torch.tensor(float(x), dtype=torch.float64, device=_device())
-    return all_sum(t).item() / dist.get_world_size()
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"   # nccl reduces GPU tensors only
+    t = torch.tensor(float(x), dtype=torch.float64, device=device)
+    dist.all_reduce(t)              # the sum, in place, on every process
+    return t.item() / dist.get_world_size()
 
 
 def average_gradients(model) -> None:
     """Replace every gradient by its mean over the processes: the gradient of the loss averaged over
     the global batch, which is what DistributedDataParallel does (here as one all-reduce of one flat
-    buffer, after backward). Every process runs the same graph, so the same gradients exist
-    everywhere. Nothing happens in a single process."""
+    buffer after backward). All processes run one graph, so the same gradients exist everywhere."""
     if not active():
         return
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -83,16 +77,10 @@ def any_process(flag: bool) -> bool:
     return all_mean(float(flag)) > 0 if active() else flag
 
 
-def _device() -> str:
-    return "cuda" if dist.get_backend() == "nccl" else "cpu"   # nccl reduces GPU tensors only
-
-
 def close() -> None:
     """Leave together: a process that tears gloo down while a peer still holds its connection (rank 0
     evaluating, say) can abort ("terminate called without an active exception")."""
     if active():
-        try:
+        with contextlib.suppress(RuntimeError):     # a peer is gone: nothing left to wait for
             dist.barrier()
-        except RuntimeError:                # a peer is gone: nothing left to wait for
-            pass
         dist.destroy_process_group()

@@ -24,10 +24,8 @@ def is_grammatical(line: str) -> bool:
 
     i = subject_verb(0)
     i = adjective_phrase(i) if i >= 0 else -1
-    if i < 0 or i == len(words):
+    if i < 0 or i == len(words) or words[i] not in CONJUNCTIONS:   # broken, ended, or no conjunction
         return i == len(words)
-    if words[i] not in CONJUNCTIONS:
-        return False
     j = subject_verb(i + 1)
     return adjective_phrase(j if j >= 0 else i + 1) == len(words)
 

@@ -110,7 +110,6 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
     dist.any_process(False)                 # the others wait for rank 0's reference.pt
     if rank > 0:
         policy, pretrain_seconds = reference.pretrained_policy(run, build=False)
-    policy.to(run.device)
     run.pretrain_seconds = pretrain_seconds     # (a resumed run adds what its checkpoint saved)
 
     # the lesson: each process tunes the policy on its share of the batch
@@ -129,8 +128,6 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
         if not run.stopped:
             files.say(f"interrupted: the run is saved; continue with `{run.resume_hint}`")
         return 130
-    files.say(f"evaluating against J*: {cfg.eval_samples} samples per prompt from pi_ref and pi_theta")
-
     results = measure(cfg, run, policy, ref, beta, reward_fn, proxy)
     j_ref, j_star = results["objective_reference"], results["objective_optimal"]
     target, logged = j_ref + 0.9 * (j_star - j_ref), map(json.loads, run.logs["metrics.jsonl"])
@@ -150,18 +147,20 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
 def measure(cfg, run, policy, ref, beta, reward_fn, proxy) -> dict:
     """How close to J*: the figures of minippo/evaluate.py (and, with a learned reward, the gold
     reward's on the same samples, and the texts'), after one sample per prompt side by side."""
+    n = cfg.eval_samples
+    files.say(f"evaluating against J*: {n} samples per prompt from pi_ref and pi_theta")
     torch.manual_seed(cfg.seed + runs.EVAL_SEED)
     models = (policy, ref, run.vocab, run.prompts)          # evaluated with the final beta
     results, ref_texts, pol_texts = evaluate(*models, reward_fn, cfg, run.device, beta)
     results.update(runs.text_figures(ref_texts, run.grammar, "_reference"))
     results.update(runs.text_figures(pol_texts, run.grammar, "_policy"))
     if proxy:                               # the same samples, scored by the gold reward
-        texts = (run.prompts, cfg.eval_samples, ref_texts, pol_texts, results["kl_policy"], beta)
+        texts = (run.prompts, n, ref_texts, pol_texts, results["kl_policy"], beta)
         results.update(reward_model.gold_figures(run.gold, cfg.reward, *texts))
         accuracy = proxy[1].get("held_out_accuracy")
         results.update(reward_model=cfg.reward_model, reward_model_accuracy=accuracy)
     print(f"\nsame prompts, T = {cfg.temperature}:  reference pi_ref  |  tuned pi_theta")
-    for a, b in list(zip(ref_texts, pol_texts))[::cfg.eval_samples][:8]:   # one per prompt
+    for a, b in list(zip(ref_texts, pol_texts))[::n][:8]:   # one per prompt
         print(f"  {a:<46} | {b}")
     return results
 
@@ -175,8 +174,8 @@ def summary_table(s: dict, beta: float, out: str = "out") -> str:
         na = f"n/a: J* rests on {s['objective_optimal_ess']:.1f} samples of a prompt; measure again: {more}"
     gap = f"{s['optimality_gap']:.3f}" if fine("optimality_gap") else na
     star = f"(J* = E_x beta log E_ref exp(r/beta), +- {s['objective_optimal_se']:.3f})"
-    if s.get("objective_optimal_mixture_prompts"):
-        star += f", for {s['objective_optimal_mixture_prompts']} prompts from pi_theta's samples too"
+    if mixed := s.get("objective_optimal_mixture_prompts"):
+        star += f", for {mixed} prompts from pi_theta's samples too"
     took = f"pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s"
     rows = [f"\n{'':<20}{'reward':>11}{'KL_ref':>11}{'J':>11}{'grammatical':>12}{'distinct':>11}",
             f"{'pi_ref':<20}{g('reward_reference')}{0:>11.3f}{g('objective_reference')}"

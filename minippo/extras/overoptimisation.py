@@ -57,11 +57,12 @@ def draw(results: list, path: str):
         return None
     for ax, model in zip(fig.axes, models):
         for i, r in enumerate(r for r in results if r["reward_model"] == model):
-            x = [0.0] + [p["sqrt_kl"] for p in r["windows"]]
-            for key, start, style, what in [("gold_reward", "gold_reward_reference", "o-", "gold"),
-                                            ("proxy_reward", "reward_reference", "x--", "proxy r_phi")]:
-                y = [r["summary"][start]] + [p[key] for p in r["windows"]]
-                ax.plot(x, y, style, ms=3, color=f"C{i}", label=f"{what}, beta {r['beta']}")
+            s, w = r["summary"], r["windows"]
+            x = [0.0] + [p["sqrt_kl"] for p in w]
+            gold = [s["gold_reward_reference"]] + [p["gold_reward"] for p in w]
+            proxy = [s["reward_reference"]] + [p["proxy_reward"] for p in w]
+            ax.plot(x, gold, "o-", ms=3, color=f"C{i}", label=f"gold, beta {r['beta']}")
+            ax.plot(x, proxy, "x--", ms=3, color=f"C{i}", label=f"proxy r_phi, beta {r['beta']}")
         ax.set_title(f"r_phi {model} (held-out accuracy {cell(r['accuracy'])})", fontsize=10)
         ax.set_xlabel("sqrt(KL(pi_theta || pi_ref)), KL in nats per response")
         ax.set_ylabel(f"mean reward (gold {r['summary']['gold']!r}; proxy normalised)")

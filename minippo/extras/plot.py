@@ -46,8 +46,7 @@ def figure(nrows: int, ncols: int, size, required: bool = False):
 
 
 def output(path: str) -> str:
-    """path, or UsageError where a figure would replace a folder or a run's file: those are all that
-    plots read, so no figure lands on its own input or on a run's data."""
+    """path, or UsageError where a figure would land on a folder or a run's file (what plots read)."""
     name = os.path.basename(os.path.normpath(path))
     if not path.strip() or os.path.isdir(path) or name in RUN_FILES:
         raise UsageError(f"{path!r}: a folder or a run's own file; give a figure its own .png path")
@@ -136,12 +135,12 @@ def gap_curves(run_dirs, window: int = 10) -> dict:
     J(pi_ref)), averaged over the runs of that name (seeds; the shortest's length), then `window`."""
     if len({os.path.realpath(d) for d in run_dirs}) != len(run_dirs):
         raise UsageError("--gap: a run folder is given twice (seeds are folders of one name)")
+    why = "a run not finished, with no room to improve, or measured on too few --eval-samples"
     seeds = {}
     for run_dir in run_dirs:
         rows, s = read_metrics(run_dir, ("iter", "objective", "responses")), read_summary(run_dir)
         best, ref = s.get("objective_optimal"), s.get("objective_reference")
-        if not (number(best) and number(ref) and best > ref):  # else the gap is not defined
-            why = "a run not finished, or with no room to improve"
+        if not (number(best) and number(ref) and best > ref) or s.get("objective_optimal_trusted") is False:
             raise UsageError(f"{run_dir}/summary.json: no J* above J(pi_ref) ({why}); leave it out")
         drawn = list(itertools.accumulate(m["responses"] for m in rows))
         gaps = [(best - m["objective"]) / (best - ref) for m in rows]

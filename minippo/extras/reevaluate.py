@@ -37,7 +37,7 @@ def command(argv) -> int:
         run.check_identity(state, path)
         policy = files.load_model(Policy(run.model_config), state.get("model"), path).eval()
         try:
-            it, beta, seconds = state["iter"], float(state["beta"]), float(state["rl_seconds"])
+            it, beta, rl = state["iter"], float(state["beta"]), float(state["rl_seconds"])
         except runs.NOT_SAVED:
             raise files.UsageError(f"{path}: not a checkpoint of train.py") from None
         proxy = None
@@ -46,9 +46,8 @@ def command(argv) -> int:
             run.gold = launch.checked(REWARDS[cfg.reward])
         reward_fn = launch.checked(proxy[0] if proxy else REWARDS[cfg.reward])
         print(f"{cfg.out}: pi_theta of iteration {it} of {cfg.iters}, beta {beta:.4g}")
-        files.say(f"evaluating against J*: {n} samples per prompt from pi_ref and pi_theta")
         results = launch.measure(cfg, run, policy.to(run.device), ref, beta, reward_fn, proxy)
-        results.update(iter=it, pretrain_seconds=state.get("pretrain_seconds", 0), rl_seconds=seconds)
+        results.update(iter=it, pretrain_seconds=state.get("pretrain_seconds", 0), rl_seconds=rl)
         saved = run.path(f"evaluation-{n}.json")
         files.save_json(results, saved)
         print(launch.summary_table(results, beta, cfg.out) + f"\nsaved: {saved}")

@@ -73,7 +73,8 @@ class Run:
         self.identity = {"vocab": self.vocab.chars, "model_config": vars(self.model_config)}
         self.pretrain = {k: getattr(cfg, k) for k in PRETRAIN_KEYS}
         launcher = "python" if world == 1 else f"torchrun --standalone --nproc_per_node {world}"
-        self.resume_hint = f"{launcher} train.py --resume {shlex.quote(cfg.out)}"   # its settings: config.json
+        # --resume alone: the settings come from config.json
+        self.resume_hint = f"{launcher} train.py --resume {shlex.quote(cfg.out)}"
 
     def path(self, name: str) -> str:
         return os.path.join(self.cfg.out, name)
