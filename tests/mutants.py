@@ -34,7 +34,12 @@ tests/test_command.py::test_same_seed_gives_identical_metrics_and_reinforce_lear
 TESTS = {"R": ["tests/test_reward_model.py"], "D": ["tests/test_distributed.py"],
          "E": ["tests/test_experiments.py"],
          "C": ["tests/test_command.py::test_resuming_a_finished_run_keeps_the_seconds_it_measured",
-               "tests/test_command.py::test_a_bad_flag_is_one_line_and_creates_nothing"]}
+               "tests/test_command.py::test_a_bad_flag_is_one_line_and_creates_nothing",
+               "tests/test_command.py::test_a_resume_goes_on_from_the_saved_beta_seconds_and_logs",
+               "tests/test_command.py::test_a_resume_must_repeat_the_run_s_settings",
+               "tests/test_command.py::test_one_writer_per_folder_and_free_again_when_its_holder_dies",
+               "tests/test_command.py::test_force_never_removes_an_input_of_the_command",
+               "tests/test_command.py::test_a_stop_in_the_last_iteration_saves_and_the_resume_only_evaluates"]}
 
 SPEC = r"""
 M1 minippo/ppo.py | log pi_ref computed with the policy: the KL is always 0
@@ -442,6 +447,39 @@ R28 minippo/extras/reward_model.py | the learning rate never decays (integer div
 R29 minippo/extras/reward_model.py | held-out pairs labelled with the training noise --tau
 - held_rows = sample(args.held_out, 0.0, decided=True)      # fresh, and labelled without noise
 + held_rows = sample(args.held_out, args.tau, decided=True)
+C4 minippo/extras/runs.py | the checkpoint saves only the RL seconds since the last resume: a second resume forgets the first run's
+- state.update(logs=self.logs, rl_seconds=seconds, pretrain_seconds=self.pretrain_seconds)
++ state.update(logs=self.logs, rl_seconds=seconds - self.rl_seconds_before, pretrain_seconds=self.pretrain_seconds)
+C5 minippo/extras/cli.py | --group 1 accepted
+- LIMITS |= {"group": (2, 65_536)}
++ LIMITS |= {"group": (1, 65_536)}
+C6 minippo/extras/cli.py | a resume may change --beta
+- RESUMABLE = {"out", "resume", "force", "iters", "plot", "human_eval"}
++ RESUMABLE = {"out", "resume", "force", "iters", "plot", "human_eval", "beta"}
+C7 minippo/extras/cli.py | --clip 0 accepted
+- ABOVE_LOWEST = {"pretrain_lr", "lr", "clip", "max_grad_norm"}
++ ABOVE_LOWEST = {"pretrain_lr", "lr", "max_grad_norm"}
+C8 minippo/extras/files.py | the atomic write's temporary file without the process id
+- tmps = {path: f"{path}.tmp{os.getpid()}" for path in writes}
++ tmps = {path: f"{path}.tmp" for path in writes}
+C9 minippo/extras/files.py | the input guard compares absolute paths, not real ones: an input reached through a symlink is removed
+- given = {os.path.realpath(p) for p in inputs if p}
++ given = {os.path.abspath(p) for p in inputs if p}
+C10 minippo/extras/files.py | the input guard's output side uses abspath: an --out reached through a symlink removes its input
+- if os.path.realpath(path) in given:
++ if os.path.abspath(path) in given:
+C11 minippo/extras/runs.py | a resume starts at the initial --beta, not the checkpoint's (a --target-kl run)
+- start, beta, self.logs = state["iter"], state["beta"], state["logs"]
++ start, beta, self.logs = state["iter"], cfg.beta, state["logs"]
+C12 minippo/extras/runs.py | the checkpoint saves the initial --beta, not the adapted one
+- state = {"kind": "rl", **self.identity, "iter": it, "beta": float(beta)}
++ state = {"kind": "rl", **self.identity, "iter": it, "beta": float(self.cfg.beta)}
+C13 minippo/extras/cli.py | --resume DIR alone starts from the defaults, not the run's config.json
+- cfg = config_from(saved, rewards) if given.get("resume") and os.path.isfile(saved) else Config()
++ cfg = Config()
+C14 minippo/extras/cli.py | a flag given beside --resume is overridden by the saved settings instead of compared with them
+- cfg = Config(**{**asdict(cfg), **given})
++ cfg = Config(**{**given, **asdict(cfg)})
 """
 
 
@@ -465,10 +503,9 @@ MUTANTS = parse(SPEC)
 def check_anchors(root: str = ROOT) -> list:
     """(id, problem) for each mutant whose text as it is is not in its file under root exactly once
     (the mutants to re-anchor), or whose id another mutant uses too."""
-    mutants = parse(SPEC)
-    ids = [m[0] for m in mutants]
+    ids = [m[0] for m in MUTANTS]
     problems = [(mid, "id used twice") for mid in sorted(set(ids)) if ids.count(mid) > 1]
-    for mid, path, old, new, what in mutants:
+    for mid, path, old, new, what in MUTANTS:
         full = os.path.join(root, path)
         count = open(full).read().count(old) if os.path.isfile(full) else 0
         if count != 1:

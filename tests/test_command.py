@@ -5,6 +5,7 @@ per folder, and nothing the user gave is removed."""
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -28,7 +29,8 @@ from minippo.rewards import NO_EOS_PENALTY
 from minippo.rollout import score
 
 
-TINY_REINFORCE = [a for i, a in enumerate(TINY) if "--minibatch" not in TINY[max(0, i - 1):i + 1]]  # one step a batch
+# one step a batch
+TINY_REINFORCE = [a for i, a in enumerate(TINY) if "--minibatch" not in TINY[max(0, i - 1):i + 1]]
 
 
 def train(capsys, *args):
@@ -45,12 +47,14 @@ def test_short_seeded_run_raises_reward_and_keeps_kl_bounded(reference):
     m = metrics(reference)
     assert len(m) == 12 and [r["iter"] for r in m] == list(range(1, 13))
     first, last = m[0]["reward"], sum(r["reward"] for r in m[-3:]) / 3
-    assert last > first + 0.3, (first, last)    # rewards lie in [-1, 1]: 0.3 is a clear rise, not noise
+    # rewards lie in [-1, 1]: 0.3 is a clear rise, not noise
+    assert last > first + 0.3, (first, last)
     assert all(r["kl"] < 10 for r in m)                      # bounded: no runaway from pi_ref
     assert m[0]["approx_kl"] > -1e-3 and m[0]["clipfrac"] < 0.5
     summary = json.load(open(reference / "summary.json"))
     assert summary["objective_optimal"] >= summary["objective_policy"] - 4 * summary["objective_policy_se"]
-    assert summary["rl_seconds"] > 0 and 0 < summary["optimality_gap"] < 1
+    # the gap is n/a (null), not a number, where J* is not trusted: here, at 16 samples a prompt
+    assert summary["rl_seconds"] > 0 and summary["optimality_gap"] is None
     assert (reference / "samples.txt").read_text().startswith("iteration 1\n")
 
 
@@ -71,7 +75,7 @@ def test_the_command_runs_the_lesson_s_run_exactly(reference, capsys):
     tiny = dict(pretrain_steps=250, corpus_lines=4000, batch=32, minibatch=16, eval_samples=16)
     cfg = Config(**tiny, iters=12, lr=1e-3, anneal_lr=False, device="cpu")
     lesson, command = main(cfg), json.loads((reference / "summary.json").read_text())
-    assert {k: lesson[k] for k in lesson} == {k: command[k] for k in lesson}
+    assert files.finite(lesson) == {k: command[k] for k in lesson}      # (summary.json: NaN as null)
 
 
 def test_help_lists_every_setting():
@@ -108,7 +112,7 @@ def test_ctrl_c_during_rl_saves_and_resume_is_bit_exact(reference, tmp_path):
     assert code == 130 and "--resume" in err, err[-2000:]
     assert 3 <= len(metrics(out)) < 8
     saved = torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"]
-    run(*args, "--resume", out)
+    run("--resume", out)                        # alone: the settings come from its config.json
     assert metrics(out) == metrics(reference)[:8]
     assert json.loads((out / "summary.json").read_text())["rl_seconds"] > saved
 
@@ -128,7 +132,9 @@ def test_a_stop_in_the_last_iteration_saves_and_the_resume_only_evaluates(refere
     code, err = signal_when(["--out", out, *TINY, "--iters", "12"], lambda _: lines(out / "metrics.jsonl") >= 11,
                             signal.SIGTERM)
     assert code == 130 and "--resume" in err and not (out / "summary.json").exists(), err[-2000:]
-    run(*TINY, "--iters", "12", "--resume", out)
+    hint = re.search(r"continue with `python train.py (.*?)`", err)[1]     # --resume DIR alone
+    assert hint == f"--resume {out}"
+    run(*shlex.split(hint))
     assert metrics(out) == metrics(reference)
     drop = ("pretrain_seconds", "rl_seconds")
     assert ({k: v for k, v in json.loads((out / "summary.json").read_text()).items() if k not in drop}
@@ -154,10 +160,12 @@ BAD_FLAGS = [(shlex.split(args), name) for args, name in (line.split(" | ") for 
 --beta nan | --beta
 --lr 1e400 | --lr=1e400
 --clip 1.5 | --clip
+--clip 0 | --clip
 --lam 1.2 | --lam
 --temperature 0 | --temperature
 --temperature 1e-300 | --temperature
 --algo ppo --variant dr | --variant
+--algo grpo --group 1 | --group
 --algo grpo --lam 0.5 | --lam
 --algo reinforce --epochs 2 | --epochs
 --reward kindness | --reward
@@ -179,8 +187,8 @@ BAD_FLAGS = [(shlex.split(args), name) for args, name in (line.split(" | ") for 
 
 @pytest.mark.parametrize("args, name", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
 def test_a_bad_flag_is_one_line_and_creates_nothing(tmp_path, capsys, args, name):
-    tiny = TINY_REINFORCE if "reinforce" in args else TINY
-    code, err = train(capsys, "--out", tmp_path / "out", *tiny, "--iters", "1", *args)   # (a miss ends fast)
+    tiny = TINY_REINFORCE if "reinforce" in args else TINY          # (--iters 1: a miss ends fast)
+    code, err = train(capsys, "--out", tmp_path / "out", *tiny, "--iters", "1", *args)
     one_line(code, err, name)
     assert "--data" not in err and not (tmp_path / "out").exists()
 
@@ -250,8 +258,11 @@ def test_an_out_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, out)
 def test_force_never_removes_an_input_of_the_command(reference, tmp_path, capsys):
     out = copy_of(reference, tmp_path)
     (out / "samples.txt").write_text("the food\nthe staff\n")       # the user's prompts, by that name
+    o, p = tmp_path / "o", tmp_path / "p"               # the folder and the prompts, each through a symlink
+    o.symlink_to(out)
+    p.symlink_to(out / "samples.txt")
     before = snapshot(out)
-    code, err = train(capsys, "--out", out, *TINY, "--force", "--prompts", out / "samples.txt")
+    code, err = train(capsys, "--out", o, *TINY, "--force", "--prompts", p)
     one_line(code, err, "samples.txt", "input")
     assert snapshot(out) == before
 
@@ -259,8 +270,9 @@ def test_force_never_removes_an_input_of_the_command(reference, tmp_path, capsys
 def test_one_writer_per_folder_and_free_again_when_its_holder_dies(reference, tmp_path, capsys):
     out = copy_of(reference, tmp_path)
     before = snapshot(out)
-    hold = ("import sys, time; sys.path.insert(0, sys.argv[1]); from minippo.extras.files import lock; "
-            "lock(sys.argv[2]); print('held', flush=True); time.sleep(60)")
+    hold = ("import sys, time; sys.path.insert(0, sys.argv[1]); from minippo.extras import files; "
+            "files.lock(sys.argv[2]); files.atomic_write(sys.argv[2] + '/checkpoint.pt', lambda tmp: ("
+            "open(tmp, 'w').write('half'), print('held', flush=True), time.sleep(60)))")     # held mid-write
     argv = [sys.executable, "-c", hold, str(ROOT), str(out)]
     holder = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -269,7 +281,7 @@ def test_one_writer_per_folder_and_free_again_when_its_holder_dies(reference, tm
         one_line(code, err, f"in use by process {holder.pid}")
     holder.kill()                                      # a killed run leaves no lock behind
     holder.wait()
-    (out / "checkpoint.pt.tmp4242").write_bytes(b"half a checkpoint")    # what a kill mid-write leaves
+    assert (out / f"checkpoint.pt.tmp{holder.pid}").read_text() == "half"  # what the kill left
     files.unlock(str(out), files.lock(str(out)))
     assert {k: v for k, v in snapshot(out).items() if k != files.LOCK_NOTE} == before
 
@@ -305,21 +317,33 @@ def test_a_checkpoint_that_this_run_would_not_save_is_refused_and_nothing_change
     assert snapshot(out) == before and b"\0" not in (out / "metrics.jsonl").read_bytes()
 
 
-def test_a_resume_rewrites_the_logs_from_the_checkpoint(reference, tmp_path, capsys):
-    out = copy_of(reference, tmp_path)
-    (out / "metrics.jsonl").write_text((out / "metrics.jsonl").read_text()[:100])     # a power loss, say
+def test_a_resume_goes_on_from_the_saved_beta_seconds_and_logs(reference, tmp_path, capsys):
+    """A --target-kl run, its logs cut by a power loss, resumed twice: from the adapted beta saved
+    (not --beta), adding its seconds (at least those logged: it saves after) and rewriting the logs."""
+    out = with_reference(reference, tmp_path, "kl")
+    args = [*TINY, "--target-kl", "1", "--eval-samples", "2"]      # (a quick evaluation)
+    assert train(capsys, "--out", out, *args, "--iters", "1")[0] == 0
+    logs, samples = (out / "metrics.jsonl").read_text(), (out / "samples.txt").read_text()
+    (out / "metrics.jsonl").write_text(logs[:100])                  # a power loss, say
     (out / "samples.txt").unlink()
-    assert train(capsys, "--resume", out, *TINY, "--iters", "13")[0] == 0
-    assert metrics(out)[:12] == metrics(reference) and len(metrics(out)) == 13
-    assert (out / "samples.txt").read_text() == (reference / "samples.txt").read_text()
+    for iters in (2, 3):
+        saved = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert train(capsys, "--resume", out, *args, "--iters", iters)[0] == 0
+        m, now = metrics(out, drop=()), torch.load(out / "checkpoint.pt", weights_only=True)
+        assert m[-1]["beta"] == saved["beta"] != 0.1 and len(m) == iters
+        seconds = json.loads((out / "summary.json").read_text())["rl_seconds"]
+        assert seconds == now["rl_seconds"] >= saved["rl_seconds"] + m[-1]["seconds"]
+    assert (out / "metrics.jsonl").read_text().startswith(logs)
+    assert (out / "samples.txt").read_text() == samples
 
 
 def test_resuming_a_finished_run_keeps_the_seconds_it_measured(reference, tmp_path, capsys):
-    out = copy_of(reference, tmp_path)
-    assert train(capsys, "--resume", out, *TINY, "--iters", "12")[0] == 0      # no iteration left: evaluates
+    out = copy_of(reference, tmp_path)                      # no iteration left: it only evaluates
+    assert train(capsys, "--resume", out, *TINY, "--iters", "12")[0] == 0
     was, now = (json.loads((d / "summary.json").read_text()) for d in (reference, out))
     assert now["pretrain_seconds"] == was["pretrain_seconds"] > 0
-    assert now["rl_seconds"] == torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"] > 0
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"]
+    assert now["rl_seconds"] == saved > 0
 
 
 def infinite_reference(out):
@@ -343,8 +367,9 @@ def test_a_resume_whose_files_were_damaged_is_refused_and_nothing_changes(refere
 
 def test_a_resume_must_repeat_the_run_s_settings(reference, tmp_path, capsys):
     out = copy_of(reference, tmp_path)
-    code, err = train(capsys, "--resume", out, *TINY, "--iters", "14", "--lr", "0.002")
-    one_line(code, err, "--resume", "--lr=0.001")
+    for name, value, saved in [("lr", 0.002, 0.001), ("beta", 0.2, 0.1), ("seed", 1, 0)]:
+        code, err = train(capsys, "--resume", out, *TINY, "--iters", "14", f"--{name}", value)
+        one_line(code, err, "--resume", f"--{name}={saved}")
     code, err = train(capsys, "--resume", out, "--out", tmp_path / "elsewhere")
     one_line(code, err, "--out", "--resume")
 
