@@ -16,13 +16,13 @@ sys.path.insert(0, str(ROOT))
 # `pytest -n 2` (pytest-xdist) the workers share one, and each uses one thread of the two cores
 WORKERS = os.environ.get("PYTEST_XDIST_TESTRUNUID")
 CACHE = Path(tempfile.gettempdir()) / f"minippo-test-cache-{WORKERS}" if WORKERS else None
-os.environ["MINIPPO_CACHE"] = str(CACHE) if CACHE else tempfile.mkdtemp(prefix="minippo-test-cache-")
+os.environ["MINIPPO_CACHE"] = str(CACHE or tempfile.mkdtemp(prefix="minippo-test-cache-"))
 if WORKERS:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 # the lesson's math: `python -m pytest tests -m lesson` runs these files alone, in seconds
-LESSON = set("""test_rl test_model test_exact_gradient test_estimators test_data test_loop
-test_evaluate test_pretrain test_toy_bandit test_toy_kl""".split())
+LESSON = """test_rl test_model test_exact_gradient test_estimators test_data test_loop
+test_evaluate test_pretrain test_toy_bandit test_toy_kl""".split()
 
 
 def pytest_configure(config):
@@ -34,9 +34,6 @@ def pytest_collection_modifyitems(items):
         if item.path.stem in LESSON:
             item.add_marker(pytest.mark.lesson)
 
-from minippo.model import ModelConfig, Policy  # noqa: E402
-from minippo.rollout import response_logprobs  # noqa: E402
-
 
 def needs_matplotlib(reason="plots need matplotlib (pip install matplotlib)"):
     """Skip without matplotlib, except in CI (CI=true), which installs it: there a missing
@@ -47,22 +44,6 @@ def needs_matplotlib(reason="plots need matplotlib (pip install matplotlib)"):
         pytest.importorskip("matplotlib", reason=reason)
 
 
-def logprobs(model, tokens, temperature: float):
-    """Teacher-forced log-probs of tokens[:, 1:] given their prefixes: (B, T) -> (B, T-1)."""
-    return response_logprobs(model, tokens[:, :1], tokens[:, 1:], temperature)[0]
-
-
-@pytest.fixture
-def peaked_model():
-    """A small random policy whose next-token distributions are far from uniform."""
-    torch.manual_seed(0)
-    model = Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32))
-    with torch.no_grad():
-        model.lm_head.weight.normal_(0, 0.3)
-        model.tok_emb.weight.normal_(0, 1.0)
-    return model.eval()
-
-
 # ----------------------------------------------------------------------------- train.py helpers
 TINY = """--pretrain-steps 250 --corpus-lines 4000 --batch 32 --minibatch 16 --eval-samples 16
 --sample-every 100 --lr 1e-3 --no-anneal-lr --device cpu""".split()
@@ -70,18 +51,33 @@ TINY = """--pretrain-steps 250 --corpus-lines 4000 --batch 32 --minibatch 16 --e
 # the CPU, even where a GPU is present, because bit-exact reruns and resumes are a CPU promise)
 
 
-def shell(*argv, stdin="", check=False):
-    """A command as a user types it: shell("train.py", ...) or shell("minippo.extras.sweep", ...)."""
-    command = [str(ROOT / argv[0])] if argv[0].endswith(".py") else ["-m", argv[0]]
-    line = [sys.executable, *command, *map(str, argv[1:])]
-    p = subprocess.run(line, capture_output=True, text=True, cwd=ROOT, input=stdin)
+def run(*args, check=True):
+    """train.py as a user types it, in a process of its own."""
+    line = [sys.executable, str(ROOT / "train.py"), *map(str, args)]
+    p = subprocess.run(line, capture_output=True, text=True, cwd=ROOT)
     if check:
         assert p.returncode == 0, p.stderr[-2000:]
     return p
 
 
-def run(*args, check=True):
-    return shell("train.py", *args, check=check)
+def toy_commands(script, *lines):
+    """`script --json --steps 20 ARGS` for every ARGS at once, each a real subprocess:
+    {ARGS: (stdout, stderr, exit code)}."""
+    cmd = [sys.executable, script, "--json", "--steps", "20"]
+    pipes = dict(text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs = {args: subprocess.Popen(cmd + args.split(), cwd=ROOT, **pipes) for args in lines}
+    return {args: (*p.communicate(timeout=60), p.returncode) for args, p in procs.items()}
+
+
+def one_clear_line_or_finite_numbers(result, args, refused):
+    """A toy's flags: refused, exit 2 and one line naming the flag; else exit 0, all finite."""
+    stdout, stderr, returncode = result
+    if refused:
+        lines = stderr.strip().splitlines()
+        assert returncode == 2 and stdout == "" and len(lines) == 1
+        assert args.split()[0].split("=")[0] in lines[0]  # names the flag
+    else:  # --json writes NaN and inf as null; no warnings
+        assert returncode == 0 and stderr == "" and json.loads(stdout) and "null" not in stdout
 
 
 def call(main, capsys, *args):

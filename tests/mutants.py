@@ -31,15 +31,15 @@ tests/test_command.py::test_same_seed_gives_identical_metrics_and_reinforce_lear
 # by the id's first letter: R the reward model (an extra), against its own tests; C the command
 # around the loop (an extra), against the tests of what it promises; D torchrun and E the sweeps,
 # plots and evaluations around it, against their files; M FAST, or --tests
-TESTS = {"R": ["tests/test_reward_model.py"], "D": ["tests/test_distributed.py"],
-         "E": ["tests/test_experiments.py"],
-         "C": ["tests/test_command.py::test_resuming_a_finished_run_keeps_the_seconds_it_measured",
-               "tests/test_command.py::test_a_bad_flag_is_one_line_and_creates_nothing",
-               "tests/test_command.py::test_a_resume_goes_on_from_the_saved_beta_seconds_and_logs",
-               "tests/test_command.py::test_a_resume_must_repeat_the_run_s_settings",
-               "tests/test_command.py::test_one_writer_per_folder_and_free_again_when_its_holder_dies",
-               "tests/test_command.py::test_force_never_removes_an_input_of_the_command",
-               "tests/test_command.py::test_a_stop_in_the_last_iteration_saves_and_the_resume_only_evaluates"]}
+COMMAND = """tests/test_command.py::test_resuming_a_finished_run_keeps_the_seconds_it_measured
+tests/test_command.py::test_a_bad_flag_is_one_line_and_creates_nothing
+tests/test_command.py::test_a_resume_goes_on_from_the_saved_beta_seconds_and_logs
+tests/test_command.py::test_a_resume_must_repeat_the_run_s_settings
+tests/test_command.py::test_one_writer_per_folder_and_free_again_when_its_holder_dies
+tests/test_command.py::test_force_never_removes_an_input_of_the_command
+tests/test_command.py::test_a_stop_in_the_last_iteration_saves_and_the_resume_only_evaluates""".split()
+TESTS = {"R": ["tests/test_reward_model.py"], "D": ["tests/test_distributed.py"], "C": COMMAND}
+TESTS["E"] = ["tests/test_experiments.py"]
 
 SPEC = r"""
 M1 minippo/ppo.py | log pi_ref computed with the policy: the KL is always 0

@@ -42,6 +42,10 @@ def copy_of(reference, tmp_path, name="run"):
     return tmp_path / name
 
 
+def summary_of(folder, drop=()):
+    return {k: v for k, v in json.loads((folder / "summary.json").read_text()).items() if k not in drop}
+
+
 # ----------------------------------------------------------------------------- it learns, exactly
 def test_short_seeded_run_raises_reward_and_keeps_kl_bounded(reference):
     m = metrics(reference)
@@ -51,7 +55,7 @@ def test_short_seeded_run_raises_reward_and_keeps_kl_bounded(reference):
     assert last > first + 0.3, (first, last)
     assert all(r["kl"] < 10 for r in m)                      # bounded: no runaway from pi_ref
     assert m[0]["approx_kl"] > -1e-3 and m[0]["clipfrac"] < 0.5
-    summary = json.load(open(reference / "summary.json"))
+    summary = summary_of(reference)
     assert summary["objective_optimal"] >= summary["objective_policy"] - 4 * summary["objective_policy_se"]
     # the gap is n/a (null), not a number, where J* is not trusted: here, at 16 samples a prompt
     assert summary["rl_seconds"] > 0 and summary["optimality_gap"] is None
@@ -74,7 +78,7 @@ def test_the_command_runs_the_lesson_s_run_exactly(reference, capsys):
     from minippo.__main__ import main
     tiny = dict(pretrain_steps=250, corpus_lines=4000, batch=32, minibatch=16, eval_samples=16)
     cfg = Config(**tiny, iters=12, lr=1e-3, anneal_lr=False, device="cpu")
-    lesson, command = main(cfg), json.loads((reference / "summary.json").read_text())
+    lesson, command = main(cfg), summary_of(reference)
     assert files.finite(lesson) == {k: command[k] for k in lesson}      # (summary.json: NaN as null)
 
 
@@ -114,7 +118,7 @@ def test_ctrl_c_during_rl_saves_and_resume_is_bit_exact(reference, tmp_path):
     saved = torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"]
     run("--resume", out)                        # alone: the settings come from its config.json
     assert metrics(out) == metrics(reference)[:8]
-    assert json.loads((out / "summary.json").read_text())["rl_seconds"] > saved
+    assert summary_of(out)["rl_seconds"] > saved
 
 
 def test_ctrl_c_during_pretraining_stops_at_once_and_writes_no_reference(tmp_path):
@@ -137,8 +141,7 @@ def test_a_stop_in_the_last_iteration_saves_and_the_resume_only_evaluates(refere
     run(*shlex.split(hint))
     assert metrics(out) == metrics(reference)
     drop = ("pretrain_seconds", "rl_seconds")
-    assert ({k: v for k, v in json.loads((out / "summary.json").read_text()).items() if k not in drop}
-            == {k: v for k, v in json.loads((reference / "summary.json").read_text()).items() if k not in drop})
+    assert summary_of(out, drop) == summary_of(reference, drop)
 
 
 def test_ctrl_c_during_the_final_evaluation_quits_at_once(reference, tmp_path):
@@ -331,7 +334,7 @@ def test_a_resume_goes_on_from_the_saved_beta_seconds_and_logs(reference, tmp_pa
         assert train(capsys, "--resume", out, *args, "--iters", iters)[0] == 0
         m, now = metrics(out, drop=()), torch.load(out / "checkpoint.pt", weights_only=True)
         assert m[-1]["beta"] == saved["beta"] != 0.1 and len(m) == iters
-        seconds = json.loads((out / "summary.json").read_text())["rl_seconds"]
+        seconds = summary_of(out)["rl_seconds"]
         assert seconds == now["rl_seconds"] >= saved["rl_seconds"] + m[-1]["seconds"]
     assert (out / "metrics.jsonl").read_text().startswith(logs)
     assert (out / "samples.txt").read_text() == samples
@@ -340,7 +343,7 @@ def test_a_resume_goes_on_from_the_saved_beta_seconds_and_logs(reference, tmp_pa
 def test_resuming_a_finished_run_keeps_the_seconds_it_measured(reference, tmp_path, capsys):
     out = copy_of(reference, tmp_path)                      # no iteration left: it only evaluates
     assert train(capsys, "--resume", out, *TINY, "--iters", "12")[0] == 0
-    was, now = (json.loads((d / "summary.json").read_text()) for d in (reference, out))
+    was, now = summary_of(reference), summary_of(out)
     assert now["pretrain_seconds"] == was["pretrain_seconds"] > 0
     saved = torch.load(out / "checkpoint.pt", weights_only=True)["rl_seconds"]
     assert now["rl_seconds"] == saved > 0

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 def cuda_model(seed):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(seed)
-    return Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32)).cuda().eval()
+    model = Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32))
+    return model.cuda().eval()
 
 
 def test_sampled_logprobs_equal_teacher_forced_on_cuda():
@@ -48,4 +49,5 @@ def test_bench_on_cuda_splits_the_iteration():
     cfg = Config(algo="reinforce", batch=16, minibatch=16, max_new_tokens=16)
     r = bench(cfg, torch.device("cuda"), iters=1, warmup=1)
     assert r["device"].startswith("cuda") and r["peak_cuda_mb"] > 0
-    assert r["seconds_per_iteration"] == pytest.approx(sum(p["seconds"] for p in r["phases"].values()))
+    seconds = sum(p["seconds"] for p in r["phases"].values())
+    assert r["seconds_per_iteration"] == pytest.approx(seconds)

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from minippo.data import (ADJECTIVES, ADVERBS, CONJUNCTIONS, SUBJECTS, VERBS, Vocab, make_corpus,
-                          make_prompts)
+from minippo.data import ADJECTIVES, ADVERBS, CONJUNCTIONS, SUBJECTS, VERBS
+from minippo.data import Vocab, make_corpus, make_prompts
 from minippo.extras.grammar import is_grammatical
 
 
@@ -44,9 +44,10 @@ def test_mutated_lines_are_rejected():
             assert not is_grammatical(" ".join(repeated) + "."), repeated
             if words[i] not in ADVERBS:
                 assert not is_grammatical(" ".join(dropped) + "."), dropped
-    for bad in ["the food is good", "the food is good.\n", " the food is good.", "the food is good and.",
-                "the food is very very good.", "the food is good but.", "food is good.", ""]:
-        assert not is_grammatical(bad), bad
+    bad = ["the food is good", "the food is good.\n", " the food is good.", "food is good.", ""]
+    bad += ["the food is good and.", "the food is very very good.", "the food is good but."]
+    for line in bad:
+        assert not is_grammatical(line), line
 
 
 def test_prompts_are_first_words():

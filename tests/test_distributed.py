@@ -19,16 +19,16 @@ from minippo.extras.launch import main as train_main
 from minippo.extras.runs import global_steps
 from minippo.model import ModelConfig, Policy, sample
 from minippo.ppo import update
-from minippo.rl import gae, per_token_rewards, whiten
-from minippo.rollout import response_logprobs
+from minippo.rl import whiten
+from test_exact_gradient import update_batch
 
 WORLD, B, T = 2, 16, 1.0
 HALVES = [slice(0, B // 2), slice(B // 2, B)]          # rows of process 0 and of process 1
 
 
 def _entry(fn, rank, port, queue, args):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD))
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank))
     try:
         out = fn(rank, *args)
     except BaseException as e:               # report it to the test instead of hanging
@@ -44,10 +44,11 @@ def in_two_processes(fn, *args):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_entry, args=(fn, rank, port, queue, args)) for rank in range(WORLD)]
+    procs = [ctx.Process(target=_entry, args=(fn, r, port, queue, args)) for r in range(WORLD)]
     for p in procs:
         p.start()
-    results = [pickle.loads(out) for _, out in sorted(queue.get(timeout=240) for _ in procs)]   # rank order
+    in_rank_order = sorted(queue.get(timeout=240) for _ in procs)
+    results = [pickle.loads(out) for _, out in in_rank_order]
     for p in procs:
         p.join(timeout=60)
     assert not any(isinstance(out, Exception) for out in results), results
@@ -56,24 +57,18 @@ def in_two_processes(fn, *args):
 
 def fixed_batch(algo="ppo"):
     """One global batch of rollouts from a small random policy: what minippo.ppo.update takes
-    (REINFORCE: R = r(x, y) - beta KL per response as its returns)."""
+    (REINFORCE: R = r(x, y) - beta KL per response as its returns), with V != 0 as in training."""
     torch.manual_seed(0)
-    policy, ref = (Policy(ModelConfig(vocab_size=5, block_size=12, n_layer=1, n_head=2, d_model=16)) for _ in range(2))
+    shape = ModelConfig(vocab_size=5, block_size=12, n_layer=1, n_head=2, d_model=16)
+    policy, ref = Policy(shape), Policy(shape)
     x = torch.tensor([[5, 0]] * (B // 2) + [[0, 0]] * (B // 2))   # half the prompts left-padded
     scores = torch.linspace(-1, 1, B)
     with torch.no_grad():
         policy.lm_head.weight.normal_(0, 1.0)                 # peaked, so per-token figures vary
         policy.tok_emb.weight.normal_(0, 1.0)
         tokens = sample(policy, x, 8, T, eos_id=4)[0].clone()
-        mask = (tokens != 5).float()
-        old_logprobs, old_values, _ = response_logprobs(policy, x, tokens, T)
-        old_values = old_values + torch.linspace(0, 1, tokens.shape[1])   # V != 0, as later in training
-        rewards, kl = per_token_rewards(scores, old_logprobs, response_logprobs(ref, x, tokens, T)[0], mask, 0.1)
-        advantages, returns = gae(rewards, old_values, mask, 1.0, 0.95)
-    if algo == "reinforce":
-        advantages, returns = None, rewards.sum(1)
-    return policy, dict(prompt_ids=x, tokens=tokens, mask=mask, scores=scores, kl=kl, old_logprobs=old_logprobs,
-                        old_values=old_values, advantages=advantages, returns=returns)
+    mask, v_shift = (tokens != 5).float(), torch.linspace(0, 1, tokens.shape[1])
+    return policy, update_batch(policy, ref, x, tokens, mask, scores, 0.1, 0.95, algo, v_shift)
 
 
 def one_update(rank, algo, whitened=False, part=slice(None), epochs=1):
@@ -88,7 +83,8 @@ def one_update(rank, algo, whitened=False, part=slice(None), epochs=1):
         batch["advantages"] = whiten(batch["advantages"], batch["mask"])
     n = len(batch["tokens"])
     cfg = Config(algo=algo, batch=n, minibatch=n, epochs=epochs, lr=0.5, max_grad_norm=1e9)
-    optimizer = torch.optim.SGD(policy.parameters(), lr=cfg.lr)   # not Adam: g / |g| magnifies ~0 gradients' rounding
+    # not Adam: g / |g| magnifies ~0 gradients' rounding
+    optimizer = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
     steps = global_steps(update(policy, optimizer, batch, cfg, 0.1, dist.average_gradients))
     return {k: v.detach().clone() for k, v in policy.state_dict().items()}, steps
 
@@ -105,7 +101,8 @@ def test_two_processes_step_with_the_mean_gradient_of_their_shares(algo, whitene
     alone, alone_log = one_update(None, algo, whitened, epochs=1 + exact)
     shares = [one_update(None, algo, whitened, part)[0] for part in HALVES]
     expect = alone if exact else {k: (shares[0][k] + shares[1][k]) / 2 for k in shares[0]}
-    for params, log in in_two_processes(one_update, algo, whitened, slice(None), 1 + exact):   # the same weights
+    # each process ends with the same weights, the expected ones
+    for params, log in in_two_processes(one_update, algo, whitened, slice(None), 1 + exact):
         for name in params:
             assert torch.allclose(params[name], expect[name], rtol=1e-5, atol=1e-6), name
         assert not exact or log == [pytest.approx(d, rel=1e-5, abs=1e-6) for d in alone_log]
@@ -121,8 +118,9 @@ def train(rank, *argv):
 
 def test_two_process_run_learns_and_is_deterministic(reference, tmp_path):
     outs = [with_reference(reference, tmp_path, name) for name in ("a", "b")]
+    short = [*TINY, "--iters", "6", "--eval-samples", "4"]
     for out in outs:
-        assert in_two_processes(train, "--out", out, "--force", *TINY, "--iters", "6", "--eval-samples", "4") == [0, 0]
+        assert in_two_processes(train, "--out", out, "--force", *short) == [0, 0]
     a, b = (metrics(out) for out in outs)
     assert [m["iter"] for m in a] == list(range(1, 7))        # one line per iteration, rank 0 only
     assert a == b                                             # same seed, same numbers
@@ -132,10 +130,15 @@ def test_two_process_run_learns_and_is_deterministic(reference, tmp_path):
     assert (tmp_path / "a" / "summary.json").exists()
 
 
-@pytest.mark.parametrize("args, word", [(["--batch", "9", "--minibatch", "9"], "split evenly"),
-                                        (["--algo", "reinforce", "--batch", "2"], "at least 2"),
-                                        (["--lr", "0"], "--lr"), ([*TINY, "--iters", "2"], "already holds a run")],
-                         ids=["uneven", "reinforce-share-of-one", "bad-flag", "taken-folder"])
+REFUSALS = {  # the flags, a word of the line
+    "uneven": (["--batch", "9", "--minibatch", "9"], "split evenly"),
+    "reinforce-share-of-one": (["--algo", "reinforce", "--batch", "2"], "at least 2"),
+    "bad-flag": (["--lr", "0"], "--lr"),
+    "taken-folder": ([*TINY, "--iters", "2"], "already holds a run"),
+}
+
+
+@pytest.mark.parametrize("args, word", REFUSALS.values(), ids=REFUSALS)
 def test_a_refusal_ends_every_process_with_one_line(args, word, reference, tmp_path, capfd):
     """The batch must split evenly and REINFORCE needs two responses per process. Rank 0 alone checks
     the run folder: a folder that already holds a run must stop rank 1 too (not leave it waiting for a
@@ -147,9 +150,10 @@ def test_a_refusal_ends_every_process_with_one_line(args, word, reference, tmp_p
     assert len(err) == 1 and word in err[0], err
 
 
-@pytest.mark.parametrize("algo, which", [("ppo", "advantages"), ("reinforce", "returns")])   # A, or R
+@pytest.mark.parametrize("algo, which", [("ppo", "advantages"), ("reinforce", "returns")])
 def test_a_nan_never_reaches_the_weights(algo, which):
-    """update() stops at a non-finite gradient before the optimizer step changes any weight."""
+    """update() stops at a non-finite gradient (from a NaN in A, or in REINFORCE's R) before the
+    optimizer step changes any weight."""
     policy, batch = fixed_batch(algo)
     batch[which][0] = float("nan")
     before = [p.detach().clone() for p in policy.parameters()]

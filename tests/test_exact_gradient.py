@@ -17,6 +17,10 @@ from minippo.rl import gae, per_token_rewards, whiten
 from minippo.rollout import response_logprobs
 
 BETA, T, B, M = 0.5, 1.0, 128, 60
+EVERY = torch.tensor(list(itertools.product(range(3), repeat=3)))  # (27, 3): every response
+QUERY = torch.zeros(27, 1, dtype=torch.long)  # the query of each: one start token
+# r(y) of each response: from -1 to 1, in a shuffled order
+R = torch.linspace(-1, 1, 27)[torch.randperm(27, generator=torch.Generator().manual_seed(2))]
 
 
 def tiny(seed):
@@ -32,9 +36,7 @@ def tiny(seed):
 
 @pytest.fixture(scope="module")
 def setting():
-    policy, ref = tiny(0), tiny(1).requires_grad_(False)
-    r = torch.linspace(-1, 1, 27)[torch.randperm(27, generator=torch.Generator().manual_seed(2))]
-    return policy, ref, r
+    return tiny(0), tiny(1).requires_grad_(False), R
 
 
 def trunk(policy):
@@ -42,40 +44,44 @@ def trunk(policy):
 
 
 def exact_gradient(policy, ref, r):
-    ys = torch.tensor(list(itertools.product(range(3), repeat=3)))      # (27, 3) every response
-    x = torch.zeros(27, 1, dtype=torch.long)                             # the query: one start token
-    logp = response_logprobs(policy, x, ys, T)[0].sum(1)                 # log pi(y)
-    ref_logp = response_logprobs(ref, x, ys, T)[0].sum(1)
-    J = (logp.exp() * (r - BETA * (logp - ref_logp))).sum()             # sum_y pi(y) (r - beta log pi/pi_ref)
+    logp = response_logprobs(policy, QUERY, EVERY, T)[0].sum(1)  # log pi(y)
+    ref_logp = response_logprobs(ref, QUERY, EVERY, T)[0].sum(1)
+    J = (logp.exp() * (r - BETA * (logp - ref_logp))).sum()  # sum_y pi(y) (r - beta log pi/pi_ref)
     return torch.cat([g.flatten() for g in torch.autograd.grad(J, trunk(policy))])
 
 
-def rollout(policy, ref, r, n, beta, lam, algo="ppo"):
-    """n responses of 3 tokens to the one query, scored, with log pi_old, V, log pi_ref, GAE (PPO) or
-    R = r - beta KL (REINFORCE): the batch dict that minippo.ppo.update takes."""
-    x = torch.zeros(n, 1, dtype=torch.long)
-    tokens, _ = sample(policy, x, 3, T, eos_id=-1)                       # (n, 3), never stops early
-    mask = torch.ones(n, 3)
-    scores = r[tokens @ torch.tensor([9, 3, 1])]
+def update_batch(policy, ref, x, tokens, mask, scores, beta, lam, algo="ppo", v_shift=0.0):
+    """The batch dict that minippo.ppo.update takes, for sampled tokens and their scores: log pi_old,
+    V (+ v_shift), log pi_ref at T, and GAE (PPO) or R = r - beta KL per response (REINFORCE)."""
     with torch.no_grad():
         old_logprobs, old_values, _ = response_logprobs(policy, x, tokens, T)
+        old_values = old_values + v_shift
         ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
         rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)
         advantages, returns = gae(rewards, old_values, mask, 1.0, lam)
     if algo == "reinforce":
         advantages, returns = None, rewards.sum(1)
-    return {"prompt_ids": x, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
-            "old_logprobs": old_logprobs, "old_values": old_values, "advantages": advantages,
-            "returns": returns}
+    batch = dict(prompt_ids=x, tokens=tokens, mask=mask, scores=scores, kl=kl, returns=returns)
+    batch.update(old_logprobs=old_logprobs, old_values=old_values, advantages=advantages)
+    return batch
+
+
+def rollout(policy, ref, r, n, beta, lam, algo="ppo"):
+    """n responses of 3 tokens to the one query, scored, in update()'s batch."""
+    x = torch.zeros(n, 1, dtype=torch.long)
+    tokens, _ = sample(policy, x, 3, T, eos_id=-1)  # (n, 3), never stops early
+    scores = r[tokens @ torch.tensor([9, 3, 1])]
+    return update_batch(policy, ref, x, tokens, torch.ones(n, 3), scores, beta, lam, algo)
 
 
 def sampled_gradients(policy, ref, r, algo, beta_in_loss=BETA):
-    cfg = Config(algo=algo, batch=B, minibatch=B, epochs=1, whiten=False, lam=1.0, gamma=1.0,
-                 max_grad_norm=1e9, temperature=T, ent_coef=0.0)
-    optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)             # read the gradient only
+    one_step = dict(batch=B, minibatch=B, epochs=1, whiten=False, lam=1.0, gamma=1.0, temperature=T)
+    cfg = Config(algo=algo, max_grad_norm=1e9, ent_coef=0.0, **one_step)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)  # read the gradient only
     grads = []
     for m in range(M):
-        update(policy, optimizer, rollout(policy, ref, r, B, beta_in_loss, 1.0, algo), cfg, beta_in_loss)
+        batch = rollout(policy, ref, r, B, beta_in_loss, 1.0, algo)
+        update(policy, optimizer, batch, cfg, beta_in_loss)
         grads.append(torch.cat([-p.grad.flatten() for p in trunk(policy)]))  # loss = -J
     return torch.stack(grads)
 
@@ -104,16 +110,16 @@ def test_sampled_gradient_matches_the_exact_gradient(setting, algo):
     assert (z_wrong ** 2).mean() > 8, (z_wrong ** 2).mean()   # power: the loss without its KL fails
 
 
-def test_first_ppo_minibatch_has_ratio_one_and_lr_zero_keeps_it(setting):
-    policy, ref, r = setting
+def test_first_ppo_minibatch_has_ratio_one_and_lr_zero_keeps_it():
+    policy, ref, r = tiny(0), tiny(1).requires_grad_(False), R  # its own: this test takes steps
     torch.manual_seed(4)
     cfg = Config(batch=32, minibatch=8, epochs=4, lr=1e-2)
     batch = rollout(policy, ref, r, 32, BETA, 0.95)
     batch["advantages"] = whiten(batch["advantages"], batch["mask"])
     with torch.no_grad():
-        mb = torch.randperm(32)[:8]                      # a minibatch alone gives the same numbers
-        assert torch.equal(response_logprobs(policy, batch["prompt_ids"][mb], batch["tokens"][mb], T)[0],
-                           batch["old_logprobs"][mb])
+        mb = torch.randperm(32)[:8]  # a minibatch alone gives the same numbers
+        alone = response_logprobs(policy, batch["prompt_ids"][mb], batch["tokens"][mb], T)[0]
+        assert torch.equal(alone, batch["old_logprobs"][mb])
     frozen = [p.detach().clone() for p in policy.parameters()]
     log = update(policy, torch.optim.AdamW(policy.parameters(), lr=0.0), batch, cfg, BETA)
     assert len(log) == 16 and all(d["approx_kl"] == 0 and d["clipfrac"] == 0 for d in log)
@@ -121,6 +127,3 @@ def test_first_ppo_minibatch_has_ratio_one_and_lr_zero_keeps_it(setting):
     log = update(policy, torch.optim.AdamW(policy.parameters(), lr=cfg.lr), batch, cfg, BETA)
     assert log[0]["approx_kl"] == 0 and log[0]["clipfrac"] == 0
     assert log[-1]["approx_kl"] != 0                     # later minibatches see the moved policy
-    with torch.no_grad():
-        for a, b in zip(policy.parameters(), frozen):
-            a.copy_(b)

@@ -10,7 +10,7 @@ independent computation: a naive per-response forward pass of each unpadded sequ
   less the others' mean, times grad log pi(y|x));
 - the adaptive beta moves with the logged per-response KL;
 - train() keeps pi_ref a frozen copy of the pretrained policy, returns it, and draws every prompt;
-- the reward sees x and y as text: no EOS, no padding.
+- the reward sees x and y as text: no EOS, no padding; a response cut at the limit: the penalty.
 """
 import json
 
@@ -24,7 +24,6 @@ from minippo.evaluate import evaluate
 from minippo.model import ModelConfig, Policy
 from minippo.rewards import NO_EOS_PENALTY
 from minippo.rl import update_beta
-from minippo.rollout import score
 
 VOCAB = Vocab("\nab")  # EOS = 0, a = 1, b = 2, PAD = 3
 PROMPTS = ["a", "ab", "bba"]  # prompts of different lengths: left padding is exercised
@@ -181,33 +180,30 @@ def test_beta_changes_the_gradient_by_exactly_the_kl_terms_gradient(models, algo
     assert torch.allclose(grad_beta - grad_0, expected, atol=1e-5, rtol=1e-4), error
 
 
-def test_grpo_draws_each_query_g_times_and_scores_each_response_against_its_group(models):
-    """A = (R - mean R) / (std R + 1e-4) over each group (R = r(x, y): GRPO's KL is a loss term), and
-    with the KL in the reward and Dr. GRPO, A = R - mean R with R = r(x, y) - beta KL."""
-    _, seen, _ = one_iteration(models, config("grpo", group=4), 0.5)
-    xs, R = seen["xs"], seen["scores"].view(3, 4)
-    assert all(len(set(xs[i : i + 4])) == 1 for i in range(0, B, 4))
-    A = (R - R.mean(1, keepdim=True)) / (R.std(1, keepdim=True) + 1e-4)
-    assert torch.allclose(seen["advantages"], A.flatten()[:, None] * seen["mask"], atol=1e-6)
-    dr_in_reward = config("grpo", group=4, kl_penalty="reward", variant="dr")
-    _, seen, _ = one_iteration(models, dr_in_reward, 0.5)
-    R = (seen["scores"] - 0.5 * torch.stack([k.sum() for k in naive_kl(models, seen)])).view(3, 4)
-    A = (R - R.mean(1, keepdim=True)).flatten()
-    assert torch.allclose(seen["advantages"], A[:, None] * seen["mask"], atol=1e-5)
-
-
 @pytest.mark.parametrize("variant", ["std", "no_std", "dr"])
 def test_grpo_s_variants_scale_the_advantage_and_reduce_the_tokens_as_they_say(models, variant):
-    """At ratio 1 the policy loss is -A per token: GRPO and no_std average a response's tokens, Dr. GRPO
-    sums them (so -mean_i A_i len_i); std divides A by the group's std, no_std and dr do not."""
+    """GRPO draws each query G times and scores each response against its group: A = R - mean R
+    (R = r(x, y): GRPO's KL is a loss term), divided by std R + 1e-4 for std alone (not no_std, dr).
+    At ratio 1 the policy loss is -A per token: GRPO and no_std average a response's tokens, Dr. GRPO
+    sums them (so -mean_i A_i len_i)."""
     out, seen, _ = one_iteration(models, config("grpo", group=4, variant=variant), 0.5)
-    R, lengths = seen["scores"].view(3, 4), seen["mask"].sum(1)
+    xs, R, lengths = seen["xs"], seen["scores"].view(3, 4), seen["mask"].sum(1)
+    assert all(len(set(xs[i : i + 4])) == 1 for i in range(0, B, 4))
     A = R - R.mean(1, keepdim=True)
     A = (A / (R.std(1, keepdim=True) + 1e-4) if variant == "std" else A).flatten()
     assert torch.allclose(seen["advantages"], A[:, None] * seen["mask"], atol=1e-6)
     expected = -(A * lengths).mean() if variant == "dr" else -A.mean()
     assert out["steps"][0]["pg_loss"] == pytest.approx(expected.item(), abs=1e-5)
     assert (lengths != lengths[0]).any() and A.abs().max() > 0.1  # the two reductions differ here
+
+
+def test_grpo_with_the_kl_in_the_reward_scores_r_minus_beta_kl_against_its_group(models):
+    """Dr. GRPO with the KL in the reward: A = R - mean R over each group, R = r(x, y) - beta KL."""
+    dr_in_reward = config("grpo", group=4, kl_penalty="reward", variant="dr")
+    _, seen, _ = one_iteration(models, dr_in_reward, 0.5)
+    R = (seen["scores"] - 0.5 * torch.stack([k.sum() for k in naive_kl(models, seen)])).view(3, 4)
+    A = (R - R.mean(1, keepdim=True)).flatten()
+    assert torch.allclose(seen["advantages"], A[:, None] * seen["mask"], atol=1e-5)
 
 
 def test_grpo_takes_epochs_times_minibatches_steps_and_its_ratio_moves_off_1():
@@ -284,12 +280,6 @@ def test_the_policy_gradient_uses_the_advantages_return_minus_value():
     expected = trunk_grad(policy)
     assert seen["old_values"].abs().max() > 0.1
     assert torch.allclose(grad, expected, atol=1e-5, rtol=1e-4), (grad - expected).abs().max()
-
-
-def test_a_response_without_eos_gets_the_penalty_not_the_reward():
-    calls, ys, done = [], ["ab", "abab"], [True, False]
-    scores = score(lambda x, y: calls.append(y) or 0.5, ["a", "b"], ys, done, "cpu")
-    assert scores.tolist() == [0.5, NO_EOS_PENALTY] and calls == ["ab"]
 
 
 class FakeRun:
@@ -382,7 +372,8 @@ def test_train_keeps_a_frozen_copy_of_the_pretrained_policy_as_pi_ref_and_draws_
 
 def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding(monkeypatch):
     """r(x, y) receives x as typed (no EOS before it, no PAD) and y the sampled tokens before EOS, for
-    responses ending early or at the last allowed token; one cut at the limit is logged whole, not scored."""
+    responses ending early or at the last allowed token; one cut at the limit is logged whole and
+    gets the penalty, not the reward."""
     # "ab", "", "aab" ended; "abba" cut
     rows = [[1, 2, 0, 3], [0, 3, 3, 3], [1, 1, 2, 0], [1, 2, 2, 1]]
     ys, done, calls, prompts_seen = ["ab", "", "aab", "abba"], [True, True, True, False], [], []
@@ -393,12 +384,8 @@ def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding(
         tokens = torch.tensor(rows[: len(prompt_ids)])
         return tokens, torch.zeros(tokens.shape)
 
-    def recording(x, y):  # the reward, remembering what it is given
-        calls.append((x, y))
-        return float(len(y))
-
+    recording = lambda x, y: calls.append((x, y)) or float(len(y))  # the reward, remembering it
     cfg = config("ppo", batch=4, minibatch=4, max_new_tokens=4)
-    torch.manual_seed(0)
     policy, ref = tiny_policy(0), tiny_policy(0).requires_grad_(False)
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)
     monkeypatch.setattr(ppo, "sample", stub)
@@ -406,7 +393,7 @@ def test_the_reward_gets_the_query_and_the_response_text_without_eos_or_padding(
     assert set(prompts_seen) <= set(PROMPTS) and len(set(prompts_seen)) > 1
     assert out["texts"] == list(zip(prompts_seen, ys, done))
     assert calls == [(x, y) for x, y, d in out["texts"] if d]
-    assert out["scores"][:3] == [2.0, 0.0, 3.0]
+    assert out["scores"] == [2.0, 0.0, 3.0, NO_EOS_PENALTY]  # the one cut gets the penalty
 
 
 def test_a_short_seeded_grpo_run_improves_j():

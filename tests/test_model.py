@@ -5,13 +5,28 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import logprobs
 from minippo.config import Config
 from minippo.model import Block, ModelConfig, Policy, sample, token_logprobs
 from minippo.ppo import update
 from minippo.rollout import response_logprobs
 
 PAD, EOS = 11, 0
+
+
+def logprobs(model, tokens, temperature: float):
+    """Teacher-forced log-probs of tokens[:, 1:] given their prefixes: (B, T) -> (B, T-1)."""
+    return response_logprobs(model, tokens[:, :1], tokens[:, 1:], temperature)[0]
+
+
+@pytest.fixture
+def peaked_model():
+    """A small random policy whose next-token distributions are far from uniform."""
+    torch.manual_seed(0)
+    model = Policy(ModelConfig(vocab_size=11, block_size=40, n_layer=2, n_head=2, d_model=32))
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0, 0.3)
+        model.tok_emb.weight.normal_(0, 1.0)
+    return model.eval()
 
 
 def test_value_head_is_exactly_zero_at_init(peaked_model):
@@ -93,8 +108,6 @@ def test_prefill_then_cached_steps_give_the_logits_of_one_pass(peaked_model):
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0, 1.5])
 def test_sampled_logprobs_equal_teacher_forced(peaked_model, temperature):
-    """model.sample(): sampled log-probs equal teacher-forced ones; PAD (log-prob 0) exactly after a
-    row's first EOS."""
     torch.manual_seed(3)
     prompts = torch.randint(1, 11, (32, 4))
     prompts[:8, :2] = PAD
@@ -104,7 +117,8 @@ def test_sampled_logprobs_equal_teacher_forced(peaked_model, temperature):
 
 
 def check_against_teacher_forcing(model, prompts, tokens, sampled, temperature, atol=1e-5):
-    """Sampled log-probs equal teacher-forced ones; PAD (log-prob 0) exactly after a row's first EOS."""
+    """model.sample()'s log-probs equal teacher-forced ones; PAD (log-prob 0) exactly after a row's
+    first EOS."""
     eos = tokens == EOS
     assert torch.equal(tokens == PAD, eos.cumsum(1) - eos.long() > 0)
     forced = logprobs(model, torch.cat([prompts, tokens], 1), temperature)

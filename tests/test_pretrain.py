@@ -5,7 +5,7 @@ import torch
 
 from minippo.extras.files import seed_everything
 from minippo.config import Config
-from minippo.data import Vocab, make_corpus, prepare
+from minippo.data import make_corpus, prepare
 from minippo.model import ModelConfig, Policy
 from minippo.extras.grammar import grammatical_fraction
 from minippo.extras.reference import sample_lines, val_loss
@@ -35,9 +35,7 @@ def test_learning_rate_schedule():
 def test_a_nan_never_reaches_the_pretrained_weights(monkeypatch):
     import minippo.pretrain as P
     cfg = Config(corpus_lines=400, pretrain_steps=2)
-    lines = make_corpus(cfg.corpus_lines, seed=0)
-    vocab = Vocab.from_text("\n".join(lines))
-    ids = torch.tensor(vocab.encode("\n" + "\n".join(lines) + "\n"))
+    vocab, ids, _, _ = prepare(make_corpus(cfg.corpus_lines, seed=0))
     model = Policy(ModelConfig(vocab.size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.d_model))
     loss = P.lm_loss
     monkeypatch.setattr(P, "lm_loss", lambda m, x, y: loss(m, x, y) * float("nan"))

@@ -2,15 +2,14 @@
 of its per-sample loss, its expected step against the gradient of J - beta D, each fixed point
 against every nearby policy, and the command line."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from numpy.testing import assert_allclose
 
 import toy_kl as tk
-from conftest import ROOT
+from conftest import one_clear_line_or_finite_numbers, toy_commands
 
 R = np.array([0.2, 1.0, 0.5, 0.8, 0.0])            # best arm is 1, not 0: no lucky index
 THETA = np.array([0.3, -0.5, 1.2, 0.0, -1.0])       # a non-uniform policy: no symmetry to hide errors
@@ -51,9 +50,9 @@ def direction(theta, r, beta, placement, std=False):
 def test_sample_steps_match_autograd_and_average_to_the_closed_form(placement, std):
     """Each arm's step as the sample is autograd of its per-sample loss; their pi-weighted sum is kl_direction."""
     rows = tk.sample_steps(THETA, R, 0.7, LOG_REF, placement, std)
-    np.testing.assert_allclose(rows, autograd_steps(THETA, R, 0.7, placement, std), atol=1e-12)
-    enumerated = tk.policy(THETA) @ rows                                # sum_a pi(a) step(a)
-    np.testing.assert_allclose(enumerated, direction(THETA, R, 0.7, placement, std), atol=1e-12)
+    assert_allclose(rows, autograd_steps(THETA, R, 0.7, placement, std), atol=1e-12)
+    enumerated = tk.policy(THETA) @ rows  # sum_a pi(a) step(a)
+    assert_allclose(enumerated, direction(THETA, R, 0.7, placement, std), atol=1e-12)
 
 
 @pytest.mark.parametrize("placement", tk.PLACEMENTS)
@@ -65,13 +64,13 @@ def test_expected_step_is_the_gradient_of_reward_minus_beta_divergence(placement
     pi = torch.softmax(th, 0)
     (pi @ torch.tensor(R) - 0.7 * DIVERGENCE[placement](pi)).backward()
     enumerated = tk.policy(THETA) @ autograd_steps(THETA, R, 0.7, placement)
-    np.testing.assert_allclose(enumerated, th.grad.numpy(), atol=1e-12)
-    np.testing.assert_allclose(direction(THETA, R, 0.7, placement), th.grad.numpy(), atol=1e-12)
+    assert_allclose(enumerated, th.grad.numpy(), atol=1e-12)
+    assert_allclose(direction(THETA, R, 0.7, placement), th.grad.numpy(), atol=1e-12)
     penalty = -direction(THETA, 0 * R, 0.7, placement) / 0.7                  # E[grad k]
     pi, ref = tk.policy(THETA), REF.numpy()
-    want = {"k1 in reward": pi * (np.log(pi) - LOG_REF - pi @ (np.log(pi) - LOG_REF)), "k1 as loss": 0 * pi,
-            "k3 inverted": pi * (pi / ref - pi @ (pi / ref)), "k3 as loss": pi - ref}
-    np.testing.assert_allclose(penalty, want.get(placement, want["k1 in reward"]), atol=1e-12)
+    d, w = np.log(pi) - LOG_REF, pi / ref  # log pi / pi_ref, pi / pi_ref
+    want = {"k1 as loss": 0 * pi, "k3 as loss": pi - ref, "k3 inverted": pi * (w - pi @ w)}
+    assert_allclose(penalty, want.get(placement, pi * (d - pi @ d)), atol=1e-12)  # k1, k2: the KL's
 
 
 @pytest.mark.parametrize("placement", tk.PLACEMENTS)
@@ -107,13 +106,13 @@ def test_std_divides_a_kl_loss_into_beta_times_sigma():
     pi, beta = tk.policy(THETA), 0.3
     sigma = np.sqrt(pi @ (R - pi @ R) ** 2)
     want = tk.exact_grad(THETA, R, beta, LOG_REF) / sigma
-    np.testing.assert_allclose(direction(THETA, R, beta, "k1 in reward", True), want, atol=1e-12)
+    assert_allclose(direction(THETA, R, beta, "k1 in reward", True), want, atol=1e-12)
     want = direction(THETA, R, beta * sigma, "k3 as loss") / sigma
-    np.testing.assert_allclose(direction(THETA, R, beta, "k3 as loss", True), want, atol=1e-12)
+    assert_allclose(direction(THETA, R, beta, "k3 as loss", True), want, atol=1e-12)
     fix, b_eff = tk.std_fixed_point(R, beta, LOG_REF)
     assert b_eff == pytest.approx(beta * np.sqrt(fix @ (R - fix @ R) ** 2), rel=1e-12)
     assert b_eff < beta / 5
-    np.testing.assert_allclose(fix, tk.kl_fixed_point(R, b_eff, LOG_REF, "k3 as loss"), atol=1e-12)
+    assert_allclose(fix, tk.kl_fixed_point(R, b_eff, LOG_REF, "k3 as loss"), atol=1e-12)
     step = lambda th: direction(th, R, beta, "k3 as loss", True)  # noqa: E731
     theta, _ = tk.exact_ascent(LOG_REF, step, 300, 3.0)
     assert tk.tv(tk.policy(theta), fix) < 1e-9
@@ -130,22 +129,12 @@ SUMMARY = "--steps 300 --beta 1 --rewards 0.2,1.0,0.5,0.8,0.0"  # toy_kl.py draw
 
 @pytest.fixture(scope="module")
 def runs():
-    """Every command line at once, each a real subprocess."""
-    cmd, pipe = [sys.executable, "toy_kl.py", "--json", "--steps", "20"], subprocess.PIPE
-    procs = {args: subprocess.Popen(cmd + args.split(), cwd=ROOT, text=True, stdout=pipe, stderr=pipe)
-             for args in [SUMMARY, *REFUSED, *ACCEPTED]}
-    return {args: (*p.communicate(timeout=60), p.returncode) for args, p in procs.items()}
+    return toy_commands("toy_kl.py", SUMMARY, *REFUSED, *ACCEPTED)
 
 
 @pytest.mark.parametrize("args", REFUSED + ACCEPTED)
 def test_flags_give_one_clear_line_or_finite_numbers(runs, args):
-    stdout, stderr, returncode = runs[args]
-    if args in REFUSED:
-        lines = stderr.strip().splitlines()
-        assert returncode == 2 and stdout == "" and len(lines) == 1
-        assert args.split()[0].split("=")[0] in lines[0]                        # names the flag
-    else:                                       # --json writes NaN and inf as null; no warnings
-        assert returncode == 0 and stderr == "" and json.loads(stdout) and "null" not in stdout
+    one_clear_line_or_finite_numbers(runs[args], args, refused=args in REFUSED)
 
 
 def test_part_6_reports_its_checks(runs):
