@@ -10,7 +10,9 @@ import pytest
 
 from conftest import ROOT
 
-BUDGETS = {"lesson": 950, "toy": 400, "extras": 2300, "tests": 4000}
+# tests: 4,000 at "The lesson alone"; 4,050 since "Numbers a forker can trust" added 38 mutants of
+# planted bugs (117 lines of tests/mutants.py) and the tests that kill them, 213 lines cut elsewhere
+BUDGETS = {"lesson": 950, "toy": 400, "extras": 2300, "tests": 4050}
 PER_FILE = {"extras": 400}
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
