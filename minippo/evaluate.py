@@ -67,13 +67,13 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float):
     texts of pi_ref's and pi_theta's samples. J* from pi_ref's n samples misses a reward they rarely
     earn: it is kept where pi*'s weights spread over MIN_ESS of them and agree with all 2n samples,
     drawn from q = (pi_ref + pi_theta) / 2, nearer pi* (pi_ref / q <= 2 bounds the weights). Else
-    those give J*, and if their weights too rest on fewer, J* is not trusted: the gap is NaN."""
+    those give J*; if either's weights rest on fewer samples, J* is not trusted: the gap is NaN."""
     n = cfg.eval_samples
     xs = [x for x in prompts for _ in range(n)]
     r_ref, kl_ref, ref_texts = draw(ref, policy, vocab, xs, reward_fn, cfg, device)
     r_pol, kl_pol, pol_texts = draw(policy, ref, vocab, xs, reward_fn, cfg, device)
     log_q = torch.logaddexp(torch.zeros(1), torch.stack([-kl_ref, kl_pol])) - math.log(2)
-    figures, mixed = [], 0                  # log q / pi_ref = log (1 + pi_theta / pi_ref) / 2
+    figures, mixed, ess = [], 0, math.inf   # log q / pi_ref = log (1 + pi_theta / pi_ref) / 2
     for k in range(len(prompts)):
         at = slice(k * n, (k + 1) * n)
         alone = optimal_value(r_ref[at], beta)
@@ -81,7 +81,7 @@ def evaluate(policy, ref, vocab, prompts, reward_fn, cfg, device, beta: float):
         agree = abs(alone[0] - both[0]) <= 3 * math.hypot(alone[1], both[1])
         figures.append(alone if alone[4] >= MIN_ESS and agree else both)
         mixed += figures[-1] is both
-    ess = min(f[4] for f in figures)                # J* is trusted when ess >= MIN_ESS
+        ess = min(ess, figures[-1][4], both[4])     # J* is trusted when ess >= MIN_ESS
     j_star, r_star, kl_star = (sum(f[i] for f in figures) / len(prompts) for i in (0, 2, 3))
     se = math.sqrt(sum(f[1] ** 2 for f in figures)) / len(prompts)
     j_pol = (r_pol - beta * kl_pol).mean().item()               # J(theta) = E[r - beta KL]

@@ -399,6 +399,9 @@ M96 minippo/model.py | attention scaled by 1/sqrt(d_model) instead of 1/sqrt(hea
 M97 minippo/ppo.py | GRPO's default KL placement k1 instead of k3
 - return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k3" if cfg.algo == "grpo" else "reward"
 + return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k1" if cfg.algo == "grpo" else "reward"
+M98 minippo/evaluate.py | J* trusted on pi_ref's estimate even when the mixture's weights rest on one sample
+- ess = min(ess, figures[-1][4], both[4])     # J* is trusted when ess >= MIN_ESS
++ ess = min(ess, figures[-1][4])     # J* is trusted when ess >= MIN_ESS
 C3 minippo/extras/cli.py | a flag the algorithm ignores is accepted
 - if name in given and cfg.algo not in algos.split():
 + if name in given and cfg.algo in algos.split():

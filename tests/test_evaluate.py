@@ -232,12 +232,13 @@ R_RARE = torch.where(R == NO_EOS_PENALTY, R, torch.tensor([0.0, 1.0, 0.0, 0, 0, 
 J_RARE = 0.1 * math.log((RARE.p * (R_RARE / 0.1).exp()).sum().item())
 
 
-@pytest.mark.parametrize("share", [0.5, 0.1, 0.0], ids=["tuned", "a little tuned", "pi_ref"])
+@pytest.mark.parametrize("share", [0.5, 0.1, 0.02, 0.0], ids=["tuned", "a tenth", "2%", "pi_ref"])
 def test_a_rare_reward_s_j_star_is_within_its_error_or_refused(share):
-    """pi_theta = pi_ref with `share` of its mass moved to "a", 100 seeds at 128 samples: J* within 3 of its
-    standard errors of the exact value, or not trusted and the gap NaN. A normal estimate is off by 3 se in
-    0.27% of draws, so up to 2 of 100 are allowed. pi_ref's samples alone (the estimate before) are off in
-    most seeds. Where no sample of either policy is "a", no estimate can know of it: J* is then pi_ref's."""
+    """pi_theta = pi_ref with `share` of its mass moved to "a", seeds 0-99 at 128 samples: wherever a sample
+    of either policy is "a", J* is within 3 of its standard errors of the exact value, or not trusted and
+    the gap NaN (a normal estimate is off by 3 se in 0.27% of draws: up to 2 of 100 allowed). pi_ref's
+    samples alone (the estimate before) are off in 90 of 100. The limit: where no sample is "a" (most
+    seeds at share 0), no estimate from samples can know of it, and J* is pi_ref's (its gap about 1)."""
     policy = Table((1 - share) * RARE.p + share * torch.eye(7)[1].double())
     rare, cfg = lambda x, y: float(y == "a"), Config(**TABLES)
     off = alone_off = refused = 0
@@ -252,6 +253,6 @@ def test_a_rare_reward_s_j_star_is_within_its_error_or_refused(share):
         refused += gap_nan
         missed = abs(out["objective_optimal"] - J_RARE) > 3 * out["objective_optimal_se"]
         off += "aa" in ref_texts + pol_texts and trusted and missed  # seen, trusted, yet off
-    assert off <= 2 and alone_off > 50, (off, alone_off, refused)
-    # a tuned policy's samples give a gap
-    assert refused <= {0.5: 2, 0.1: 40, 0.0: 30}[share], refused
+    assert off <= 2 and alone_off > 80, (off, alone_off, refused)
+    # a tuned policy's samples give a gap (at 2%, 2.6 draws of "a" are expected: most are refused)
+    assert refused <= {0.5: 2, 0.1: 40, 0.02: 100, 0.0: 30}[share], refused

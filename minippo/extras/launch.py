@@ -130,7 +130,8 @@ def tune_and_evaluate(cfg, run, answers, proxy) -> int:
         return 130
     results = measure(cfg, run, policy, ref, beta, reward_fn, proxy)
     j_ref, j_star = results["objective_reference"], results["objective_optimal"]
-    target, logged = j_ref + 0.9 * (j_star - j_ref), map(json.loads, run.logs["metrics.jsonl"])
+    target = j_ref + 0.9 * (j_star - j_ref) if results["objective_optimal_trusted"] else math.inf
+    logged = map(json.loads, run.logs["metrics.jsonl"])
     first = next((m["iter"] * cfg.batch for m in logged if m["objective"] >= target), None)
     results.update(pretrain_seconds=run.pretrain_seconds, rl_seconds=run.rl_seconds)
     results.update(iters=cfg.iters, samples_drawn=cfg.iters * cfg.batch, samples_to_90pct=first)
@@ -165,7 +166,7 @@ def measure(cfg, run, policy, ref, beta, reward_fn, proxy) -> dict:
     return results
 
 
-def summary_table(s: dict, beta: float, out: str = "out") -> str:
+def summary_table(s: dict, beta: float, out: str = "out", saved: str = "summary.json") -> str:
     fine = lambda k: isinstance(s.get(k), float) and math.isfinite(s[k])
     g = lambda k: f"{s[k]:>11.3f}" if fine(k) else f"{'-':>11}"
     na = "n/a (J* is not above J(pi_ref): no room to improve, or too few --eval-samples)"
@@ -175,7 +176,7 @@ def summary_table(s: dict, beta: float, out: str = "out") -> str:
     gap = f"{s['optimality_gap']:.3f}" if fine("optimality_gap") else na
     star = f"(J* = E_x beta log E_ref exp(r/beta), +- {s['objective_optimal_se']:.3f})"
     if mixed := s.get("objective_optimal_mixture_prompts"):
-        star += f", for {mixed} prompts from pi_theta's samples too"
+        star += f", for {mixed} of the prompts from pi_theta's samples too"
     took = f"pretraining {s['pretrain_seconds']:.0f} s, RL {s['rl_seconds']:.0f} s"
     rows = [f"\n{'':<20}{'reward':>11}{'KL_ref':>11}{'J':>11}{'grammatical':>12}{'distinct':>11}",
             f"{'pi_ref':<20}{g('reward_reference')}{0:>11.3f}{g('objective_reference')}"
@@ -184,7 +185,7 @@ def summary_table(s: dict, beta: float, out: str = "out") -> str:
             f"{g('grammatical_policy')} {g('distinct_policy')}",
             f"{'pi* (exact optimum)':<20}{'':>22}{g('objective_optimal')}  {star}",
             f"optimality gap (J* - J(theta)) / (J* - J(pi_ref)) = {gap}   [beta {beta:.4g}, {took}; "
-            f"KL_ref in nats per response; all figures in summary.json]"]
+            f"KL_ref in nats per response; all figures in {saved}]"]
     if "gold_objective_optimal" in s:       # --reward-model: the table above is the learned proxy's
         gold_gap = f"{s['gold_optimality_gap']:.3f}" if fine("gold_optimality_gap") else "n/a"
         rows[0] = "\nunder the learned reward (the proxy PPO optimised):" + rows[0]

@@ -9,6 +9,8 @@ import os
 import sys
 from dataclasses import replace
 
+import torch
+
 from minippo.extras import files, launch, reference, reward_model, runs
 from minippo.extras.cli import LIMITS, config_from, one_line_error, within
 from minippo.model import Policy
@@ -25,7 +27,8 @@ def command(argv) -> int:
         raise files.UsageError(f"{args.run}: not a run folder of train.py (no config.json)")
     cfg = config_from(os.path.join(args.run, "config.json"), tuple(REWARDS))
     n = cfg.eval_samples if args.eval_samples is None else args.eval_samples
-    cfg = replace(cfg, out=args.run, resume=args.run, eval_samples=n, device="auto")
+    here = cfg.device != "cuda" or torch.cuda.is_available()       # (a GPU's run, on a CPU: there)
+    cfg = replace(cfg, out=args.run, resume=args.run, eval_samples=n, device=cfg.device if here else "cpu")
     within("eval_samples", cfg.eval_samples, *LIMITS["eval_samples"])
     run = runs.Run(cfg)
     run.lock_fd = files.lock(cfg.out)                   # not while train.py writes there
@@ -50,7 +53,7 @@ def command(argv) -> int:
         results.update(iter=it, pretrain_seconds=state.get("pretrain_seconds", 0), rl_seconds=rl)
         saved = run.path(f"evaluation-{n}.json")
         files.save_json(results, saved)
-        print(launch.summary_table(results, beta, cfg.out) + f"\nsaved: {saved}")
+        print(launch.summary_table(results, beta, cfg.out, os.path.basename(saved)))
     finally:
         run.close()
     return 0

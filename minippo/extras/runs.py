@@ -1,7 +1,7 @@
 """The run folder of train.py, kept out of the algorithm: nothing here is PPO. The loop
 (minippo/ppo.py) calls a Run four times: start(), average_gradients(), log() and save().
 
-Files in --out: config.json (the settings; a resumed run must repeat them), reference.pt (pi_ref,
+Files in --out: config.json (the settings; `--resume DIR` alone takes them), reference.pt (pi_ref,
 also cached by minippo/extras/reference.py), checkpoint.pt (policy, AdamW, beta, iteration, the
 random state, the log lines so far), metrics.jsonl (a JSON object per iteration), samples.txt,
 summary.json (the evaluation against J*). A resume rewrites the logs from checkpoint.pt.
