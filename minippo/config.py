@@ -31,8 +31,8 @@ class Config:
     algo: str = "ppo"  # ppo (clipped surrogate, value head, GAE) | reinforce (log-derivative
     #   trick) | grpo (--group responses per query, advantages relative to the group, no value head)
     group: int = 8  # GRPO: responses G to each query; must divide batch (4-16)
-    kl_penalty: str = "auto"  # where beta KL goes: reward (k1 in the reward) | k1 | k2 | k3 (a loss
-    #   term per token); auto: reward, or k3 with grpo as in DeepSeekMath
+    kl_penalty: str = "auto"  # where beta KL goes, by name (minippo/rl.py's KL_PENALTIES): reward
+    #   (k1 in the reward), k3 (a loss term per token), ...; auto: reward, or k3 with grpo
     variant: str = "std"  # GRPO: std (A = (R - mean) / std over the group, a response's tokens
     #   averaged) | no_std (A = R - mean) | dr (Dr. GRPO, Liu et al. 2025: no std, tokens summed)
     reward: str = "positive"  # reward function r(x, y), by name (see minippo/rewards.py); with

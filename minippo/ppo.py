@@ -23,8 +23,8 @@ def alone(model):
 
 
 def kl_penalty(cfg) -> str:
-    """Where beta KL goes: "reward" (k1 in the reward; PPO's and REINFORCE's default) or a loss term
-    per token, "k1" | "k2" | "k3" (GRPO's default: k3, as in DeepSeekMath)."""
+    """Where beta KL goes, a name of rl.KL_PENALTIES: "reward" (k1 in the reward) for PPO and
+    REINFORCE, "k3" (a loss term per token, as in DeepSeekMath) for GRPO, unless --kl-penalty says."""
     return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k3" if cfg.algo == "grpo" else "reward"
 
 
@@ -32,7 +32,8 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, aver
     """One iteration on cfg.batch responses; returns what it sampled and the figures to log."""
     device = policy.lm_head.weight.device
     G = cfg.group if cfg.algo == "grpo" else 1                 # responses per query
-    in_reward = beta if kl_penalty(cfg) == "reward" else 0.0   # beta of the KL in the reward, or 0
+    penalty = kl_penalty(cfg)                                  # a name of rl.KL_PENALTIES
+    in_reward = beta if rl.KL_PENALTIES[penalty][0] == "reward" else 0.0  # its beta in r_t, or 0
     # ---- 1. draw queries x (GRPO: each G times); sample responses y ~ pi_theta(.|x) at temperature T
     picks = torch.randint(len(prompts), (cfg.batch // G,)).tolist()
     xs = [prompts[i] for i in picks for _ in range(G)]
@@ -52,7 +53,9 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, aver
         else:       # REINFORCE and GRPO need no V(s_t); sampling already computed log pi_old(y_t)
             old_logprobs, old_values = sampled_logprobs, None
         ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, T)
-        rewards, kl = rl.per_token_rewards(scores, old_logprobs, ref_logprobs, mask, in_reward)
+        kl = (old_logprobs - ref_logprobs) * mask                          # k1 of KL, per token
+        k = rl.kl_penalty_terms(penalty, old_logprobs, old_logprobs, ref_logprobs, mask)
+        rewards = rl.per_token_rewards(scores, k, mask, in_reward)         # -beta k_t + r(x, y)
 
         # ---- 4. advantages. PPO: GAE over the per-token rewards; GRPO: each R against its group's
         if cfg.algo == "ppo":
@@ -104,8 +107,8 @@ def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list
             else:
                 loss = pg_loss = rl.reinforce_loss(mb_logprobs, mb["returns"], m)
                 stats = {}
-            if penalty != "reward":                 # + beta k_t per token, reduced as pg_loss is
-                k = rl.kl_estimate(mb_logprobs, mb["ref_logprobs"], m, penalty)
+            if rl.KL_PENALTIES[penalty][0] == "loss":  # + beta k_t, reduced as pg_loss is
+                k = rl.kl_penalty_terms(penalty, mb_logprobs, old, mb["ref_logprobs"], m)
                 loss = loss + beta * reduce(k, m)
             optimizer.zero_grad()
             loss.backward()

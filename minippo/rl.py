@@ -36,14 +36,13 @@ def whiten(x, mask, eps: float = 1e-8):
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
-def per_token_rewards(scores, logprobs, ref_logprobs, mask, beta: float):
-    """r_t = -beta (log pi - log pi_ref)_t, plus r(x, y) at the last response token.
-    scores (B,), logprobs/ref_logprobs/mask (B, L) -> rewards (B, L), kl (B, L)"""
-    kl = (logprobs - ref_logprobs) * mask                    # k1 estimate of KL, per token
-    rewards = -beta * kl
+def per_token_rewards(scores, penalty, mask, beta: float):
+    """r_t = -beta k_t (k1 = log pi_old - log pi_ref: the KL in the reward), plus r(x, y) at the
+    last response token. scores (B,), penalty/mask (B, L) -> rewards (B, L)"""
+    rewards = -beta * penalty
     last = mask.sum(1).long() - 1                             # index of EOS (or of the last token)
     rewards[torch.arange(len(scores)), last] += scores        # r(x, y) arrives at the end
-    return rewards, kl
+    return rewards
 
 
 def gae(rewards, values, mask, gamma: float, lam: float):
@@ -97,13 +96,35 @@ def response_mean(x, mask):
     return ((x * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
-def kl_estimate(logprobs, ref_logprobs, mask, estimator: str):
-    """Per-token estimates of KL(pi || pi_ref) from y_t ~ pi (Schulman 2020), d = log pi - log pi_ref:
-    k1 = d, k2 = d^2 / 2, k3 = pi_ref / pi - 1 - log(pi_ref / pi) >= 0 (GRPO's). As a loss on one token,
-    only k2's expected gradient is the KL's: k1's is 0, k3's the forward KL(pi_ref || pi)'s
-    (toy_kl.py); per token of a response, even k2's misses the KL of the tokens that follow t."""
-    d = (logprobs - ref_logprobs) * mask                      # 0 on padding: k = 0 there, never inf
-    return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(-d) + d}[estimator]
+def k3(d):
+    return torch.expm1(-d) + d                                # pi_ref/pi - 1 - log(pi_ref/pi) >= 0
+
+
+# Where beta KL goes (--kl-penalty): "reward" placements subtract beta k_t from r_t, computed once
+# from log pi_old as data; "loss" ones add beta k_t to the loss, differentiated, reduced over tokens
+# as the policy loss is. k_t is a function of d = log pi - log pi_ref per token (0 on padding), the
+# ratio pi_theta / pi_old (1 on-policy, its gradient grad log pi) and log pi (the Schulman 2020
+# estimators of KL(pi || pi_ref) are k1 = d, k2 = d^2 / 2, k3; toy_kl.py says where each settles).
+KL_PENALTIES = {  # name: (where, k_t(d, ratio, log pi))
+    "reward": ("reward", lambda d, ratio, lp: d),             # k1 in r_t (Ziegler 2019, OpenRLHF)
+    "k3_reward": ("reward", lambda d, ratio, lp: k3(d)),      # k3 in r_t (verl use_kl_in_reward)
+    "k1": ("loss", lambda d, ratio, lp: d),                   # E[grad] = 0: the penalty vanishes
+    "k2": ("loss", lambda d, ratio, lp: d**2 / 2),            # grad d grad log pi: one token's KL's
+    "k3": ("loss", lambda d, ratio, lp: k3(d)),               # DeepSeekMath; KL(pi_ref || pi)'s grad
+    "k3_ratio": ("loss", lambda d, ratio, lp: ratio * k3(d)),  # TRL, DeepSeek-V3.2: ratio d grad log pi
+    "k3_st": ("loss", lambda d, ratio, lp: (k3(d) - d**2 / 2).detach() + d**2 / 2),  # verl k3+
+    "ratio_k1": ("loss", lambda d, ratio, lp: ratio * d),     # open-instruct kl4: ratio (d + 1) grad
+    "seq": ("loss", lambda d, ratio, lp: d.flip(1).cumsum(1).flip(1).detach() * lp),  # Tang & Munos
+}
+
+
+def kl_penalty_terms(name, logprobs, old_logprobs, ref_logprobs, mask):
+    """Placement `name`'s k_t of the sampled tokens, (B, L) each -> (B, L); 0 on padding, never inf.
+    k3_st: k3's value with k2's gradient; seq: the KL still to come, sum_{s >= t} d_s, as data,
+    times log pi(y_t): the whole response's KL gradient, not each token's own."""
+    d = (logprobs - ref_logprobs) * mask                      # log pi - log pi_ref
+    ratio = torch.exp((logprobs - old_logprobs) * mask)       # pi_theta / pi_old
+    return KL_PENALTIES[name][1](d, ratio, logprobs * mask)
 
 
 def reinforce_loss(logprobs, R, mask):

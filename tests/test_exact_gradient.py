@@ -57,7 +57,8 @@ def update_batch(policy, ref, x, tokens, mask, scores, beta, lam, algo="ppo", v_
         old_logprobs, old_values, _ = response_logprobs(policy, x, tokens, T)
         old_values = old_values + v_shift
         ref_logprobs, _, _ = response_logprobs(ref, x, tokens, T)
-        rewards, kl = per_token_rewards(scores, old_logprobs, ref_logprobs, mask, beta)
+        kl = (old_logprobs - ref_logprobs) * mask
+        rewards = per_token_rewards(scores, kl, mask, beta)
         advantages, returns = gae(rewards, old_values, mask, 1.0, lam)
     if algo == "reinforce":
         advantages, returns = None, rewards.sum(1)

@@ -36,6 +36,11 @@ AUTO = [(algo, "auto") for algo in ("ppo", "reinforce", "grpo")]
 AUTO_GOES = {"ppo": "reward", "reinforce": "reward", "grpo": "k3"}  # stated here, not read from ppo
 AS_LOSS = [("ppo", "k2", "std"), ("reinforce", "k3", "std"), ("grpo", "k1", "std")]
 AS_LOSS += [("grpo", "k2", "dr")]  # Dr. GRPO sums a response's KL terms, as its policy loss's
+# the placements of other libraries (rl.KL_PENALTIES), each with GRPO and with PPO or REINFORCE
+AS_LOSS += [("grpo", "k3_ratio", "std"), ("ppo", "k3_ratio", "std"), ("grpo", "k3_st", "no_std")]
+AS_LOSS += [("reinforce", "k3_st", "std"), ("grpo", "ratio_k1", "std"), ("ppo", "ratio_k1", "std")]
+AS_LOSS += [("grpo", "seq", "dr"), ("grpo", "seq", "std"), ("reinforce", "seq", "std")]
+AS_LOSS += [("ppo", "k3_reward", "std"), ("reinforce", "k3_reward", "std"), ("grpo", "k3_reward", "dr")]
 
 
 def reward(x, y):  # any bounded function of the two strings
@@ -145,23 +150,30 @@ def test_whitened_advantages_have_mean_0_and_variance_1_over_response_tokens(mod
 
 
 def kl_term_gradient(models, seen, algo, penalty="reward", variant="std"):
-    """The gradient of the KL term of the loss, computed on its own from unpadded sequences:
-    PPO (ratio 1, V unchanged): d/dbeta of -1/B sum_b sum_t A_bt log pi_bt = 1/B sum_b sum_t
-    (KL to go)_bt grad log pi_bt; REINFORCE: 1/B sum_b (KL_b - mean of the others' KL) grad log pi(y_b).
-    As a loss term (k1, k2, k3 of d = log pi - log pi_ref per token): 1/B sum_b sum_t grad k(d_bt),
-    each response's sum divided by its length for GRPO (std, no_std; Dr. GRPO keeps the sum)."""
+    """The gradient of the KL term of the loss, computed on its own from unpadded sequences.
+    In the reward, c_t = k1 (d = log pi_old - log pi_ref) or k3 of d per token: PPO (ratio 1, V
+    unchanged): d/dbeta of -1/B sum_b sum_t A_bt log pi_bt = 1/B sum_b sum_t (sum_{s>=t} c_bs) grad
+    log pi_bt; REINFORCE: 1/B sum_b (C_b - mean of the others' C) grad log pi(y_b); Dr. GRPO: C_b less
+    its group's mean. As a loss term (d = log pi - log pi_ref per token, the ratio pi_theta / pi_old
+    = 1 with its gradient): 1/B sum_b sum_t grad k_bt, each response's sum divided by its length for
+    GRPO (std, no_std; Dr. GRPO keeps the sum); k3_st's gradient is k2's, seq's (KL to come) grad log pi."""
     kl, policy = naive_kl(models, seen), models[0]
-    sums = torch.stack([k.sum() for k in kl])
+    cost = [torch.exp(-k) - 1 + k if penalty == "k3_reward" else k for k in kl]  # c_t in the reward
+    sums = torch.stack([c.sum() for c in cost])
     policy.zero_grad()
     total = 0.0
-    for x, y, k, s in zip(seen["xs"], seen["ys"], kl, sums):
+    for i, (x, y, k, c, s) in enumerate(zip(seen["xs"], seen["ys"], kl, cost, sums)):
         logp = naive(policy, x, y)[0]
-        if penalty != "reward":
-            d = logp - (logp.detach() - k)  # log pi - log pi_ref, through pi only
-            term = {"k1": d, "k2": d**2 / 2, "k3": torch.exp(-d) - 1 + d}[penalty].sum()
+        if penalty not in ("reward", "k3_reward"):
+            d, ratio = logp - (logp.detach() - k), torch.exp(logp - logp.detach())  # d, pi / pi_old
+            term = {"k1": d, "k2": d**2 / 2, "k3": torch.exp(-d) - 1 + d, "k3_st": d**2 / 2,
+                    "k3_ratio": ratio * (torch.exp(-d) - 1 + d), "ratio_k1": ratio * d,
+                    "seq": k.flip(0).cumsum(0).flip(0) * logp}[penalty].sum()
             total = total + (term / len(d) if algo == "grpo" and variant != "dr" else term)
             continue
-        weight = k.flip(0).cumsum(0).flip(0) if algo == "ppo" else s - (sums.sum() - s) / (B - 1)
+        group = sums[i // 4 * 4 : i // 4 * 4 + 4]            # GRPO: the 4 responses to its query
+        weight = {"ppo": c.flip(0).cumsum(0).flip(0), "reinforce": s - (sums.sum() - s) / (B - 1),
+                  "grpo": s - group.mean()}[algo]
         total = total + (weight * logp).sum()
     (total / B).backward()
     return trunk_grad(policy)

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from minippo.rl import explained_variance, gae, group_advantages, kl_estimate, masked_mean
-from minippo.rl import per_token_rewards, ppo_losses, response_mean, seq_mean, update_beta, whiten
+from minippo.rl import explained_variance, gae, group_advantages, kl_penalty_terms, masked_mean
+from minippo.rl import KL_PENALTIES, per_token_rewards, ppo_losses, response_mean, seq_mean, update_beta, whiten
 
 
 def batch(B=5, L=7, seed=0):
@@ -73,10 +73,11 @@ def test_kl_of_pi_with_itself_is_zero_and_rewards_sum_to_the_objective():
     logprobs, ref_logprobs, mask = batch(seed=3)
     logprobs, ref_logprobs = logprobs - 2, ref_logprobs - 2
     scores = torch.tensor([1.0, -1.0, 0.0, 0.5, 1.0])
-    rewards, kl = per_token_rewards(scores, logprobs, logprobs.clone(), mask, beta=0.3)
+    kl = kl_penalty_terms("reward", logprobs, logprobs, logprobs.clone(), mask)
     assert (kl == 0).all()
-    assert torch.allclose(rewards.sum(1), scores)
-    rewards, kl = per_token_rewards(scores, logprobs, ref_logprobs, mask, beta=0.3)
+    assert torch.allclose(per_token_rewards(scores, kl, mask, beta=0.3).sum(1), scores)
+    kl = kl_penalty_terms("reward", logprobs, logprobs, ref_logprobs, mask)
+    rewards = per_token_rewards(scores, kl, mask, beta=0.3)
     expect = scores - 0.3 * ((logprobs - ref_logprobs) * mask).sum(1)   # r(x,y) - beta log pi/pi_ref
     assert torch.allclose(rewards.sum(1), expect, atol=1e-6)
     last = mask.sum(1).long() - 1
@@ -122,23 +123,48 @@ def test_explained_variance():
     assert abs(explained_variance(constant, returns, mask)) < 1e-5
 
 
-def test_grpo_advantages_for_a_hand_made_group_and_the_kl_estimators():
+def test_grpo_advantages_for_a_hand_made_group_and_its_reductions():
     """A = (R - mean) / (std + 1e-4) per group of G (sample std); a group of equal rewards gets 0, not
-    NaN; Dr. GRPO drops the std. k1 = d, k2 = d^2 / 2, k3 = exp(-d) - 1 + d for d = log pi - log pi_ref."""
+    NaN; Dr. GRPO drops the std."""
     R = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
     sd = math.sqrt(4 * 0.25 / 3)
     a = 0.5 / (sd + 1e-4)
     assert group_advantages(R, 4).tolist() == pytest.approx([a, -a, -a, a] + [0.0] * 4)
     assert group_advantages(R, 4, std=False).tolist() == [0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
-    d = torch.tensor([[0.5, -1.0, 2.0]])
-    ones, pad = torch.ones(1, 3), torch.tensor([[1.0, 1.0, 0.0]])
-    assert kl_estimate(d, torch.zeros(1, 3), ones, "k1").tolist() == [[0.5, -1.0, 2.0]]
-    assert kl_estimate(d, torch.zeros(1, 3), ones, "k2").tolist() == [[0.125, 0.5, 2.0]]
-    assert kl_estimate(-100 * d, torch.zeros(1, 3), pad, "k3")[0, 2] == 0  # padding: 0, not inf
-    k3 = [math.exp(-v) - 1 + v for v in (0.5, -1.0, 2.0)]
-    k3_of_d = kl_estimate(d + 1, torch.ones(1, 3), ones, "k3")[0]  # log pi_ref = 1 here
-    assert k3_of_d.tolist() == pytest.approx(k3, abs=1e-6)
     x = torch.tensor([[1.0, 3.0, 9.0], [4.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     assert response_mean(x, mask).item() == (2.0 + 4.0) / 2
     assert seq_mean(x, mask).item() == (4.0 + 4.0) / 2
+
+
+E = math.exp
+D, LOG_RATIO = [0.5, -1.0, 2.0], [0.5, 0.0, 0.5]  # d = log pi - log pi_ref and log pi / pi_old
+K3 = [E(-d) - 1 + d for d in D]
+TO_COME = [2.0 - 1.0 + 0.5, 2.0 - 1.0, 2.0]  # sum_{s >= t} d_s
+HAND = {  # placement: (k_t, d k_t / d log pi(y_t)) by hand, log pi = (-1, -2, -0.5)
+    "k1": (D, [1.0] * 3),
+    "k2": ([d * d / 2 for d in D], D),
+    "k3": (K3, [1 - E(-d) for d in D]),
+    "k3_ratio": ([E(q) * k for q, k in zip(LOG_RATIO, K3)], [E(q) * d for q, d in zip(LOG_RATIO, D)]),
+    "k3_st": (K3, D),  # k3's value, k2's gradient
+    "ratio_k1": ([E(q) * d for q, d in zip(LOG_RATIO, D)], [E(q) * (d + 1) for q, d in zip(LOG_RATIO, D)]),
+    "seq": ([c * lp for c, lp in zip(TO_COME, [-1.0, -2.0, -0.5])], TO_COME),  # the KL to come, as data
+}
+
+
+@pytest.mark.parametrize("name", KL_PENALTIES)
+def test_each_kl_placement_s_term_and_its_gradient_by_hand(name):
+    """k_t of every placement of rl.KL_PENALTIES for one response, and (loss placements) its gradient
+    in log pi; the reward placements are k1 and k3 of log pi_old - log pi_ref, as data. On padding
+    (mask 0) every k_t is 0, never inf, even where log pi - log pi_ref is -100."""
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    old, ref, ones = torch.tensor([[-1.5, -2.0, -1.0]]), torch.tensor([[-1.5, -1.0, -2.5]]), torch.ones(1, 3)
+    where, _ = KL_PENALTIES[name]
+    value, grad = HAND[{"reward": "k1", "k3_reward": "k3"}.get(name, name)]
+    k = kl_penalty_terms(name, logprobs, old, ref, ones)
+    assert k[0].tolist() == pytest.approx(value, abs=1e-6)
+    if where == "loss":
+        assert torch.autograd.grad(k.sum(), logprobs)[0][0].tolist() == pytest.approx(grad, abs=1e-6)
+    pad = torch.tensor([[1.0, 1.0, 0.0]])
+    far = kl_penalty_terms(name, torch.tensor([[-1.0, -2.0, -101.0]]), old, ref + 1, pad)
+    assert far[0, 2] == 0 and torch.isfinite(far).all()

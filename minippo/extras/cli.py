@@ -14,6 +14,7 @@ from dataclasses import asdict, fields
 
 import torch
 
+from minippo import rl
 from minippo.config import Config
 from minippo.extras.files import UsageError, say
 
@@ -30,9 +31,9 @@ LIMITS |= {"ent_coef": (0, 1000), "max_grad_norm": (0, 10**6), "sample_every": (
 LIMITS |= {"ckpt_every": (1, BIG), "eval_samples": (1, 100_000), "human_eval": (0, 10_000)}
 LIMITS |= {"group": (2, 65_536)}
 ABOVE_LOWEST = {"pretrain_lr", "lr", "clip", "max_grad_norm"}     # 0 itself is refused
-# (and --reward: one of minippo.rewards.REWARDS)
+# (and --reward: one of minippo.rewards.REWARDS; --kl-penalty: auto or one of rl.KL_PENALTIES)
 CHOICES = {"algo": ("ppo", "reinforce", "grpo"), "device": ("auto", "cpu", "cuda")}
-CHOICES |= {"kl_penalty": ("auto", "reward", "k1", "k2", "k3"), "variant": ("std", "no_std", "dr")}
+CHOICES |= {"variant": ("std", "no_std", "dr")}
 # settings only some algorithms read: given with another, a flag would be ignored, so it is refused
 USED_BY = dict.fromkeys(["group", "variant"], "grpo")
 USED_BY |= dict.fromkeys(["gamma", "lam", "vf_coef", "whiten"], "ppo")
@@ -96,7 +97,8 @@ def check(cfg: Config, rewards=(), here: bool = True) -> Config:
 
     for name, (low, high) in LIMITS.items():
         within(name, getattr(cfg, name), low, high, name in ABOVE_LOWEST)
-    for name, allowed in {**CHOICES, "reward": rewards or (cfg.reward,)}.items():
+    read = {"reward": rewards or (cfg.reward,), "kl_penalty": ("auto", *rl.KL_PENALTIES)}
+    for name, allowed in {**CHOICES, **read}.items():
         if getattr(cfg, name) not in allowed:
             bad(name, f"must be one of {', '.join(allowed)}")
     if not cfg.out.strip():
