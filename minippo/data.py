@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-SUBJECTS = ["the food", "the staff", "the room", "the hotel", "the movie", "the music",
-            "the coffee", "the service", "this book", "this place", "this game", "this city"]
+SUBJECTS = ["the " + s for s in "food staff room hotel movie music coffee service".split()]
+SUBJECTS += ["this " + s for s in "book place game city".split()]
 VERBS = ["is", "was", "seems", "looks", "felt"]
 ADVERBS = ["very", "really", "quite", "so"]
 POSITIVE = ["good", "great", "lovely", "fun", "excellent", "amazing", "nice", "perfect"]

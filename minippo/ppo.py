@@ -28,7 +28,7 @@ def kl_penalty(cfg) -> str:
     return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k3" if cfg.algo == "grpo" else "reward"
 
 
-def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, average_gradients=alone):
+def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, average=alone):
     """One iteration on cfg.batch responses; returns what it sampled and the figures to log."""
     device = policy.lm_head.weight.device
     G = cfg.group if cfg.algo == "grpo" else 1                 # responses per query
@@ -69,10 +69,10 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, aver
                 advantages = A[:, None] * mask                                    # (B, L)
 
     # ---- 5. update pi_theta on this batch
-    batch = {"prompt_ids": prompt_ids, "tokens": tokens, "mask": mask, "scores": scores, "kl": kl,
-             "old_logprobs": old_logprobs, "old_values": old_values, "ref_logprobs": ref_logprobs,
-             "advantages": advantages, "returns": returns}
-    steps = update(policy, optimizer, batch, cfg, beta, average_gradients)
+    batch = dict(prompt_ids=prompt_ids, tokens=tokens, mask=mask, scores=scores, kl=kl)
+    batch |= dict(old_logprobs=old_logprobs, old_values=old_values, ref_logprobs=ref_logprobs)
+    batch |= dict(advantages=advantages, returns=returns)
+    steps = update(policy, optimizer, batch, cfg, beta, average)
     ev = rl.explained_variance(old_values, returns, mask) if cfg.algo == "ppo" else None  # V's fit
     return {"texts": list(zip(xs, ys, finished)), "scores": scores.tolist(), "steps": steps,
             "reward": scores.mean().item(),                  # E[r(x, y)] over the batch
@@ -115,7 +115,7 @@ def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list
             average_gradients(policy)               # torchrun: the mean over every process
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             if not torch.isfinite(grad_norm):       # a NaN or inf step would poison every weight
-                raise FloatingPointError("a gradient became non-finite (lr, reward, beta too high?)")
+                raise FloatingPointError("a gradient became non-finite (lr or beta too high?)")
             optimizer.step()
             log.append({"pg_loss": pg_loss, "entropy": mb_entropy, **stats, "tokens": m.sum()})
     # tensors -> floats, one read per step (on a GPU: one sync)

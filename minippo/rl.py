@@ -111,7 +111,7 @@ KL_PENALTIES = {  # name: (where, k_t(d, ratio, log pi))
     "k1": ("loss", lambda d, ratio, lp: d),                   # E[grad] = 0: the penalty vanishes
     "k2": ("loss", lambda d, ratio, lp: d**2 / 2),            # grad d grad log pi: one token's KL's
     "k3": ("loss", lambda d, ratio, lp: k3(d)),               # DeepSeekMath; KL(pi_ref || pi)'s grad
-    "k3_ratio": ("loss", lambda d, ratio, lp: ratio * k3(d)),  # TRL, DeepSeek-V3.2: ratio d grad log pi
+    "k3_ratio": ("loss", lambda d, ratio, lp: ratio * k3(d)),  # TRL, DeepSeek-V3.2: grad ratio d
     "k3_st": ("loss", lambda d, ratio, lp: (k3(d) - d**2 / 2).detach() + d**2 / 2),  # verl k3+
     "ratio_k1": ("loss", lambda d, ratio, lp: ratio * d),     # open-instruct kl4: ratio (d + 1) grad
     "seq": ("loss", lambda d, ratio, lp: d.flip(1).cumsum(1).flip(1).detach() * lp),  # Tang & Munos

@@ -79,8 +79,8 @@ M12 minippo/rl.py | GAE leaves V non-zero on padding
 - values = values * mask
 + values = values
 M13 minippo/rl.py | the KL penalty with the wrong sign
-- rewards = -beta * kl
-+ rewards = beta * kl
+- rewards = -beta * penalty
++ rewards = beta * penalty
 M14 minippo/rl.py | PPO's loss a mean over tokens instead of a sum over tokens, mean over responses
 - pg_loss = seq_mean(pg_losses, mask)
 + pg_loss = masked_mean(pg_losses, mask)
@@ -196,17 +196,17 @@ M51 minippo/rl.py | GRPO divides by the batch's std, not the group's
 - return (A / (R.std(1, keepdim=True) + eps) if std else A).flatten()
 + return (A / (R.std() + eps) if std else A).flatten()
 M52 minippo/rl.py | k3 with its ratio inverted: pi / pi_ref - 1 - log(pi / pi_ref)
-- return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(-d) + d}[estimator]
-+ return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(d) - d}[estimator]
+- return torch.expm1(-d) + d
++ return torch.expm1(d) - d
 M53 minippo/rl.py | k2 without its 1/2: twice the KL's gradient
-- return {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.expm1(-d) + d}[estimator]
-+ return {"k1": d, "k2": d ** 2, "k3": torch.expm1(-d) + d}[estimator]
+- "k2": ("loss", lambda d, ratio, lp: d**2 / 2),
++ "k2": ("loss", lambda d, ratio, lp: d**2),
 M54 minippo/ppo.py | GRPO without its per-response length normalisation
 - reduce = rl.response_mean if per_response else rl.seq_mean  # the others sum them
 + reduce = rl.seq_mean  # the others sum them
 M55 minippo/ppo.py | the KL paid twice: in the reward and as a loss term
-- in_reward = beta if kl_penalty(cfg) == "reward" else 0.0   # beta of the KL in the reward, or 0
-+ in_reward = beta   # beta of the KL in the reward, or 0
+- in_reward = beta if rl.KL_PENALTIES[penalty][0] == "reward" else 0.0
++ in_reward = beta
 M56 minippo/ppo.py | GRPO's default KL in the reward instead of k3 as a loss
 - return cfg.kl_penalty if cfg.kl_penalty != "auto" else "k3" if cfg.algo == "grpo" else "reward"
 + return cfg.kl_penalty if cfg.kl_penalty != "auto" else "reward"
@@ -483,6 +483,27 @@ C13 minippo/extras/cli.py | --resume DIR alone starts from the defaults, not the
 C14 minippo/extras/cli.py | a flag given beside --resume is overridden by the saved settings instead of compared with them
 - cfg = Config(**{**asdict(cfg), **given})
 + cfg = Config(**{**given, **asdict(cfg)})
+M99 minippo/rl.py | verl's k3+ with the gradients of k3 and k2 both, not k2's alone
+- "k3_st": ("loss", lambda d, ratio, lp: (k3(d) - d**2 / 2).detach() + d**2 / 2),
++ "k3_st": ("loss", lambda d, ratio, lp: k3(d) + d**2 / 2 - (d**2 / 2).detach()),
+M100 minippo/rl.py | TRL's k3 times a detached ratio: k3's gradient, not ratio d grad log pi
+- "k3_ratio": ("loss", lambda d, ratio, lp: ratio * k3(d)),
++ "k3_ratio": ("loss", lambda d, ratio, lp: ratio.detach() * k3(d)),
+M101 minippo/rl.py | the sequence-level term weighs log pi(y_t) by the KL so far, not the KL to come
+- "seq": ("loss", lambda d, ratio, lp: d.flip(1).cumsum(1).flip(1).detach() * lp),
++ "seq": ("loss", lambda d, ratio, lp: d.cumsum(1).detach() * lp),
+M102 minippo/rl.py | the KL to come differentiated too
+- "seq": ("loss", lambda d, ratio, lp: d.flip(1).cumsum(1).flip(1).detach() * lp),
++ "seq": ("loss", lambda d, ratio, lp: d.flip(1).cumsum(1).flip(1) * lp),
+M103 minippo/rl.py | k3 in the reward placed as a loss term
+- "k3_reward": ("reward", lambda d, ratio, lp: k3(d)),
++ "k3_reward": ("loss", lambda d, ratio, lp: k3(d)),
+M104 minippo/ppo.py | the reward's per-token penalty always k1, whatever the placement
+- k = rl.kl_penalty_terms(penalty, old_logprobs, old_logprobs, ref_logprobs, mask)
++ k = rl.kl_penalty_terms("reward", old_logprobs, old_logprobs, ref_logprobs, mask)
+M105 minippo/rl.py | open-instruct's ratio x k1 without its ratio: k1, whose expected gradient is 0
+- "ratio_k1": ("loss", lambda d, ratio, lp: ratio * d),
++ "ratio_k1": ("loss", lambda d, ratio, lp: d),
 """
 
 
