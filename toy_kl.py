@@ -34,7 +34,7 @@ from toy_bandit import (FLAGS, closed_form, exact_grad, finite, fmt, grad_log_pi
 PLACEMENTS = ("k1 in reward", "k1 as loss", "k2 as loss", "k3 as loss", "k3 inverted",
               "k3 in reward", "k3 x ratio", "k3 st", "ratio x k1", "KL to come")
 FLAG = {"k1 in reward": "reward", "k1 as loss": "k1", "k2 as loss": "k2", "k3 as loss": "k3",
-        "k3 inverted": "-", "k3 in reward": "k3_reward", "k3 x ratio": "k3_ratio",
+        "k3 inverted": "k3_inverted", "k3 in reward": "k3_reward", "k3 x ratio": "k3_ratio",
         "k3 st": "k3_st", "ratio x k1": "ratio_k1", "KL to come": "seq"}  # train.py --kl-penalty
 IN_REWARD = {"k1 in reward": lambda d: d,                  # r~ = r - beta k1 = r - beta d
              "k3 in reward": lambda d: np.expm1(-d) + d}   # r~ = r - beta k3, k3 = rho - 1 - log rho

@@ -41,8 +41,15 @@ for s in 0 1 2; do
       "$O"/ppo_2000/beta=* --out "$O"
 done
 cp "$R/overopt_s0/overoptimisation.png" docs/overoptimisation.png
+# where the KL goes (docs/grpo.md, docs/kl_libraries.md): 28 runs a seed, one pi_ref a seed
+V=ppo,reinforce,grpo,grpo+kl_penalty=k2,grpo+kl_penalty=reward,grpo+variant=dr,grpo+variant=no_std
+for p in k3_ratio k3_st ratio_k1 k3_reward seq k3_inverted; do V=$V,grpo+kl_penalty=$p; done
+for p in k3_reward k2 k3 k3_ratio k3_st ratio_k1 seq; do V=$V,ppo+kl_penalty=$p; done
+for p in k3 k3_ratio k3_st ratio_k1 k2 reward k3_reward seq; do V=$V,grpo+kl_penalty=$p+epochs=1+minibatch=64; done
 for s in 0 1 2; do log grpo_s$s python -m minippo.extras.sweep --iters 140 --seed $s --out "$R/grpo_s$s" \
-    --sweep algo=ppo,reinforce,grpo,grpo+kl_penalty=k2,grpo+kl_penalty=reward,grpo+variant=dr,grpo+variant=no_std; done
-log grpo_gap python -m minippo.extras.plot --gap "$R/grpo_gap.png" "$R"/grpo_s*/algo=*
+    --sweep algo=$V; done
+N="ppo grpo grpo+kl_penalty=k2 grpo+kl_penalty=k3_ratio grpo+kl_penalty=k3_reward grpo+kl_penalty=seq grpo+kl_penalty=reward"
+log grpo_gap python -m minippo.extras.plot --gap "$R/grpo_gap.png" \
+    $(for s in 0 1 2; do for n in $N; do echo "$R/grpo_s$s/algo=$n"; done; done)
 cp "$R/grpo_gap.png" docs/grpo_gap.png
 for f in "$R"/*.txt; do echo "== $f"; grep -A2 "^pi_theta\|^optimality gap" "$f" || tail -8 "$f"; grep "wall" "${f%.txt}.err" || true; done

@@ -115,6 +115,7 @@ KL_PENALTIES = {  # name: (where, k_t(d, ratio, log pi))
     "k3_st": ("loss", lambda d, ratio, lp: (k3(d) - d**2 / 2).detach() + d**2 / 2),  # verl k3+
     "ratio_k1": ("loss", lambda d, ratio, lp: ratio * d),     # open-instruct kl4: ratio (d + 1) grad
     "seq": ("loss", lambda d, ratio, lp: d.flip(1).cumsum(1).flip(1).detach() * lp),  # Tang & Munos
+    "k3_inverted": ("loss", lambda d, ratio, lp: torch.expm1(d) - d),  # a bug: chi2 / 2's gradient
 }
 
 

@@ -40,7 +40,7 @@ AS_LOSS += [("grpo", "k2", "dr")]  # Dr. GRPO sums a response's KL terms, as its
 AS_LOSS += [("grpo", "k3_ratio", "std"), ("ppo", "k3_ratio", "std"), ("grpo", "k3_st", "no_std")]
 AS_LOSS += [("reinforce", "k3_st", "std"), ("grpo", "ratio_k1", "std"), ("ppo", "ratio_k1", "std")]
 AS_LOSS += [("grpo", "seq", "dr"), ("grpo", "seq", "std"), ("reinforce", "seq", "std")]
-AS_LOSS += [("ppo", "k3_reward", "std"), ("reinforce", "k3_reward", "std"), ("grpo", "k3_reward", "dr")]
+AS_LOSS += [("grpo", "k3_inverted", "std"), ("ppo", "k3_reward", "std"), ("reinforce", "k3_reward", "std"), ("grpo", "k3_reward", "dr")]
 
 
 def reward(x, y):  # any bounded function of the two strings
@@ -168,7 +168,7 @@ def kl_term_gradient(models, seen, algo, penalty="reward", variant="std"):
             d, ratio = logp - (logp.detach() - k), torch.exp(logp - logp.detach())  # d, pi / pi_old
             term = {"k1": d, "k2": d**2 / 2, "k3": torch.exp(-d) - 1 + d, "k3_st": d**2 / 2,
                     "k3_ratio": ratio * (torch.exp(-d) - 1 + d), "ratio_k1": ratio * d,
-                    "seq": k.flip(0).cumsum(0).flip(0) * logp}[penalty].sum()
+                    "seq": k.flip(0).cumsum(0).flip(0) * logp, "k3_inverted": torch.exp(d) - 1 - d}[penalty].sum()
             total = total + (term / len(d) if algo == "grpo" and variant != "dr" else term)
             continue
         group = sums[i // 4 * 4 : i // 4 * 4 + 4]            # GRPO: the 4 responses to its query
@@ -190,6 +190,21 @@ def test_beta_changes_the_gradient_by_exactly_the_kl_terms_gradient(models, algo
     assert expected.norm() > 1e-3
     error = (grad_beta - grad_0 - expected).abs().max()
     assert torch.allclose(grad_beta - grad_0, expected, atol=1e-5, rtol=1e-4), error
+
+
+def test_a_placement_added_to_the_table_is_a_choice_of_the_command_and_the_loop_s(models, monkeypatch):
+    """A forker's placement is one line in rl.KL_PENALTIES: --kl-penalty offers it, and the loop's KL term
+    follows it (here half of k2: the gradient of beta k is half k2's, exactly)."""
+    from minippo import rl
+    from minippo.extras.cli import parse_config
+
+    monkeypatch.setitem(rl.KL_PENALTIES, "half_k2", ("loss", lambda d, ratio, lp: d**2 / 4))
+    assert parse_config(["--kl-penalty", "half_k2"]).kl_penalty == "half_k2"
+    grads = {}
+    for name in ("k2", "half_k2"):
+        grads[name] = one_iteration(models, config("ppo", kl_penalty=name), 0.7)[2] - one_iteration(
+            models, config("ppo", kl_penalty=name), 0.0)[2]
+    assert grads["k2"].norm() > 1e-3 and torch.allclose(grads["half_k2"], grads["k2"] / 2, atol=1e-6)
 
 
 @pytest.mark.parametrize("variant", ["std", "no_std", "dr"])

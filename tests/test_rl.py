@@ -149,6 +149,7 @@ HAND = {  # placement: (k_t, d k_t / d log pi(y_t)) by hand, log pi = (-1, -2, -
     "k3_st": (K3, D),  # k3's value, k2's gradient
     "ratio_k1": ([E(q) * d for q, d in zip(LOG_RATIO, D)], [E(q) * (d + 1) for q, d in zip(LOG_RATIO, D)]),
     "seq": ([c * lp for c, lp in zip(TO_COME, [-1.0, -2.0, -0.5])], TO_COME),  # the KL to come, as data
+    "k3_inverted": ([E(d) - 1 - d for d in D], [E(d) - 1 for d in D]),  # w - 1 - log w, w = pi / pi_ref
 }
 
 
