@@ -235,23 +235,23 @@ M82 minippo/evaluate.py | pi*'s weights from r / beta unshifted: NaN once r / be
 - u = torch.where(r == m, 0.0, (r - m) / beta)   # log pi*/pi_ref + const, shifted for safety
 + u = r / beta   # log pi*/pi_ref + const, shifted for safety
 M61 toy_kl.py | k2's per-sample weight is k2 itself, not its derivative d
-- return d                         # k2 = d^2 / 2                            k2' = d
-+ return d ** 2 / 2                # k2 = d^2 / 2                            k2' = d
+- "k2 as loss": lambda: d,                # k2 = d^2 / 2                       k2' = d
++ "k2 as loss": lambda: d ** 2 / 2,       # k2 = d^2 / 2                       k2' = d
 M62 toy_kl.py | k3's per-sample weight with the ratio inverted (1 - w for 1 - rho)
-- return 1 - np.exp(-d)            # k3 = rho - 1 - log rho (GRPO)           k3' = 1 - rho
-+ return 1 - np.exp(d)             # k3 = rho - 1 - log rho (GRPO)           k3' = 1 - rho
+- "k3 as loss": lambda: 1 - np.exp(-d),   # k3 = rho - 1 - log rho (GRPO)      k3' = 1 - rho
++ "k3 as loss": lambda: 1 - np.exp(d),    # k3 = rho - 1 - log rho (GRPO)      k3' = 1 - rho
 M63 toy_kl.py | inverted k3's weight is the loss value, not its derivative w - 1
-- return np.exp(d) - 1                 # inverted: w - 1 - log w, w = 1 / rho    k'  = w - 1
-+ return np.exp(d) - 1 - d             # inverted: w - 1 - log w, w = 1 / rho    k'  = w - 1
+- "k3 inverted": lambda: np.exp(d) - 1,   # w - 1 - log w, w = 1 / rho         k'  = w - 1
++ "k3 inverted": lambda: np.exp(d) - 1 - d,  # w - 1 - log w, w = 1 / rho         k'  = w - 1
 M64 toy_kl.py | k1 as a loss credited with k1-in-the-reward's penalty gradient (the bug it hides)
-- penalty = np.zeros_like(pi)                                   # sum_a pi(a) (e_a - pi) = 0
-+ penalty = pi * (d - pi @ d)                                   # sum_a pi(a) (e_a - pi) = 0
+- penalty = {"k1 as loss": lambda: np.zeros_like(pi),               # sum_a pi(a) (e_a - pi) = 0
++ penalty = {"k1 as loss": lambda: kl_part,               # sum_a pi(a) (e_a - pi) = 0
 M65 toy_kl.py | k3 as a loss given the reverse-KL gradient ('k3 is unbiased, so same as k1 in the reward')
-- penalty = pi - np.exp(log_ref)                                # pi - pi_ref
-+ penalty = pi * (d - pi @ d)                                   # pi - pi_ref
+- "k3 as loss": lambda: pi - np.exp(log_ref),            # pi - pi_ref
++ "k3 as loss": lambda: kl_part,            # pi - pi_ref
 M66 toy_kl.py | inverted k3's closed form with rho for w
-- penalty = pi * (np.exp(d) - pi @ np.exp(d))                   # pi * (w - E_pi w)
-+ penalty = pi * (np.exp(-d) - pi @ np.exp(-d))                 # pi * (w - E_pi w)
+- "k3 inverted": lambda: pi * (np.exp(d) - pi @ np.exp(d)),  # pi * (w - E_pi w)
++ "k3 inverted": lambda: pi * (np.exp(-d) - pi @ np.exp(-d)),  # pi * (w - E_pi w)
 M67 toy_kl.py | the std divides the KL loss term too (beta_eff = beta)
 - return pi * (r - pi @ r) / sigma - beta * penalty       # grad J / sigma - beta E[grad k]
 + return (pi * (r - pi @ r) - beta * penalty) / sigma     # grad J / sigma - beta E[grad k]
@@ -259,8 +259,8 @@ M68 toy_kl.py | per-sample: the std divides the KL loss term too
 - coef = (r - pi @ r) / sigma - beta * kl_weight(placement, d)  # A(a) - beta k'(d(a))
 + coef = (r - pi @ r - beta * kl_weight(placement, d)) / sigma  # A(a) - beta k'(d(a))
 M69 toy_kl.py | per-sample KL in the reward with the wrong sign
-- shaped = r - beta * d                                       # r~ = r - beta d
-+ shaped = r + beta * d                                       # r~ = r - beta d
+- IN_REWARD = {"k1 in reward": lambda d: d,                  # r~ = r - beta k1 = r - beta d
++ IN_REWARD = {"k1 in reward": lambda d: -d,                  # r~ = r - beta k1 = r - beta d
 M70 toy_kl.py | k3 as a loss claimed to converge to pi*
 - return ref / (u + steep)
 + return ref * np.exp(-steep) / (ref * np.exp(-steep)).sum()
@@ -402,6 +402,15 @@ M97 minippo/ppo.py | GRPO's default KL placement k1 instead of k3
 M98 minippo/evaluate.py | J* trusted on pi_ref's estimate even when the mixture's weights rest on one sample
 - ess = min(ess, figures[-1][4], both[4])     # J* is trusted when ess >= MIN_ESS
 + ess = min(ess, figures[-1][4])     # J* is trusted when ess >= MIN_ESS
+M106 toy_kl.py | part 7: the KL to come counted among the per-token placements
+- SEQUENCE = ("k1 in reward", "k3 in reward", "KL to come")
++ SEQUENCE = ("k1 in reward", "k3 in reward")
+M107 toy_kl.py | part 7's closed form: token a never sees the KL of token b
+- kl_b = (pb * (two_log_b(theta) - log_b)).sum(1)                    # KL(pi(.|a) || pi_ref(.|a))
++ kl_b = 0 * (pb * (two_log_b(theta) - log_b)).sum(1)                    # KL(pi(.|a) || pi_ref(.|a))
+M108 toy_kl.py | part 7's samples: the KL to come of token a is its own log-ratio alone
+- c_a -= beta * (d_a[a] + d_b[a, b] if placement == "KL to come"
++ c_a -= beta * (d_a[a] if placement == "KL to come"
 C3 minippo/extras/cli.py | a flag the algorithm ignores is accepted
 - if name in given and cfg.algo not in algos.split():
 + if name in given and cfg.algo in algos.split():
