@@ -19,8 +19,9 @@ Which placements make the policy settle at pi*?
     beta_eff = beta * sigma_pi(r), which shrinks as pi concentrates.
 7) Two tokens, y = (a, b), where a sets the KL that b will cost: each placement applied per token as
    the loop applies it, its expected step enumerated over the 9 responses beside its closed form,
-   exact ascent, J - beta KL and the gap there. Only k1 in the reward and the KL to come carry b's
-   KL back to a; every per-token estimator stops short of pi*, however exact on one token.
+   exact ascent, J - beta KL and the gap there. Only the placements in the reward and the KL to come
+   carry b's KL back to a, and of those k3 in the reward keeps its own bias; every per-token loss
+   stops short of pi*, however exact on one token. (GRPO's std is part 6's alone.)
 numpy only, like toy_bandit.py, whose pieces it imports; tests/test_toy_kl.py checks it against
 torch autograd."""
 import json
@@ -114,8 +115,9 @@ def kl_fixed_point(r, beta, log_ref, placement, ended=None):
                    sum = 1 (water-filling): the argmax of J - beta chi2(pi || pi_ref) / 2
       k3 in reward: one arm. An arm pi starves pays beta pi_ref(a) / pi(a) each time it is drawn,
                    so it starves further, for ever: that steady push (beta pi_ref(a) on its logit)
-                   moves mass to the larger of the arms left, until one holds all of pi. Which
-                   one is the path's choice: the arm where the ascent `ended` (a policy) is largest
+                   moves mass to the larger of the arms left, until one holds all of pi (or
+                   arms tied in r and pi_ref share it). Which one is the path's choice: the arm
+                   where the ascent `ended` (a policy) is largest
     c, lam by bisection on u = (c - max r) / beta in (0, 1] and v = (max r - lam) / beta."""
     if placement in ("k1 in reward", "k2 as loss", "k3 x ratio", "k3 st", "ratio x k1", "KL to come"):
         return closed_form(r, beta, log_ref)[0]
@@ -123,7 +125,9 @@ def kl_fixed_point(r, beta, log_ref, placement, ended=None):
         return closed_form(r, 0.0, log_ref)[0]
     ref = np.exp(log_ref)
     if placement == "k3 in reward":                     # all of pi on one arm: the path's
-        return np.eye(len(r))[np.argmax(r if ended is None else ended)]
+        top = np.argmax(r if ended is None else ended)  # (shared by arms tied in r and pi_ref)
+        tied = (r == r[top]) & (log_ref == log_ref[top])
+        return tied / tied.sum()
     with np.errstate(over="ignore"):                    # (max r - r) / tiny beta = inf: pi(a) = 0
         steep = (r.max() - r) / beta if beta else np.where(r < r.max(), np.inf, 0.0)
     if placement == "k3 as loss":                       # pi = pi_ref / (u + (max r - r) / beta)
@@ -171,7 +175,7 @@ WHY = {"k1 in reward": "token t's advantage holds beta times the KL of every tok
        "k3 in reward": "E[k3] is the KL, but k3 as data has the gradient of KL minus forward KL",
        "k3 x ratio": "ratio d_t grad log pi(y_t): k2's per token, off-policy too (the ratio)",
        "k3 st": "k2's gradient under k3's value: per token, as k2 (off-policy: no ratio)",
-       "ratio x k1": "ratio (d_t + 1) grad log pi(y_t): k3 x ratio's on average, noisier",
+       "ratio x k1": "ratio (d_t + 1) grad log pi(y_t): k3 x ratio's plus a term of mean 0",
        "KL to come": "grad log pi(y_t) weighed by sum_{s >= t} d_s, the KL still to come"}
 
 def two_policy(theta):
@@ -303,7 +307,7 @@ def main(argv=None):
         f"J(pi_ref)): 0 at pi*, 1 at pi_ref\n     placement      |{arms} | bar          |   TV   "
         "| J-b*KL    gap")
     labels = {"k1 as loss": "best arm", "k3 as loss": "b ref/(c-r)", "k3 inverted": "water-fill",
-              "k3 in reward": "its one arm"}
+              "k3 in reward": "its arm"}
     for run, name in zip(out["kl_placements"], PLACEMENTS):
         theta = settle(name)[0]
         pi_fix = kl_fixed_point(r, beta, log_ref, name, ended=policy(theta))
@@ -331,6 +335,13 @@ def main(argv=None):
                   "gap": gap(score(pi, r, beta, log_ref))} for t, pi, sigma in path],
         "beta_eff": b_eff, "k3_as_loss": k3, "k1_in_reward_step_at_pi_star": at_star,
         "k3_as_loss_std": pair("k3 loss, std", "at beta_eff", theta, pi_fix)}
+    with_std = {name: gap(score(policy(settle(name, std=True)[0]), r, beta, log_ref)) for name in PLACEMENTS}
+    out["grpo_std"]["gaps"] = with_std
+    say(f"   Every placement with the std, exact ascent ({args.steps} steps): the gap (without: above)\n"
+        + "\n".join(f"     {name:<14} {g:6.3f}" for name, g in with_std.items())
+        + "\n   A loss term's beta becomes beta sigma, and sigma falls faster than the KL of "
+        "concentrating rises:\n   every loss but k3 drifts to the best arm. k1 in the reward is "
+        "divided with the rest: pi* stays.")
     # ---- 7. two tokens: per token or per sequence --------------------------------------------
     pa_star, pb_star, j2_star = two_optimum(beta)
     j2_ref = two_score(REF_A, REF_B, beta)
@@ -343,7 +354,8 @@ def main(argv=None):
     for a in range(len(REF_A)):
         say(f"     {a} |   {REF_A[a]:.3f}   | {fmt(REF_B[a], '{:.2f}')}    | "
             f"{fmt(R_AB[a], '{:.2f}')}    | {kl_of(pb_star[a], REF_B[a]):27.3f} | {pa_star[a]:.3f}")
-    steps7, lr7 = max(1, args.steps // 4), 4 * lr6         # part 6's lr x steps, 4 times faster
+    lr7 = 4 / max(0.2 * np.ptp(R_AB), beta, 1e-3)         # 20 for r in [0, 1]; less if it'd diverge
+    steps7 = max(1, args.steps // 4)                       # part 6's lr x steps, 4 times faster
     say(f"   J* = {j2_star:.4f}, J(pi_ref) = {j2_ref:.4f}. The loop's loss weighs grad log pi(y_t) "
         "by A - beta k'(d_t), d_t\n   token t's own log pi / pi_ref. E[step] is enumerated over the"
         " 9 responses beside its closed form:\n   part 6's step for b given a, weighed by pi(a), and"
@@ -375,7 +387,7 @@ def main(argv=None):
                 "policy_a": pa.tolist(), "closed_form_a": fa.tolist(), "tv": tv_y,
                 "reward": reward, "kl": kl, "objective": j, "gap": gap2(j),
                 "closed_form_gap": gap2(two_score(fa, fb, beta)),
-                "unbiased_per_token": abs(one["closed_form_gap"]) < 1e-9}
+                "unbiased_per_token": bool(np.abs(fb - pb_star).max() < 1e-9)}  # token b: the last
         row7["unbiased_per_sequence"] = abs(row7["closed_form_gap"]) < 1e-9
         out["two_tokens"]["placements"].append(row7)
         say(f"     {name:<13} {FLAG[name]:<12} | {diff:.0e} | {fmt(pa)}  | {tv_y:7.0e} | "
@@ -385,7 +397,8 @@ def main(argv=None):
         say("   k1 as a loss has no fixed point: without the KL it creeps towards beta = 0's best "
             f"response, y = (0, 0)\n   (its gap there {k1['closed_form_gap']:.3f}), and is "
             f"still {k1['tv']:.2f} from it in TV after the ascent.")
-    say("   Unbiased on one token (part 6's gap 0) and for the whole response (this gap 0), and why:")
+    say("   Unbiased per token (token b's fixed point, the last token's, is pi*(b | a)) and per sequence"
+        " (the gap 0),\n   and why:")
     for row7 in out["two_tokens"]["placements"]:
         verdict = {(True, True): "per token and per sequence", (True, False): "per token only",
                    (False, True): "per sequence only", (False, False): "neither"}[

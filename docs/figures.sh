@@ -48,6 +48,8 @@ for p in k3_reward k2 k3 k3_ratio k3_st ratio_k1 seq; do V=$V,ppo+kl_penalty=$p;
 for p in k3 k3_ratio k3_st ratio_k1 k2 reward k3_reward seq; do V=$V,grpo+kl_penalty=$p+epochs=1+minibatch=64; done
 for s in 0 1 2; do log grpo_s$s python -m minippo.extras.sweep --iters 140 --seed $s --out "$R/grpo_s$s" \
     --sweep algo=$V; done
+for s in 0 1 2; do log kl_on_s$s python -m minippo.extras.sweep --algo grpo --iters 560 --batch 16 --minibatch 16 \
+    --epochs 1 --seed $s --out "$R/kl_on_s$s" --sweep kl_penalty=k3,k2,k3_ratio,seq,reward; done
 N="ppo grpo grpo+kl_penalty=k2 grpo+kl_penalty=k3_ratio grpo+kl_penalty=k3_reward grpo+kl_penalty=seq grpo+kl_penalty=reward"
 log grpo_gap python -m minippo.extras.plot --gap "$R/grpo_gap.png" \
     $(for s in 0 1 2; do for n in $N; do echo "$R/grpo_s$s/algo=$n"; done; done)

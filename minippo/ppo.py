@@ -55,7 +55,7 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, aver
         ref_logprobs, _, _ = response_logprobs(ref, prompt_ids, tokens, T)
         kl = (old_logprobs - ref_logprobs) * mask                          # k1 of KL, per token
         k = rl.kl_penalty_terms(penalty, old_logprobs, old_logprobs, ref_logprobs, mask)
-        rewards = rl.per_token_rewards(scores, k, mask, in_reward)         # -beta k_t + r(x, y)
+        rewards = rl.per_token_rewards(scores, k if in_reward else 0 * kl, mask, in_reward)
 
         # ---- 4. advantages. PPO: GAE over the per-token rewards; GRPO: each R against its group's
         if cfg.algo == "ppo":
@@ -80,7 +80,7 @@ def iteration(policy, ref, optimizer, vocab, prompts, reward_fn, cfg, beta, aver
             "response_length": mask.sum(1).mean().item(), "explained_variance": ev}
 
 
-def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list:
+def update(policy, optimizer, batch, cfg, beta, average=alone) -> list:
     """PPO and GRPO: cfg.epochs passes over shuffled minibatches of the batch. REINFORCE: one step on
     the whole batch. Returns one dict of statistics per optimizer step."""
     B, penalty, T = len(batch["tokens"]), kl_penalty(cfg), cfg.temperature
@@ -112,7 +112,7 @@ def update(policy, optimizer, batch, cfg, beta, average_gradients=alone) -> list
                 loss = loss + beta * reduce(k, m)
             optimizer.zero_grad()
             loss.backward()
-            average_gradients(policy)               # torchrun: the mean over every process
+            average(policy)                         # torchrun: the mean over every process
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             if not torch.isfinite(grad_norm):       # a NaN or inf step would poison every weight
                 raise FloatingPointError("a gradient became non-finite (lr or beta too high?)")

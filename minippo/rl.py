@@ -36,10 +36,10 @@ def whiten(x, mask, eps: float = 1e-8):
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
-def per_token_rewards(scores, penalty, mask, beta: float):
+def per_token_rewards(scores, k, mask, beta: float):
     """r_t = -beta k_t (k1 = log pi_old - log pi_ref: the KL in the reward), plus r(x, y) at the
-    last response token. scores (B,), penalty/mask (B, L) -> rewards (B, L)"""
-    rewards = -beta * penalty
+    last response token. scores (B,), k/mask (B, L) -> rewards (B, L)"""
+    rewards = -beta * k
     last = mask.sum(1).long() - 1                             # index of EOS (or of the last token)
     rewards[torch.arange(len(scores)), last] += scores        # r(x, y) arrives at the end
     return rewards

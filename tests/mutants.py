@@ -79,8 +79,8 @@ M12 minippo/rl.py | GAE leaves V non-zero on padding
 - values = values * mask
 + values = values
 M13 minippo/rl.py | the KL penalty with the wrong sign
-- rewards = -beta * penalty
-+ rewards = beta * penalty
+- rewards = -beta * k
++ rewards = beta * k
 M14 minippo/rl.py | PPO's loss a mean over tokens instead of a sum over tokens, mean over responses
 - pg_loss = seq_mean(pg_losses, mask)
 + pg_loss = masked_mean(pg_losses, mask)

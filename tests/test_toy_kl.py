@@ -179,6 +179,8 @@ def test_part_6_reports_its_checks(runs):
     assert std["path"][0]["gap"] == pytest.approx(1, abs=1e-12)            # the ascent starts at pi_ref
     assert std["beta_eff"] == pytest.approx(std["path"][-1]["beta_eff"])
     assert std["beta_eff"] < 0.9 * std["path"][0]["beta_eff"]               # sigma shrinks as pi concentrates
+    with_std = std["gaps"]  # GRPO's std: only k1 in the reward keeps pi*; k3 keeps its own fixed point
+    assert abs(with_std["k1 in reward"]) < 1e-9 and min(g for p, g in with_std.items() if p != "k1 in reward") > 0.05
     two = out["two_tokens"]["placements"]
     assert [p["placement"] for p in two] == list(tk.PLACEMENTS)
     for p in two:
@@ -269,6 +271,7 @@ def test_two_token_exact_ascent_reaches_the_closed_form_fixed_point(placement):
     sa, sb, j_star = tk.two_optimum(beta)
     gap = (j_star - tk.two_score(fa, fb, beta)) / (j_star - tk.two_score(tk.REF_A, tk.REF_B, beta))
     if placement in PER_SEQUENCE:
-        assert_allclose(fa[:, None] * fb, sa[:, None] * sb, atol=1e-12) and abs(gap) < 1e-12
+        assert_allclose(fa[:, None] * fb, sa[:, None] * sb, atol=1e-12)
+        assert abs(gap) < 1e-12
     else:
         assert gap > 0.02
