@@ -228,15 +228,16 @@ def two_fixed_point(beta, placement, ended=None):
     ended = ended or (None, [None] * len(REF_A))
     pb = np.array([kl_fixed_point(R_AB[a], beta, np.log(REF_B[a]), placement, ended[1][a])
                    for a in range(len(REF_A))])
-    on = pb > 0
-    kl_b = np.array([pb[a, on[a]] @ (np.log(pb[a, on[a]]) - np.log(REF_B[a, on[a]]))
-                     for a in range(len(REF_A))])
+    kl_b = np.array([kl(pb[a], REF_B[a]) for a in range(len(REF_A))])
     r_a = (pb * R_AB).sum(1) - beta * kl_b * (placement in SEQUENCE)
     return kl_fixed_point(r_a, beta, np.log(REF_A), placement, ended[0]), pb
 
+def kl(p, q):
+    """KL(p || q) of two tables, with 0 log 0 = 0 (closed forms have zeros)."""
+    return float(p[p > 0] @ (np.log(p[p > 0]) - np.log(q[p > 0])))
+
 def two_score(pa, pb, beta):
     """J - beta KL(pi || pi_ref) of the whole response: E[r] - beta (KL of a + E_a KL of b | a)."""
-    kl = lambda p, q: float(p[p > 0] @ (np.log(p[p > 0]) - np.log(q[p > 0])))
     kl_b = np.array([kl(pb[a], REF_B[a]) for a in range(len(REF_A))])
     return float(pa @ (pb * R_AB).sum(1) - beta * (kl(pa, REF_A) + pa @ kl_b))
 
@@ -346,14 +347,13 @@ def main(argv=None):
     pa_star, pb_star, j2_star = two_optimum(beta)
     j2_ref = two_score(REF_A, REF_B, beta)
     gap2 = lambda j: (j2_star - j) / (j2_star - j2_ref) if j2_star > j2_ref else 0.0
-    kl_of = lambda p, q: float(p[p > 0] @ (np.log(p[p > 0]) - np.log(q[p > 0])))
     say(f"\n7) Two tokens, y = (a, b): pi(y) = pi(a) pi(b | a), r(a, b) on the whole response, beta ="
         f" {beta:g}.\n   The first token sets the KL the second will cost: after a = 0 the rewarded b"
         " is rare under pi_ref.\n     a | pi_ref(a) | pi_ref(b | a)     | r(a, b)           | "
         "KL(pi*(.|a) || pi_ref(.|a)) | pi*(a)")
     for a in range(len(REF_A)):
         say(f"     {a} |   {REF_A[a]:.3f}   | {fmt(REF_B[a], '{:.2f}')}    | "
-            f"{fmt(R_AB[a], '{:.2f}')}    | {kl_of(pb_star[a], REF_B[a]):27.3f} | {pa_star[a]:.3f}")
+            f"{fmt(R_AB[a], '{:.2f}')}    | {kl(pb_star[a], REF_B[a]):27.3f} | {pa_star[a]:.3f}")
     lr7 = 4 / max(0.2 * np.ptp(R_AB), beta, 1e-3)         # 20 for r in [0, 1]; less if it'd diverge
     steps7 = max(1, args.steps // 4)                       # part 6's lr x steps, 4 times faster
     say(f"   J* = {j2_star:.4f}, J(pi_ref) = {j2_ref:.4f}. The loop's loss weighs grad log pi(y_t) "
@@ -382,16 +382,16 @@ def main(argv=None):
         fa, fb = two_fixed_point(beta, name, (pa, pb))
         tv_y = tv((pa[:, None] * pb).ravel(), (fa[:, None] * fb).ravel())
         j, reward = two_score(pa, pb, beta), float(pa @ (pb * R_AB).sum(1))
-        kl = two_score(pa, pb, 0.0) - two_score(pa, pb, 1.0)    # KL(pi || pi_ref), both tokens
+        kl_y = two_score(pa, pb, 0.0) - two_score(pa, pb, 1.0)    # KL(pi || pi_ref), both tokens
         row7 = {"placement": name, "flag": FLAG[name], "enumeration_vs_closed_form": diff,
                 "policy_a": pa.tolist(), "closed_form_a": fa.tolist(), "tv": tv_y,
-                "reward": reward, "kl": kl, "objective": j, "gap": gap2(j),
+                "reward": reward, "kl": kl_y, "objective": j, "gap": gap2(j),
                 "closed_form_gap": gap2(two_score(fa, fb, beta)),
                 "unbiased_per_token": bool(np.abs(fb - pb_star).max() < 1e-9)}  # token b: the last
         row7["unbiased_per_sequence"] = abs(row7["closed_form_gap"]) < 1e-9
         out["two_tokens"]["placements"].append(row7)
         say(f"     {name:<13} {FLAG[name]:<12} | {diff:.0e} | {fmt(pa)}  | {tv_y:7.0e} | "
-            f"{fmt([reward, kl, j, gap2(j)])} | {fmt([row7['closed_form_gap']])}")
+            f"{fmt([reward, kl_y, j, gap2(j)])} | {fmt([row7['closed_form_gap']])}")
     k1 = out["two_tokens"]["placements"][PLACEMENTS.index("k1 as loss")]
     if k1["tv"] > 0.01:
         say("   k1 as a loss has no fixed point: without the KL it creeps towards beta = 0's best "
